@@ -1,0 +1,92 @@
+"""Content-addressed response cache (SQLite), so reruns and ``--resume`` never repeat a request.
+
+Key = sha256 of (canonical model spec, request with audio replaced by its content digest,
+generation parameters). Only successful outputs are stored: a failed request is retried next time.
+Audio a model spoke is stored beside the database as ``blobs/<sha256>.wav`` and referenced by path,
+keeping rows small. WAL mode lets many runs share one cache file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from evalkit.records import AudioRef, ChatRequest, ModelOutput
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY,
+    model_spec TEXT NOT NULL,
+    output TEXT NOT NULL,
+    created REAL NOT NULL
+)
+"""
+
+
+def request_key(model_spec: str, request: ChatRequest) -> str:
+    """The cache key of one request to one model (raises AudioError if input audio is unreadable)."""
+    payload = {"model": model_spec, "request": request.cache_payload()}
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class ResponseCache:
+    """Thread-safe SQLite store of ``ModelOutput`` by request key."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.blob_dir = self.path.parent / "blobs"
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(SCHEMA)
+
+    def get(self, key: str) -> ModelOutput | None:
+        with self._lock:
+            row = self._db.execute("SELECT output FROM responses WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        output = ModelOutput.model_validate_json(row[0])
+        if output.audio is not None and output.audio.path and not Path(output.audio.path).exists():
+            return None  # blob was cleaned away: treat as a miss rather than return a dangling path
+        return output
+
+    def put(self, key: str, model_spec: str, output: ModelOutput) -> None:
+        if not output.ok:
+            return
+        stored = output.model_copy()
+        if output.audio is not None and output.audio.data is not None:
+            stored.audio = self._store_blob(output.audio)
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO responses (key, model_spec, output, created) VALUES (?, ?, ?, ?)",
+                (key, model_spec, stored.to_json(), time.time()),
+            )
+
+    def _store_blob(self, ref: AudioRef) -> AudioRef:
+        data = ref.read_bytes()
+        path = self.blob_dir / f"{hashlib.sha256(data).hexdigest()}.wav"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        return AudioRef(path=str(path), sample_rate=ref.sample_rate, mime=ref.mime)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    def stats(self) -> dict[str, Any]:
+        return {"path": str(self.path), "entries": len(self)}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

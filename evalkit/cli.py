@@ -1,0 +1,115 @@
+"""The ``evalkit`` command line (typer).
+
+Only typer is imported at module level: every command imports what it needs when it runs, so
+``evalkit --help`` stays fast and never loads torch. User mistakes (``EvalkitError``) print as one
+``error:`` line and exit 2; an interrupted run exits 130 with its files intact.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="Evaluate audio language models on multi-turn spoken dialogue.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    model: Annotated[str, typer.Option(help="Model spec: openai:MODEL@URL, hf:PATH, cascade[:asr=..,llm=..,tts=..]")] = "cascade",
+    tasks: Annotated[str, typer.Option(help="Comma-separated task names (see `evalkit list tasks`)")] = "demo",
+    limit: Annotated[int | None, typer.Option(help="Only the first N samples of each task", min=1)] = None,
+    concurrency: Annotated[int, typer.Option(help="Samples in flight (and requests to the endpoint)", min=1)] = 8,
+    out: Annotated[Path, typer.Option(help="Folder that receives the run directory")] = Path("runs"),
+    resume: Annotated[Path | None, typer.Option(help="Finish an interrupted run directory")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for generation and bootstrap CIs")] = 0,
+    max_tokens: Annotated[int | None, typer.Option(help="Override the tasks' max_tokens", min=1)] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the response cache")] = False,
+    cache_path: Annotated[Path | None, typer.Option(help="Response cache file (default: user cache)")] = None,
+    retries: Annotated[int, typer.Option(help="Attempts per request on transient errors", min=1)] = 5,
+    api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key")] = "OPENAI_API_KEY",
+    progress: Annotated[bool, typer.Option(help="Show the progress bar")] = True,
+) -> None:
+    """Run an evaluation (or --resume one) and write a run directory with report.html."""
+    from evalkit.errors import EvalkitError
+    from evalkit.runner import RunConfig, evaluate
+
+    config = RunConfig(
+        model=model, tasks=tasks, limit=limit, concurrency=concurrency, seed=seed, out_dir=str(out),
+        max_tokens=max_tokens, use_cache=not no_cache, cache_path=str(cache_path) if cache_path else None,
+        max_attempts=retries, model_options={"api_key_env": api_key_env},
+    )
+    try:
+        store = evaluate(config, resume_dir=resume, argv=sys.argv, show_progress=progress)
+    except EvalkitError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished requests are saved; continue with --resume RUN_DIR", err=True)
+        raise typer.Exit(130) from None
+    _print_summary(store)
+    typer.echo(f"report: {store.root / 'report.html'}")
+
+
+def _print_summary(store) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    summary = store.read_summary()
+    table = Table(title=f"run {store.run_id}")
+    for column in ("task", "judge", "metric", "value", "95% CI", "scored/n", "parse fail", "errors"):
+        table.add_column(column)
+    for task_name, task in summary["tasks"].items():
+        for judge_name, judge in task["judges"].items():
+            for metric, m in judge["metrics"].items():
+                ci = "–" if m["ci_low"] is None else f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+                table.add_row(task_name, judge_name, metric, f"{m['value']:.3f}", ci, f"{judge['n_scored']}/{judge['n']}",
+                              str(judge["n_parse_failures"]), str(judge["n_model_errors"] + judge["n_judge_errors"]))
+    Console().print(table)
+    typer.echo(f"run directory: {store.root}")
+
+
+@app.command("list")
+def list_(kind: Annotated[str, typer.Argument(help="models, tasks or judges")]) -> None:
+    """List registered models (adapter kinds), tasks or judges."""
+    from evalkit import registry
+
+    registries = {"models": registry.models, "tasks": registry.tasks, "judges": registry.judges}
+    if kind not in registries:
+        _fail(f"unknown kind {kind!r}; use one of: models, tasks, judges")
+    for name, doc in registries[kind].describe():
+        typer.echo(f"{name:22} {doc}")
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="A run directory")]) -> None:
+    """(Re)build summary.json and report.html of a run directory."""
+    from evalkit.errors import EvalkitError
+    from evalkit.runner import finalize
+    from evalkit.store import RunStore
+
+    try:
+        store = RunStore.open_existing(run_dir)
+        finalize(store)
+    except EvalkitError as exc:
+        _fail(str(exc))
+    typer.echo(f"report: {run_dir / 'report.html'}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

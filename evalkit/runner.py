@@ -1,0 +1,357 @@
+"""The evaluation pipeline: samples -> requests -> model (cached, retried, bounded) -> judges ->
+run directory, all streamed.
+
+Shape: ``concurrency`` worker coroutines pull samples from the tasks' iterators (nothing holds the
+whole dataset); each worker walks one sample's conversation turn by turn (a later turn needs the
+model's earlier replies), then hands the finished sample to the judges as a background task so the
+next generation starts at once. Model calls share one semaphore per adapter (its endpoint),
+judges another; CPU-heavy judges run in a process pool. Every response and score is appended to
+the run directory the moment it exists; ``--resume`` reads them back and repeats nothing finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import traceback
+from collections import defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evalkit.audio import AudioError
+from evalkit.cache import ResponseCache, request_key
+from evalkit.errors import EvalkitError
+from evalkit.manifest import git_revision, hardware, now_iso, package_versions, redact_command
+from evalkit.paths import cache_dir
+from evalkit.progress import RunProgress
+from evalkit.records import ErrorInfo, ModelOutput, ResponseRecord, Sample, Score, ScoreRecord, TurnInput
+from evalkit.retry import RetryPolicy, call_with_retries
+from evalkit.store import RunStore
+from evalkit.summary import summarise_run
+from evalkit.judges.base import Judge, load_judge
+from evalkit.models.base import ModelAdapter, load_model
+from evalkit.tasks.base import Task, resolve_tasks
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; stored in the manifest and reloaded by ``--resume``."""
+
+    model: str
+    tasks: str
+    limit: int | None = None
+    concurrency: int = 8
+    seed: int = 0
+    out_dir: str = "runs"
+    max_tokens: int | None = None
+    use_cache: bool = True
+    cache_path: str | None = None
+    max_attempts: int = 5
+    judge_workers: int = 2
+    model_options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_manifest(cls, data: dict[str, Any]) -> RunConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _judge_in_process(judge_name: str, sample_json: str, outputs_json: list[str]) -> str:
+    """Process-pool entry point: records travel as JSON (always picklable)."""
+    judge = load_judge(judge_name)
+    sample = Sample.model_validate_json(sample_json)
+    outputs = [ModelOutput.model_validate_json(o) for o in outputs_json]
+    return judge.score(sample, outputs).model_dump_json()
+
+
+class ResumeState:
+    """What a run directory already holds: finished turns and finished scores."""
+
+    def __init__(self, store: RunStore | None):
+        self.outputs: dict[tuple[str, str], dict[int, ModelOutput]] = defaultdict(dict)
+        self.scored: set[tuple[str, str, str]] = set()
+        if store is None:
+            return
+        for rec in store.iter_latest_responses():
+            if rec.output.ok:
+                self.outputs[(rec.task, rec.sample_id)][rec.turn] = rec.output
+        for rec in store.scores():
+            if rec.score.error is None:
+                self.scored.add((rec.task, rec.sample_id, rec.score.judge))
+
+    def finished(self, task: Task, sample: Sample, n_turns: int) -> bool:
+        done = self.outputs.get((task.name, sample.id), {})
+        return len(done) >= n_turns and all((task.name, sample.id, j) in self.scored for j in task.judges)
+
+
+class Runner:
+    def __init__(
+        self,
+        config: RunConfig,
+        store: RunStore,
+        adapter: ModelAdapter,
+        tasks: list[Task],
+        cache: ResponseCache | None,
+        resume: ResumeState,
+        show_progress: bool = True,
+    ):
+        self.config = config
+        self.store = store
+        self.adapter = adapter
+        self.tasks = tasks
+        self.cache = cache
+        self.resume = resume
+        self.retry = RetryPolicy(max_attempts=config.max_attempts)
+        slots = config.concurrency if adapter.max_concurrency is None else min(config.concurrency, adapter.max_concurrency)
+        self.model_slots = asyncio.Semaphore(max(1, slots))
+        self.judge_slots = asyncio.Semaphore(max(1, config.concurrency * 2))
+        self.judges: dict[str, Judge] = {name: load_judge(name) for t in tasks for name in t.judges}
+        self._pool: ProcessPoolExecutor | None = None
+        self._judging: set[asyncio.Task] = set()
+        self.progress = RunProgress(enabled=show_progress)
+        self.counters = {"requests": 0, "cache_hits": 0, "errors": 0, "retries": 0, "samples": 0}
+
+    # -- requests ---------------------------------------------------------------------------------
+    def _params_for(self, task: Task):
+        update: dict[str, Any] = {"seed": self.config.seed}
+        if self.config.max_tokens is not None:
+            update["max_tokens"] = self.config.max_tokens
+        return task.params.model_copy(update=update)
+
+    async def _generate(self, request_hash: str, request) -> tuple[ModelOutput, bool]:
+        if self.cache is not None:
+            hit = self.cache.get(request_hash)
+            if hit is not None:
+                self.counters["cache_hits"] += 1
+                return hit, True
+
+        def count_retry(_exc, _attempt) -> None:
+            self.counters["retries"] += 1
+
+        async with self.model_slots:
+            self.counters["requests"] += 1
+            output = await call_with_retries(lambda: self.adapter.generate(request), self.retry, count_retry)
+        if self.cache is not None:
+            self.cache.put(request_hash, self.adapter.spec, output)
+        return output, False
+
+    async def _answer_turn(self, task: Task, sample: Sample, turn_index: int, history: list[ModelOutput]):
+        """One turn: build, hash, generate. Bad input audio and adapter bugs become error records."""
+        request_hash = ""
+        try:
+            request = task.build_request(sample, turn_index, history)
+            request = request.model_copy(update={"params": self._params_for(task)})
+            request_hash = request_key(self.adapter.spec, request)
+            output, cached = await self._generate(request_hash, request)
+        except AudioError as exc:
+            return ModelOutput(error=ErrorInfo(kind="input_audio", message=str(exc))), request_hash, False
+        except EvalkitError as exc:
+            return ModelOutput(error=ErrorInfo(kind="input", message=str(exc))), request_hash, False
+        except Exception as exc:  # an adapter bug must not sink hours of results: record it loudly
+            self._log_internal_error(task, sample, exc)
+            message = f"{type(exc).__name__}: {exc} (traceback in errors.log)"
+            return ModelOutput(error=ErrorInfo(kind="internal", message=message)), request_hash, False
+        return output, request_hash, cached
+
+    def _log_internal_error(self, task: Task, sample: Sample, exc: BaseException) -> None:
+        with open(self.store.root / "errors.log", "a", encoding="utf-8") as fh:
+            fh.write(f"--- {now_iso()} task={task.name} sample={sample.id}\n")
+            fh.write("".join(traceback.format_exception(exc)))
+
+    # -- samples ----------------------------------------------------------------------------------
+    async def process_sample(self, task: Task, index: int, sample: Sample) -> None:
+        turns = task.answer_turns(sample)
+        done = self.resume.outputs.get((task.name, sample.id), {})
+        outputs: list[ModelOutput] = []
+        failure: ModelOutput | None = None
+        failed_turn = -1
+        for k, turn_index in enumerate(turns):
+            if k in done:
+                outputs.append(done[k])
+                continue
+            output, request_hash, cached = await self._answer_turn(task, sample, turn_index, outputs)
+            output = self.store.save_output_audio(task.name, sample.id, k, output)
+            said = sample.conversation[turn_index]
+            self.store.append_response(
+                ResponseRecord(
+                    task=task.name, sample_id=sample.id, sample_index=index, turn=k,
+                    request_hash=request_hash, cached=cached, output=output,
+                    input=TurnInput(text=said.text, transcript=said.transcript,
+                                    audio_path=said.audio.path if said.audio is not None else None),
+                )
+            )
+            if not output.ok:
+                self.counters["errors"] += 1
+                failure, failed_turn = output, k
+                break
+            outputs.append(output)
+        await self.judge_slots.acquire()
+        job = asyncio.create_task(self._judge_sample(task, index, sample, outputs, failure, failed_turn))
+        self._judging.add(job)
+        job.add_done_callback(self._judging.discard)
+
+    async def _judge_sample(self, task, index, sample, outputs, failure, failed_turn) -> None:
+        try:
+            any_error = failure is not None
+            for name in task.judges:
+                if (task.name, sample.id, name) in self.resume.scored:
+                    continue
+                if failure is not None:
+                    assert failure.error is not None
+                    score = Score(
+                        judge=name,
+                        error=ErrorInfo(kind="model_error", message=f"turn {failed_turn}: [{failure.error.kind}] {failure.error.message}"),
+                    )
+                else:
+                    score = await self._run_judge(self.judges[name], sample, outputs)
+                    any_error = any_error or score.error is not None
+                self.store.append_score(
+                    ScoreRecord(task=task.name, sample_id=sample.id, sample_index=index, meta=sample.meta, score=score)
+                )
+            self.counters["samples"] += 1
+            self.progress.advance(task.name, error=any_error)
+        finally:
+            self.judge_slots.release()
+
+    async def _run_judge(self, judge: Judge, sample: Sample, outputs: list[ModelOutput]) -> Score:
+        try:
+            if judge.cpu_heavy:
+                if self._pool is None:
+                    self._pool = ProcessPoolExecutor(max_workers=self.config.judge_workers)
+                loop = asyncio.get_running_loop()
+                raw = await loop.run_in_executor(
+                    self._pool, _judge_in_process, judge.name, sample.model_dump_json(),
+                    [o.model_dump_json() for o in outputs],
+                )
+                return Score.model_validate_json(raw)
+            return judge.score(sample, outputs)
+        except Exception as exc:  # a judge failure is data: recorded, counted, shown
+            return Score(judge=judge.name, error=ErrorInfo(kind="judge_error", message=f"{type(exc).__name__}: {exc}"))
+
+    # -- the run ----------------------------------------------------------------------------------
+    def _work(self) -> Iterator[tuple[Task, int, Sample]]:
+        for task in self.tasks:
+            for index, sample in enumerate(task.samples(self.config.limit)):
+                if self.resume.finished(task, sample, len(task.answer_turns(sample))):
+                    self.progress.advance(task.name)
+                    continue
+                yield task, index, sample
+
+    async def run(self) -> None:
+        work = self._work()
+
+        async def worker() -> None:
+            for task, index, sample in work:
+                await self.process_sample(task, index, sample)
+
+        with self.progress:
+            for task in self.tasks:
+                self.progress.add_task(task.name, task.count(self.config.limit))
+            try:
+                await asyncio.gather(*(worker() for _ in range(max(1, self.config.concurrency))))
+                while self._judging:
+                    await asyncio.gather(*list(self._judging))
+            finally:
+                if self._pool is not None:
+                    self._pool.shutdown(cancel_futures=True)
+
+
+def _check_capabilities(adapter: ModelAdapter, tasks: list[Task]) -> None:
+    caps = asdict(adapter.capabilities)
+    for task in tasks:
+        missing = [c for c in task.requires if not caps.get(c, False)]
+        if missing:
+            raise EvalkitError(
+                f"task {task.name!r} needs {', '.join(missing)} but model {adapter.spec!r} lacks it; "
+                "choose another model or task"
+            )
+
+
+def open_cache(config: RunConfig) -> ResponseCache | None:
+    if not config.use_cache:
+        return None
+    return ResponseCache(Path(config.cache_path) if config.cache_path else cache_dir() / "responses.sqlite")
+
+
+async def evaluate_async(
+    config: RunConfig, resume_dir: Path | None = None, argv: list[str] | None = None, show_progress: bool = True
+) -> RunStore:
+    """Run (or resume) an evaluation; returns the finished run directory."""
+    if resume_dir is not None:
+        store = RunStore.open_existing(resume_dir)
+        manifest = store.read_manifest()
+        config = RunConfig.from_manifest({**manifest["config"], "concurrency": config.concurrency})
+    adapter = load_model(config.model, **config.model_options)
+    tasks = resolve_tasks(config.tasks)
+    _check_capabilities(adapter, tasks)
+    await adapter.check()
+    task_info = [t.describe() for t in tasks]
+    if resume_dir is None:
+        store = RunStore.create(Path(config.out_dir), adapter.spec, [t.name for t in tasks])
+        manifest = {
+            "run_id": store.run_id,
+            "command": redact_command(argv or sys.argv),
+            "config": asdict(config),
+            "model": adapter.describe(),
+            "tasks": task_info,
+            "versions": package_versions(),
+            "git_revision": git_revision(),
+            "hardware": hardware(),
+            "seed": config.seed,
+            "started": now_iso(),
+            "status": "running",
+        }
+        store.write_manifest(manifest)
+        resume = ResumeState(None)
+    else:
+        for old, new in zip(manifest["tasks"], task_info, strict=False):
+            old_fp, new_fp = old.get("dataset", {}).get("fingerprint"), new.get("dataset", {}).get("fingerprint")
+            if old_fp and new_fp and old_fp != new_fp:
+                raise EvalkitError(f"{store.root}: dataset of task {new['name']!r} changed since the run started; start a new run")
+        resume = ResumeState(store)
+        manifest = store.update_manifest(status="running", resumed=[*manifest.get("resumed", []), now_iso()])
+    cache = open_cache(config)
+    runner = Runner(config, store, adapter, tasks, cache, resume, show_progress=show_progress)
+    store.open_streams()
+    started = time.monotonic()
+    status = "interrupted"
+    try:
+        await runner.run()
+        status = "completed"
+    finally:
+        store.close_streams()
+        elapsed = time.monotonic() - started
+        store.update_manifest(
+            status=status,
+            ended=now_iso(),
+            last_session={"seconds": round(elapsed, 3), **runner.counters,
+                          "samples_per_s": round(runner.counters["samples"] / elapsed, 3) if elapsed else None},
+            cache=cache.stats() if cache is not None else None,
+        )
+        await adapter.aclose()
+        if cache is not None:
+            cache.close()
+    finalize(store)
+    return store
+
+
+def finalize(store: RunStore) -> dict[str, Any]:
+    """Order the streams, write summary.json and report.html. Safe to call again."""
+    manifest = store.read_manifest()
+    judge_order = [j for t in manifest["tasks"] for j in t["judges"]]
+    store.finalize_order([t["name"] for t in manifest["tasks"]], judge_order)
+    summary = summarise_run(manifest["tasks"], store.scores(), store.responses(), manifest.get("seed", 0))
+    store.write_summary(summary)
+    from evalkit.reports.html import write_report
+
+    write_report(store)
+    return summary
+
+
+def evaluate(config: RunConfig, resume_dir: Path | None = None, argv: list[str] | None = None,
+             show_progress: bool = True) -> RunStore:
+    return asyncio.run(evaluate_async(config, resume_dir, argv, show_progress))

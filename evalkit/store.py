@@ -1,0 +1,228 @@
+"""The run directory: the contract with reports, compare, the leaderboard and users' scripts.
+
+``responses.jsonl`` and ``scores.jsonl`` are append-only while a run is alive: each record is one
+line, written and flushed as soon as it exists, so a run killed at any moment loses at most the
+requests in flight (a half-written last line is cut off on resume). When a run finishes, both files
+are rewritten once in a deterministic order (task, sample, turn/judge) through an atomic rename,
+so two runs of the same config list their records in the same order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from evalkit.errors import EvalkitError
+from evalkit.records import ModelOutput, ResponseRecord, ScoreRecord
+
+R = TypeVar("R", bound=BaseModel)
+
+RESPONSES = "responses.jsonl"
+SCORES = "scores.jsonl"
+MANIFEST = "manifest.json"
+SUMMARY = "summary.json"
+FSYNC_INTERVAL_S = 1.0
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60] or "run"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write-then-rename so readers never see half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path, record_type: type[R]) -> list[R]:
+    """Read complete lines; a torn final line (killed mid-write) is ignored, any other bad line is
+    an error naming the file and line."""
+    if not path.exists():
+        return []
+    records: list[R] = []
+    with open(path, encoding="utf-8") as fh:
+        lines = fh.read().split("\n")
+    complete, tail = lines[:-1], lines[-1]
+    for number, line in enumerate(complete, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(record_type.model_validate_json(line))
+        except ValueError as exc:
+            raise EvalkitError(f"{path}:{number}: not a valid {record_type.__name__} line ({exc})") from None
+    del tail  # no trailing newline: the writer was killed mid-line
+    return records
+
+
+class JsonlAppender:
+    """Append-only JSONL writer: flush per line, fsync at most once a second and at close."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._truncate_torn_tail()
+        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - held open for the run
+        self._last_sync = time.monotonic()
+
+    def _truncate_torn_tail(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        cut = data.rfind(b"\n") + 1
+        if cut != len(data):
+            with open(self.path, "r+b") as fh:
+                fh.truncate(cut)
+
+    def append(self, record: BaseModel) -> None:
+        self._fh.write(record.model_dump_json(exclude_none=True) + "\n")
+        self._fh.flush()
+        now = time.monotonic()
+        if now - self._last_sync >= FSYNC_INTERVAL_S:
+            os.fsync(self._fh.fileno())
+            self._last_sync = now
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+
+
+class RunStore:
+    """One run directory: ``runs/<run_id>/`` with manifest, JSONL streams, summary and audio."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.audio_dir = self.root / "audio"
+        self._responses: JsonlAppender | None = None
+        self._scores: JsonlAppender | None = None
+
+    # -- creation and opening -------------------------------------------------------------------
+    @classmethod
+    def create(cls, out_dir: Path, model_spec: str, tasks: list[str]) -> RunStore:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        name = _slug(f"{stamp}_{model_spec.split('@')[0]}_{'+'.join(tasks)}")
+        root = Path(out_dir) / name
+        suffix = 1
+        while root.exists():
+            suffix += 1
+            root = Path(out_dir) / f"{name}-{suffix}"
+        root.mkdir(parents=True)
+        return cls(root)
+
+    @classmethod
+    def open_existing(cls, root: Path) -> RunStore:
+        root = Path(root)
+        if not (root / MANIFEST).is_file():
+            raise EvalkitError(f"{root}: not a run directory (no {MANIFEST}); pass the folder that `evalkit run` made")
+        return cls(root)
+
+    @property
+    def run_id(self) -> str:
+        return self.root.name
+
+    # -- manifest and summary -------------------------------------------------------------------
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        atomic_write_text(self.root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+    def read_manifest(self) -> dict[str, Any]:
+        path = self.root / MANIFEST
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise EvalkitError(f"{path}: cannot read manifest ({exc}); the run directory is damaged") from None
+
+    def update_manifest(self, **fields: Any) -> dict[str, Any]:
+        manifest = self.read_manifest()
+        manifest.update(fields)
+        self.write_manifest(manifest)
+        return manifest
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_text(self.root / SUMMARY, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+    def read_summary(self) -> dict[str, Any]:
+        path = self.root / SUMMARY
+        if not path.exists():
+            raise EvalkitError(f"{path}: no summary yet; finish the run with `evalkit run --resume {self.root}`")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    # -- streams ----------------------------------------------------------------------------------
+    def open_streams(self) -> None:
+        self._responses = JsonlAppender(self.root / RESPONSES)
+        self._scores = JsonlAppender(self.root / SCORES)
+
+    def append_response(self, record: ResponseRecord) -> None:
+        assert self._responses is not None, "open_streams() first"
+        self._responses.append(record)
+
+    def append_score(self, record: ScoreRecord) -> None:
+        assert self._scores is not None, "open_streams() first"
+        self._scores.append(record)
+
+    def close_streams(self) -> None:
+        for stream in (self._responses, self._scores):
+            if stream is not None:
+                stream.close()
+
+    def responses(self) -> list[ResponseRecord]:
+        return read_jsonl(self.root / RESPONSES, ResponseRecord)
+
+    def scores(self) -> list[ScoreRecord]:
+        return read_jsonl(self.root / SCORES, ScoreRecord)
+
+    def iter_latest_responses(self) -> Iterator[ResponseRecord]:
+        """The last record per (task, sample, turn): a resumed run appends a retry after a failure."""
+        latest: dict[tuple[str, str, int], ResponseRecord] = {}
+        for rec in self.responses():
+            latest[(rec.task, rec.sample_id, rec.turn)] = rec
+        yield from latest.values()
+
+    # -- audio ------------------------------------------------------------------------------------
+    def save_output_audio(self, task: str, sample_id: str, turn: int, output: ModelOutput) -> ModelOutput:
+        """Move the model's speech into ``audio/`` and point the record at it (relative path)."""
+        if output.audio is None:
+            return output
+        data = output.audio.read_bytes()
+        rel = Path("audio") / _slug(task) / f"{_slug(sample_id)}_t{turn}.wav"
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return output.model_copy(update={"audio": output.audio.model_copy(update={"path": str(rel), "data": None})})
+
+    # -- finishing ----------------------------------------------------------------------------------
+    def finalize_order(self, task_order: list[str], judge_order: list[str]) -> None:
+        """Rewrite both streams sorted (task order as requested, sample index, turn / judge order),
+        keeping only the latest record per key: a resumed run ends with the same lines as a clean one."""
+        self.close_streams()
+        task_rank = {t: i for i, t in enumerate(task_order)}
+        judge_rank = {j: i for i, j in enumerate(judge_order)}
+        responses = sorted(
+            self.iter_latest_responses(),
+            key=lambda r: (task_rank.get(r.task, len(task_rank)), r.task, r.sample_index, r.turn),
+        )
+        latest_scores: dict[tuple[str, str, str], ScoreRecord] = {}
+        for rec in self.scores():
+            latest_scores[(rec.task, rec.sample_id, rec.score.judge)] = rec
+        scores = sorted(
+            latest_scores.values(),
+            key=lambda r: (
+                task_rank.get(r.task, len(task_rank)),
+                r.task,
+                r.sample_index,
+                judge_rank.get(r.score.judge, len(judge_rank)),
+                r.score.judge,
+            ),
+        )
+        for name, records in ((RESPONSES, responses), (SCORES, scores)):
+            atomic_write_text(self.root / name, "".join(r.model_dump_json(exclude_none=True) + "\n" for r in records))

@@ -1,0 +1,22 @@
+"""Numeric answer matching (GSM8K-style extraction, exact match after normalisation)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from evalkit.judges.answer_match import AnswerMatchJudge
+from evalkit.judges.extract import extract_number, normalise_number
+from evalkit.registry import register_judge
+
+
+@register_judge("numeric")
+class NumericJudge(AnswerMatchJudge):
+    """Numeric answer: number after "The answer is", else the last number; exact match."""
+
+    name = "numeric"
+
+    def extract(self, text: str, reference: dict[str, Any]) -> str | None:
+        return extract_number(text)
+
+    def matches(self, extracted: str, reference: dict[str, Any]) -> bool:
+        return extracted == normalise_number(str(reference["answer"]))

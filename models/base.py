@@ -1,0 +1,67 @@
+"""The model adapter interface and model-spec resolution.
+
+A model is named by a spec string ``KIND[:ARG]`` (``openai:gpt-4o@http://host/v1``, ``hf:/path``,
+``cascade:asr=tiny.en,llm=hf:/path,tts=espeak``). The kind picks a registered adapter class whose
+``from_spec`` parses ARG. The canonical spec (``ModelAdapter.spec``) is part of every cache key, so
+it must identify the model and everything that changes its answers, and never carry a secret.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from evalkit.errors import SpecError
+from evalkit.records import ChatRequest, ModelOutput
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an adapter can do; tasks check this before any request is sent."""
+
+    audio_in: bool = False
+    audio_out: bool = False
+    multi_turn: bool = True
+    batching: bool = False
+
+
+class ModelAdapter(ABC):
+    """Base of all adapters. ``generate`` raises ``evalkit.errors.ModelError`` on failure (marked
+    transient or not); the runner owns retries, caching, concurrency and recording."""
+
+    #: canonical spec: part of the cache key
+    spec: str
+    capabilities: Capabilities = Capabilities()
+    #: most requests this adapter can usefully serve at once (None: as many as the run allows)
+    max_concurrency: int | None = None
+
+    @classmethod
+    @abstractmethod
+    def from_spec(cls, arg: str, **options: Any) -> ModelAdapter:
+        """Build the adapter from the part of the spec after ``KIND:``."""
+
+    @abstractmethod
+    async def generate(self, request: ChatRequest) -> ModelOutput:
+        """Answer one request (the whole conversation so far) with the next assistant turn."""
+
+    async def check(self) -> None:
+        """Fail fast before a run (unreachable server, missing weights). Default: nothing to check."""
+
+    async def aclose(self) -> None:
+        """Release clients and models."""
+
+    def describe(self) -> dict[str, Any]:
+        """What the manifest records about this model (no secrets)."""
+        return {"spec": self.spec, "adapter": type(self).__name__, "capabilities": asdict(self.capabilities)}
+
+
+def load_model(spec: str, **options: Any) -> ModelAdapter:
+    """Resolve a spec string to an adapter instance (unknown kinds list the known ones)."""
+    from evalkit.registry import models
+
+    if not spec or not spec.strip():
+        raise SpecError("empty model spec; give --model KIND:ARG, e.g. openai:MODEL@http://127.0.0.1:8000/v1")
+    kind, _, arg = spec.strip().partition(":")
+    adapter_cls = models.get(kind)
+    return adapter_cls.from_spec(arg, **options)

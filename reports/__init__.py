@@ -1,0 +1,1 @@
+"""Run directory -> self-contained HTML report (``evalkit.reports``)."""

@@ -1,0 +1,1 @@
+"""Benchmarks (``evalkit.tasks``): loading, prompting, which judges, how to aggregate."""

@@ -1,0 +1,74 @@
+"""Deterministic speech synthesis for the demo tasks (espeak-ng, two voices at two rates).
+
+Clips are rendered once into ``<cache>/datasets/demo/<version>/<task>/`` (16 kHz mono 16-bit WAV)
+through a temporary folder and an atomic rename, so concurrent first runs never see half a set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from evalkit.errors import EvalkitError
+from evalkit.models.tts import espeak, espeak_version
+from evalkit.paths import cache_dir
+from evalkit.records import AudioRef, Sample
+
+#: (espeak-ng voice, words per minute), alternated by sample index
+VOICES: list[tuple[str, int]] = [("en-us", 150), ("en-gb-x-rp", 135)]
+RATE_HZ = 16000
+
+
+def synthesise(text: str, voice: str, wpm: int) -> bytes:
+    """One demo clip: 16 kHz mono WAV."""
+    return espeak(text, voice=voice, wpm=wpm, sample_rate=RATE_HZ)
+
+
+class DemoDataset:
+    """The on-disk home of one version of the demo audio."""
+
+    def __init__(self, version: str):
+        self.version = version
+        self.root = cache_dir() / "datasets" / "demo" / version
+
+    def synthesiser_version(self) -> str:
+        return espeak_version()
+
+    def materialise(self, task: str, samples: list[Sample]) -> list[Sample]:
+        """Attach audio to each user turn (from its transcript), synthesising missing clips."""
+        folder = self.root / task
+        if not folder.is_dir():
+            self._render(folder, samples)
+        out = []
+        for index, sample in enumerate(samples):
+            voice, _ = VOICES[index % len(VOICES)]
+            turns = []
+            for k, turn in enumerate(sample.conversation):
+                path = folder / f"{sample.id}_t{k}.wav"
+                turns.append(turn.model_copy(update={"audio": AudioRef(path=str(path), sample_rate=RATE_HZ)}))
+            out.append(sample.model_copy(update={"conversation": turns, "meta": {**sample.meta, "voice": voice}}))
+        return out
+
+    def _render(self, folder: Path, samples: list[Sample]) -> None:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        try:
+            for index, sample in enumerate(samples):
+                voice, wpm = VOICES[index % len(VOICES)]
+                for k, turn in enumerate(sample.conversation):
+                    if turn.transcript is None:
+                        raise EvalkitError(f"demo sample {sample.id} turn {k} has no transcript to speak")
+                    (tmp / f"{sample.id}_t{k}.wav").write_bytes(synthesise(turn.transcript, voice, wpm))
+            os.replace(tmp, folder)
+        except OSError:
+            if folder.is_dir():  # another process finished first; its clips are identical
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
