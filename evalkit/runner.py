@@ -25,15 +25,15 @@ from typing import Any
 from evalkit.audio import AudioError
 from evalkit.cache import ResponseCache, request_key
 from evalkit.errors import EvalkitError
+from evalkit.judges.base import Judge, load_judge
 from evalkit.manifest import git_revision, hardware, now_iso, package_versions, redact_command
+from evalkit.models.base import ModelAdapter, load_model
 from evalkit.paths import cache_dir
 from evalkit.progress import RunProgress
 from evalkit.records import ErrorInfo, ModelOutput, ResponseRecord, Sample, Score, ScoreRecord, TurnInput
 from evalkit.retry import RetryPolicy, call_with_retries
 from evalkit.store import RunStore
 from evalkit.summary import summarise_run
-from evalkit.judges.base import Judge, load_judge
-from evalkit.models.base import ModelAdapter, load_model
 from evalkit.tasks.base import Task, resolve_tasks
 
 
@@ -106,7 +106,11 @@ class Runner:
         self.cache = cache
         self.resume = resume
         self.retry = RetryPolicy(max_attempts=config.max_attempts)
-        slots = config.concurrency if adapter.max_concurrency is None else min(config.concurrency, adapter.max_concurrency)
+        slots = (
+            config.concurrency
+            if adapter.max_concurrency is None
+            else min(config.concurrency, adapter.max_concurrency)
+        )
         self.model_slots = asyncio.Semaphore(max(1, slots))
         self.judge_slots = asyncio.Semaphore(max(1, config.concurrency * 2))
         self.judges: dict[str, Judge] = {name: load_judge(name) for t in tasks for name in t.judges}
@@ -178,10 +182,18 @@ class Runner:
             said = sample.conversation[turn_index]
             self.store.append_response(
                 ResponseRecord(
-                    task=task.name, sample_id=sample.id, sample_index=index, turn=k,
-                    request_hash=request_hash, cached=cached, output=output,
-                    input=TurnInput(text=said.text, transcript=said.transcript,
-                                    audio_path=said.audio.path if said.audio is not None else None),
+                    task=task.name,
+                    sample_id=sample.id,
+                    sample_index=index,
+                    turn=k,
+                    request_hash=request_hash,
+                    cached=cached,
+                    output=output,
+                    input=TurnInput(
+                        text=said.text,
+                        transcript=said.transcript,
+                        audio_path=said.audio.path if said.audio is not None else None,
+                    ),
                 )
             )
             if not output.ok:
@@ -204,13 +216,18 @@ class Runner:
                     assert failure.error is not None
                     score = Score(
                         judge=name,
-                        error=ErrorInfo(kind="model_error", message=f"turn {failed_turn}: [{failure.error.kind}] {failure.error.message}"),
+                        error=ErrorInfo(
+                            kind="model_error",
+                            message=f"turn {failed_turn}: [{failure.error.kind}] {failure.error.message}",
+                        ),
                     )
                 else:
                     score = await self._run_judge(self.judges[name], sample, outputs)
                     any_error = any_error or score.error is not None
                 self.store.append_score(
-                    ScoreRecord(task=task.name, sample_id=sample.id, sample_index=index, meta=sample.meta, score=score)
+                    ScoreRecord(
+                        task=task.name, sample_id=sample.id, sample_index=index, meta=sample.meta, score=score
+                    )
                 )
             self.counters["samples"] += 1
             self.progress.advance(task.name, error=any_error)
@@ -224,13 +241,18 @@ class Runner:
                     self._pool = ProcessPoolExecutor(max_workers=self.config.judge_workers)
                 loop = asyncio.get_running_loop()
                 raw = await loop.run_in_executor(
-                    self._pool, _judge_in_process, judge.name, sample.model_dump_json(),
+                    self._pool,
+                    _judge_in_process,
+                    judge.name,
+                    sample.model_dump_json(),
                     [o.model_dump_json() for o in outputs],
                 )
                 return Score.model_validate_json(raw)
             return judge.score(sample, outputs)
         except Exception as exc:  # a judge failure is data: recorded, counted, shown
-            return Score(judge=judge.name, error=ErrorInfo(kind="judge_error", message=f"{type(exc).__name__}: {exc}"))
+            return Score(
+                judge=judge.name, error=ErrorInfo(kind="judge_error", message=f"{type(exc).__name__}: {exc}")
+            )
 
     # -- the run ----------------------------------------------------------------------------------
     def _work(self) -> Iterator[tuple[Task, int, Sample]]:
@@ -278,7 +300,10 @@ def open_cache(config: RunConfig) -> ResponseCache | None:
 
 
 async def evaluate_async(
-    config: RunConfig, resume_dir: Path | None = None, argv: list[str] | None = None, show_progress: bool = True
+    config: RunConfig,
+    resume_dir: Path | None = None,
+    argv: list[str] | None = None,
+    show_progress: bool = True,
 ) -> RunStore:
     """Run (or resume) an evaluation; returns the finished run directory."""
     if resume_dir is not None:
@@ -309,9 +334,15 @@ async def evaluate_async(
         resume = ResumeState(None)
     else:
         for old, new in zip(manifest["tasks"], task_info, strict=False):
-            old_fp, new_fp = old.get("dataset", {}).get("fingerprint"), new.get("dataset", {}).get("fingerprint")
+            old_fp, new_fp = (
+                old.get("dataset", {}).get("fingerprint"),
+                new.get("dataset", {}).get("fingerprint"),
+            )
             if old_fp and new_fp and old_fp != new_fp:
-                raise EvalkitError(f"{store.root}: dataset of task {new['name']!r} changed since the run started; start a new run")
+                raise EvalkitError(
+                    f"{store.root}: dataset of task {new['name']!r} changed since the run started; "
+                    "start a new run"
+                )
         resume = ResumeState(store)
         manifest = store.update_manifest(status="running", resumed=[*manifest.get("resumed", []), now_iso()])
     cache = open_cache(config)
@@ -328,8 +359,11 @@ async def evaluate_async(
         store.update_manifest(
             status=status,
             ended=now_iso(),
-            last_session={"seconds": round(elapsed, 3), **runner.counters,
-                          "samples_per_s": round(runner.counters["samples"] / elapsed, 3) if elapsed else None},
+            last_session={
+                "seconds": round(elapsed, 3),
+                **runner.counters,
+                "samples_per_s": round(runner.counters["samples"] / elapsed, 3) if elapsed else None,
+            },
             cache=cache.stats() if cache is not None else None,
         )
         await adapter.aclose()
@@ -352,6 +386,10 @@ def finalize(store: RunStore) -> dict[str, Any]:
     return summary
 
 
-def evaluate(config: RunConfig, resume_dir: Path | None = None, argv: list[str] | None = None,
-             show_progress: bool = True) -> RunStore:
+def evaluate(
+    config: RunConfig,
+    resume_dir: Path | None = None,
+    argv: list[str] | None = None,
+    show_progress: bool = True,
+) -> RunStore:
     return asyncio.run(evaluate_async(config, resume_dir, argv, show_progress))

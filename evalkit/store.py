@@ -124,7 +124,9 @@ class RunStore:
     def open_existing(cls, root: Path) -> RunStore:
         root = Path(root)
         if not (root / MANIFEST).is_file():
-            raise EvalkitError(f"{root}: not a run directory (no {MANIFEST}); pass the folder that `evalkit run` made")
+            raise EvalkitError(
+                f"{root}: not a run directory (no {MANIFEST}); pass the folder that `evalkit run` made"
+            )
         return cls(root)
 
     @property
@@ -140,7 +142,9 @@ class RunStore:
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
-            raise EvalkitError(f"{path}: cannot read manifest ({exc}); the run directory is damaged") from None
+            raise EvalkitError(
+                f"{path}: cannot read manifest ({exc}); the run directory is damaged"
+            ) from None
 
     def update_manifest(self, **fields: Any) -> dict[str, Any]:
         manifest = self.read_manifest()
@@ -154,7 +158,9 @@ class RunStore:
     def read_summary(self) -> dict[str, Any]:
         path = self.root / SUMMARY
         if not path.exists():
-            raise EvalkitError(f"{path}: no summary yet; finish the run with `evalkit run --resume {self.root}`")
+            raise EvalkitError(
+                f"{path}: no summary yet; finish the run with `evalkit run --resume {self.root}`"
+            )
         return json.loads(path.read_text(encoding="utf-8"))
 
     # -- streams ----------------------------------------------------------------------------------
@@ -198,7 +204,9 @@ class RunStore:
         path = self.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        return output.model_copy(update={"audio": output.audio.model_copy(update={"path": str(rel), "data": None})})
+        return output.model_copy(
+            update={"audio": output.audio.model_copy(update={"path": str(rel), "data": None})}
+        )
 
     # -- finishing ----------------------------------------------------------------------------------
     def finalize_order(self, task_order: list[str], judge_order: list[str]) -> None:
@@ -225,4 +233,6 @@ class RunStore:
             ),
         )
         for name, records in ((RESPONSES, responses), (SCORES, scores)):
-            atomic_write_text(self.root / name, "".join(r.model_dump_json(exclude_none=True) + "\n" for r in records))
+            atomic_write_text(
+                self.root / name, "".join(r.model_dump_json(exclude_none=True) + "\n" for r in records)
+            )

@@ -34,7 +34,9 @@ def _metrics_of(records: list[ScoreRecord], seed: int, *scope: str) -> dict[str,
     return {m: metric_summary(v, _seed_for(seed, *scope, m)) for m, v in sorted(values.items())}
 
 
-def summarise_judge(records: list[ScoreRecord], group_by: list[str], seed: int, scope: tuple[str, ...]) -> dict[str, Any]:
+def summarise_judge(
+    records: list[ScoreRecord], group_by: list[str], seed: int, scope: tuple[str, ...]
+) -> dict[str, Any]:
     scored = [r for r in records if r.score.error is None]
     errors = Counter(r.score.error.kind for r in records if r.score.error is not None)
     groups: dict[str, dict[str, Any]] = {}
@@ -42,7 +44,9 @@ def summarise_judge(records: list[ScoreRecord], group_by: list[str], seed: int, 
         buckets: dict[str, list[ScoreRecord]] = defaultdict(list)
         for rec in scored:
             buckets[str(rec.meta.get(key, "(none)"))].append(rec)
-        groups[key] = {value: _metrics_of(recs, seed, *scope, key, value) for value, recs in sorted(buckets.items())}
+        groups[key] = {
+            value: _metrics_of(recs, seed, *scope, key, value) for value, recs in sorted(buckets.items())
+        }
     by_turn: dict[int, list[float]] = defaultdict(list)
     for rec in scored:
         for row in rec.score.details.get("turns", []):
@@ -70,7 +74,9 @@ def summarise_responses(responses: Iterable[ResponseRecord]) -> dict[str, Any]:
     recs = list(responses)
     ok = [r for r in recs if r.output.error is None]
     totals = [r.output.timing.total for r in ok if r.output.timing.total is not None and not r.cached]
-    ttft = [r.output.timing.first_token for r in ok if r.output.timing.first_token is not None and not r.cached]
+    ttft = [
+        r.output.timing.first_token for r in ok if r.output.timing.first_token is not None and not r.cached
+    ]
 
     def tokens(field: str) -> int:
         return sum(getattr(r.output.usage, field) or 0 for r in ok)
@@ -106,8 +112,11 @@ def summarise_run(
         primary_metric = task.get("primary_metric", "accuracy")
         primary = None
         if primary_judge is not None:
-            primary = {"judge": primary_judge, "metric": primary_metric,
-                       **judges[primary_judge]["metrics"].get(primary_metric, {"value": None})}
+            primary = {
+                "judge": primary_judge,
+                "metric": primary_metric,
+                **judges[primary_judge]["metrics"].get(primary_metric, {"value": None}),
+            }
         out["tasks"][name] = {
             "dataset": task.get("dataset", {}),
             "n_samples": len({r.sample_id for r in task_scores}),

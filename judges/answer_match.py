@@ -12,8 +12,9 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import Any
 
-from evalkit.records import ModelOutput, Sample, Score
 from evalkit.judges.base import Judge
+
+from evalkit.records import ModelOutput, Sample, Score
 
 
 class AnswerMatchJudge(Judge):
@@ -49,8 +50,13 @@ class AnswerMatchJudge(Judge):
             extracted = self.extract(text, ref)
             correct = extracted is not None and self.matches(extracted, ref)
             rows.append(
-                {"turn": turn, "expected": self.expected(ref), "extracted": extracted,
-                 "parse_failed": extracted is None, "correct": correct}
+                {
+                    "turn": turn,
+                    "expected": self.expected(ref),
+                    "extracted": extracted,
+                    "parse_failed": extracted is None,
+                    "correct": correct,
+                }
             )
         if not rows:
             raise ValueError(f"sample {sample.id!r}: no turn has a reference answer")
@@ -62,9 +68,12 @@ class AnswerMatchJudge(Judge):
             + ("could not read an answer" if r["parse_failed"] else f"read {r['extracted']!r}")
             for r in rows
         )
+        metrics = {"accuracy": float(n_correct == len(rows))}
+        if len(rows) > 1:  # conversations: also the share of turns answered right
+            metrics["turn_accuracy"] = n_correct / len(rows)
         return Score(
             judge=self.name,
-            metrics={"accuracy": float(n_correct == len(rows)), "turn_accuracy": n_correct / len(rows)},
+            metrics=metrics,
             passed=n_correct == len(rows),
             extracted=last["extracted"],
             parse_failed=bool(failed),

@@ -30,7 +30,7 @@ def extract_number(text: str) -> str | None:
     text; commas and trailing zeros stripped. None when the text holds no number."""
     marks = list(ANSWER_IS.finditer(text))
     if marks:
-        after = text[marks[-1].end():]
+        after = text[marks[-1].end() :]
         found = NUMBER.search(after)
         if found:
             return normalise_number(found.group())

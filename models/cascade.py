@@ -13,14 +13,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from evalkit.errors import EvalkitError
-from evalkit.records import AudioPart, AudioRef, ChatRequest, Message, ModelOutput, TextPart
-from evalkit.registry import register_model
-from evalkit.specs import parse_options
 from evalkit.models.asr import WhisperTranscriber
 from evalkit.models.base import Capabilities, ModelAdapter, load_model
 from evalkit.models.hf_text import SMOLLM2
 from evalkit.models.tts import espeak
+
+from evalkit.errors import EvalkitError
+from evalkit.records import AudioPart, AudioRef, ChatRequest, Message, ModelOutput, TextPart
+from evalkit.registry import register_model
+from evalkit.specs import parse_options
 
 DEFAULTS = {"asr": "tiny.en", "llm": f"hf:{SMOLLM2}", "tts": "espeak", "voice": "en-us"}
 NOTE = (
@@ -41,8 +42,12 @@ class CascadeAdapter(ModelAdapter):
         self.llm = llm
         self.tts = tts
         self.voice = voice
-        self.spec = f"cascade:asr={asr},llm={llm.spec},tts={tts}" + (f",voice={voice}" if tts != "none" else "")
-        self.capabilities = Capabilities(audio_in=True, audio_out=tts != "none", multi_turn=True, batching=False)
+        self.spec = f"cascade:asr={asr},llm={llm.spec},tts={tts}" + (
+            f",voice={voice}" if tts != "none" else ""
+        )
+        self.capabilities = Capabilities(
+            audio_in=True, audio_out=tts != "none", multi_turn=True, batching=False
+        )
         self.max_concurrency = llm.max_concurrency
         self._transcripts: dict[str, str] = {}
 
@@ -51,7 +56,9 @@ class CascadeAdapter(ModelAdapter):
         opts = {**DEFAULTS, **parse_options(arg, "model spec 'cascade:...'")}
         unknown = set(opts) - set(DEFAULTS)
         if unknown:
-            raise EvalkitError(f"unknown cascade option(s) {', '.join(sorted(unknown))}; known: asr, llm, tts, voice")
+            raise EvalkitError(
+                f"unknown cascade option(s) {', '.join(sorted(unknown))}; known: asr, llm, tts, voice"
+            )
         if opts["llm"].startswith("cascade"):
             raise EvalkitError("cascade llm= must be a text model spec (hf:... or openai:...)")
         return cls(opts["asr"], load_model(opts["llm"], **options), opts["tts"], opts["voice"])

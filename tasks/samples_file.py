@@ -10,11 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from evalkit.tasks.base import Task, fingerprint
+
 from evalkit.errors import EvalkitError
 from evalkit.records import Sample
 from evalkit.registry import register_task
 from evalkit.specs import parse_options
-from evalkit.tasks.base import Task, fingerprint
 
 
 @register_task("jsonl")
@@ -23,7 +24,9 @@ class SamplesFileTask(Task):
 
     name = "jsonl"
 
-    def __init__(self, path: Path, judges: tuple[str, ...], group_by: tuple[str, ...] = (), system: str | None = None):
+    def __init__(
+        self, path: Path, judges: tuple[str, ...], group_by: tuple[str, ...] = (), system: str | None = None
+    ):
         self.path = Path(path)
         if not self.path.is_file():
             raise EvalkitError(f"{self.path}: samples file not found; fix path= in the jsonl task spec")
@@ -36,7 +39,9 @@ class SamplesFileTask(Task):
     def from_spec(cls, arg: str, **options: Any) -> SamplesFileTask:
         opts = parse_options(arg, "task spec 'jsonl:...'")
         if "path" not in opts or "judges" not in opts:
-            raise EvalkitError("task spec jsonl needs path= and judges=, e.g. jsonl:path=data.jsonl,judges=numeric")
+            raise EvalkitError(
+                "task spec jsonl needs path= and judges=, e.g. jsonl:path=data.jsonl,judges=numeric"
+            )
         return cls(
             Path(opts["path"]).expanduser(),
             tuple(filter(None, opts["judges"].split("+"))),
@@ -59,7 +64,9 @@ class SamplesFileTask(Task):
             turns = []
             for turn in sample.conversation:
                 if turn.audio is not None and turn.audio.path and not Path(turn.audio.path).is_absolute():
-                    turn = turn.model_copy(update={"audio": turn.audio.model_copy(update={"path": str(base / turn.audio.path)})})
+                    turn = turn.model_copy(
+                        update={"audio": turn.audio.model_copy(update={"path": str(base / turn.audio.path)})}
+                    )
                 turns.append(turn)
             samples.append(sample.model_copy(update={"conversation": turns, "task": self.name}))
         return samples
@@ -72,4 +79,8 @@ class SamplesFileTask(Task):
         return n if limit is None else min(n, limit)
 
     def dataset_info(self) -> dict[str, Any]:
-        return {"id": str(self.path.resolve()), "count": self.count(), "fingerprint": fingerprint(self._load())}
+        return {
+            "id": str(self.path.resolve()),
+            "count": self.count(),
+            "fingerprint": fingerprint(self._load()),
+        }

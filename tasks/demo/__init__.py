@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from evalkit.records import GenerationParams, Sample, Turn
-from evalkit.registry import register_task
 from evalkit.tasks.base import Task, TaskFamily, fingerprint
 from evalkit.tasks.demo import items
 from evalkit.tasks.demo.synth import DemoDataset
+
+from evalkit.records import GenerationParams, Sample, Turn
+from evalkit.registry import register_task
 
 ASSISTANT = "You are a helpful voice assistant. The user speaks to you; reply briefly."
 NUMERIC_RULE = " When the user asks for a number, end your reply with: The answer is N."

@@ -31,24 +31,36 @@ CHOICE: list[tuple[str, tuple[str, str, str, str], str, str]] = [
 
 #: (topic, [(spoken user turn, answer), ...]); later turns refer back to earlier ones
 MULTITURN: list[tuple[str, list[tuple[str, str]]]] = [
-    ("apples", [
-        ("I have seven apples. How many apples do I have?", "7"),
-        ("I buy three more. How many apples do I have now?", "10"),
-        ("Then I eat two of them. How many are left?", "8"),
-    ]),
-    ("tickets", [
-        ("A ticket costs four dollars. How much do two tickets cost?", "8"),
-        ("How much would five of those tickets cost?", "20"),
-        ("If I pay for the five tickets with fifty dollars, how much change do I get?", "30"),
-    ]),
-    ("eggs", [
-        ("A box holds twelve eggs. How many eggs are in two boxes?", "24"),
-        ("I use five eggs from those two boxes. How many eggs are left?", "19"),
-        ("How many eggs did one box hold again?", "12"),
-    ]),
-    ("age", [
-        ("My name is Alex and I am nine years old. How old am I?", "9"),
-        ("How old will I be in five years?", "14"),
-        ("How old was I three years ago?", "6"),
-    ]),
+    (
+        "apples",
+        [
+            ("I have seven apples. How many apples do I have?", "7"),
+            ("I buy three more. How many apples do I have now?", "10"),
+            ("Then I eat two of them. How many are left?", "8"),
+        ],
+    ),
+    (
+        "tickets",
+        [
+            ("A ticket costs four dollars. How much do two tickets cost?", "8"),
+            ("How much would five of those tickets cost?", "20"),
+            ("If I pay for the five tickets with fifty dollars, how much change do I get?", "30"),
+        ],
+    ),
+    (
+        "eggs",
+        [
+            ("A box holds twelve eggs. How many eggs are in two boxes?", "24"),
+            ("I use five eggs from those two boxes. How many eggs are left?", "19"),
+            ("How many eggs did one box hold again?", "12"),
+        ],
+    ),
+    (
+        "age",
+        [
+            ("My name is Alex and I am nine years old. How old am I?", "9"),
+            ("How old will I be in five years?", "14"),
+            ("How old was I three years ago?", "6"),
+        ],
+    ),
 ]
