@@ -43,7 +43,8 @@ LETTERS = "ABCDEFGHIJ"
 # Tiers, tried in order; the first tier that finds exactly one distinct letter decides.
 # A tier that finds two different letters makes the reply ambiguous -> parse failure.
 _CHOICE_TIERS = [
-    re.compile(r"answer\s*(?:is|:)\s*(?:option\s*)?\(?([A-J])\b(?![a-z'])", re.IGNORECASE),
+    # a lower-case "a" followed by a space is the article ("the answer is a cow"), not option A
+    re.compile(r"answer\s*(?:is|:)\s*(?:option\s*)?\(?(?-i:(?!a\s))([A-J])\b(?![a-z'])", re.IGNORECASE),
     re.compile(r"^\W*\(?([A-J])(?:[).:,]|$)"),  # reply starts with "B)", "(B)", "B.", or is "B"
     re.compile(r"\b(?:option|choice)\s*\(?([A-J])\b", re.IGNORECASE),
     re.compile(r"\(([A-J])\)"),

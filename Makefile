@@ -1,0 +1,48 @@
+# evalkit: the two commands of the README, each doing its own setup on a fresh machine.
+#   make demo   installs what it needs, runs the offline demo evaluation, prints the report path
+#   make test   installs what it needs, runs ruff and the test suite (fast + slow tiers)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+OUT    ?= runs
+
+.PHONY: demo test test-fast setup system-deps lint clean
+
+demo: setup
+	$(BIN)/evalkit run --model cascade --tasks demo --out $(OUT)
+
+test: setup lint
+	$(BIN)/pytest -m "not vllm" -q
+
+test-fast: setup
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+setup: system-deps $(STAMP)
+
+# Debian packages: espeak-ng speaks the demo questions and the cascade's answers; sox for audio tools;
+# libsndfile for soundfile. Installed only when missing; sudo only when not root.
+system-deps:
+	@missing=""; \
+	command -v espeak-ng >/dev/null 2>&1 || missing="$$missing espeak-ng"; \
+	command -v sox >/dev/null 2>&1 || missing="$$missing sox"; \
+	ldconfig -p 2>/dev/null | grep -q libsndfile || missing="$$missing libsndfile1"; \
+	if [ -n "$$missing" ]; then \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  echo "installing Debian packages:$$missing"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+# torch is pinned by constraints.txt: 2.13.0 is the CPU build; any other version pulls GBs of CUDA.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e ".[demo,dev]"
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache
