@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,8 @@ def load(ref: AudioRef, sample_rate: int | None = None, mono: bool = True) -> tu
     try:
         samples, rate = sf.read(io.BytesIO(raw), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioError(f"{where}: cannot decode audio ({exc}); convert it to WAV/FLAC") from None
+        reason = re.sub(r"Error opening <[^>]*>: ", "", str(exc))  # drop the in-memory buffer's address
+        raise AudioError(f"{where}: cannot decode audio ({reason}); convert it to WAV/FLAC") from None
     if samples.shape[0] == 0:
         raise AudioError(f"{where}: audio has no samples; re-export or drop the item")
     if mono:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from evalkit.audio import AudioError
 from evalkit.records import AudioRef, ChatRequest, ModelOutput
 
 SCHEMA = """
@@ -30,7 +31,12 @@ CREATE TABLE IF NOT EXISTS responses (
 
 def request_key(model_spec: str, request: ChatRequest) -> str:
     """The cache key of one request to one model (raises AudioError if input audio is unreadable)."""
-    payload = {"model": model_spec, "request": request.cache_payload()}
+    try:
+        payload = {"model": model_spec, "request": request.cache_payload()}
+    except OSError as exc:  # hashing reads every clip: a missing one is bad input, not a crash
+        if isinstance(exc, FileNotFoundError):
+            raise AudioError(f"{exc.filename}: audio file not found; fix the path in the dataset") from None
+        raise AudioError(f"{exc.filename}: cannot read audio file ({exc.strerror})") from None
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 

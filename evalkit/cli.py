@@ -86,23 +86,28 @@ def _print_summary(store) -> None:
 
     summary = store.read_summary()
     table = Table(title=f"run {store.run_id}")
-    for column in ("task", "judge", "metric", "value", "95% CI", "scored/n", "parse fail", "errors"):
-        table.add_column(column)
+    table.add_column("task", no_wrap=True)
+    table.add_column("judge / metric", no_wrap=True)
+    table.add_column("value [95% CI]", no_wrap=True)
+    for column in ("scored", "parse fail", "errors"):
+        table.add_column(column, justify="right")
     for task_name, task in summary["tasks"].items():
         for judge_name, judge in task["judges"].items():
+            errors = str(judge["n_model_errors"] + judge["n_judge_errors"])
+            scored = f"{judge['n_scored']}/{judge['n']}"
+            if not judge["metrics"]:
+                table.add_row(task_name, judge_name, "no scored samples", scored, "–", errors)
             for metric, m in judge["metrics"].items():
-                ci = "–" if m["ci_low"] is None else f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+                ci = "" if m["ci_low"] is None else f" [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
                 table.add_row(
                     task_name,
-                    judge_name,
-                    metric,
-                    f"{m['value']:.3f}",
-                    ci,
-                    f"{judge['n_scored']}/{judge['n']}",
+                    f"{judge_name} / {metric}",
+                    f"{m['value']:.3f}{ci}",
+                    scored,
                     str(judge["n_parse_failures"]),
-                    str(judge["n_model_errors"] + judge["n_judge_errors"]),
+                    errors,
                 )
-    Console().print(table)
+    Console(stderr=False).print(table)
     typer.echo(f"run directory: {store.root}")
 
 

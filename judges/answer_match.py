@@ -13,7 +13,6 @@ from abc import abstractmethod
 from typing import Any
 
 from evalkit.judges.base import Judge
-
 from evalkit.records import ModelOutput, Sample, Score
 
 

@@ -6,7 +6,6 @@ from typing import Any
 
 from evalkit.judges.answer_match import AnswerMatchJudge
 from evalkit.judges.extract import extract_choice
-
 from evalkit.registry import register_judge
 
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from evalkit.errors import EvalkitError
 from evalkit.models.asr import WhisperTranscriber
 from evalkit.models.base import Capabilities, ModelAdapter, load_model
 from evalkit.models.hf_text import SMOLLM2
 from evalkit.models.tts import espeak
-
-from evalkit.errors import EvalkitError
 from evalkit.records import AudioPart, AudioRef, ChatRequest, Message, ModelOutput, TextPart
 from evalkit.registry import register_model
 from evalkit.specs import parse_options

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from evalkit.errors import EvalkitError
 from evalkit.models.base import Capabilities, ModelAdapter
 from evalkit.models.reasoning import split_reasoning
-
-from evalkit.errors import EvalkitError
 from evalkit.paths import cache_dir
 from evalkit.records import ChatRequest, ModelOutput, Timing, Usage
 from evalkit.registry import register_model
@@ -52,6 +52,7 @@ def smollm2_folder() -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     quiet_transformers()
+    print(f"evalkit: converting SmolLM2 GGUF once into {target} (about 30 s)", file=sys.stderr)
     tokenizer = AutoTokenizer.from_pretrained(str(package_dir), gguf_file=SMOLLM2_GGUF)
     model = AutoModelForCausalLM.from_pretrained(str(package_dir), gguf_file=SMOLLM2_GGUF)
     # The weights are dequantised in memory; drop the GGUF quantiser marker so they save as-is.

@@ -17,11 +17,10 @@ import os
 import time
 from typing import Any
 
-from evalkit.models.base import Capabilities, ModelAdapter
-from evalkit.models.reasoning import split_reasoning
-
 from evalkit import audio as audio_io
 from evalkit.errors import EndpointUnreachable, ModelError, SpecError
+from evalkit.models.base import Capabilities, ModelAdapter
+from evalkit.models.reasoning import split_reasoning
 from evalkit.records import AudioPart, AudioRef, ChatRequest, Message, ModelOutput, Timing, Usage
 from evalkit.registry import register_model
 
@@ -188,8 +187,10 @@ class OpenAIChatAdapter(ModelAdapter):
             if mapped.kind == "api" and not _is_client_error(exc):
                 raise
             raise mapped from exc
-        text, reasoning_field, audio_bytes, usage, first_token, model_name = result
+        text, reasoning_field, audio_bytes, transcript, usage, first_token, model_name = result
         answer, inline_reasoning = split_reasoning(text, prefilled=self.reasoning_prefilled)
+        if not answer and transcript:  # OpenAI sends a spoken reply's words only as its transcript
+            answer = transcript.strip()
         reasoning = "\n".join(r for r in (reasoning_field, inline_reasoning) if r) or None
         if not answer and not reasoning and audio_bytes is None:
             raise ModelError("empty_response", "server returned an empty completion", transient=False)
@@ -207,10 +208,13 @@ class OpenAIChatAdapter(ModelAdapter):
         choice = response.choices[0]
         message = choice.message
         reasoning = getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None)
-        audio_bytes = None
-        if getattr(message, "audio", None) is not None and getattr(message.audio, "data", None):
-            audio_bytes = base64.b64decode(message.audio.data)
-        return message.content or "", reasoning, audio_bytes, _usage(response.usage), None, response.model
+        audio_bytes = transcript = None
+        if getattr(message, "audio", None) is not None:
+            if getattr(message.audio, "data", None):
+                audio_bytes = base64.b64decode(message.audio.data)
+            transcript = getattr(message.audio, "transcript", None)
+        content = message.content or ""
+        return content, reasoning, audio_bytes, transcript, _usage(response.usage), None, response.model
 
     async def _generate_streaming(self, payload: dict[str, Any], started: float):
         stream = await self.client.chat.completions.create(
@@ -219,6 +223,7 @@ class OpenAIChatAdapter(ModelAdapter):
         text: list[str] = []
         reasoning: list[str] = []
         pcm: list[bytes] = []
+        transcript: list[str] = []
         first_token = None
         usage = Usage()
         model_name = None
@@ -236,11 +241,13 @@ class OpenAIChatAdapter(ModelAdapter):
                 text.append(piece)
                 reasoning.append(thought)
                 if spoken:
-                    data = spoken.get("data") if isinstance(spoken, dict) else getattr(spoken, "data", None)
-                    if data:
-                        pcm.append(base64.b64decode(data))
+                    field = spoken.get if isinstance(spoken, dict) else lambda k: getattr(spoken, k, None)
+                    if field("data"):
+                        pcm.append(base64.b64decode(field("data")))
+                    transcript.append(field("transcript") or "")
         audio_bytes = _pcm16_to_wav(b"".join(pcm), STREAM_PCM_RATE) if pcm else None
-        return "".join(text), "".join(reasoning) or None, audio_bytes, usage, first_token, model_name
+        said = "".join(transcript) or None
+        return "".join(text), "".join(reasoning) or None, audio_bytes, said, usage, first_token, model_name
 
     async def aclose(self) -> None:
         if self._client is not None:

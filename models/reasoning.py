@@ -16,8 +16,9 @@ def split_reasoning(text: str, prefilled: bool = False) -> tuple[str, str | None
 
     - ``<think>R</think>A`` -> ``(A, R)``; several think blocks are all collected.
     - ``R</think>A`` (opening tag prefilled by the chat template) -> ``(A, R)``.
-    - an unclosed ``<think>R`` (generation cut by max_tokens) -> ``("", R)``: the model never
-      answered, which the judges then count as a parse failure, not as a silent wrong answer.
+    - an unclosed ``<think>R`` (generation cut by max_tokens) -> ``(text before the tag, R)``,
+      usually ``""``: the model never answered, which the judges then count as a parse failure,
+      not as a silent wrong answer.
     - ``prefilled=True`` and no closing tag: everything is reasoning, for the same reason.
     """
     reasoning: list[str] = []

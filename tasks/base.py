@@ -125,12 +125,27 @@ def fingerprint(samples: list[Sample]) -> str:
     return h.hexdigest()
 
 
+def split_task_list(spec: str) -> list[str]:
+    """``"demo,jsonl:path=x.jsonl,judges=numeric"`` -> ``["demo", "jsonl:path=x.jsonl,judges=numeric"]``:
+    a ``key=value`` piece (no ``:`` before its ``=``) continues the options of the task before it."""
+    items: list[str] = []
+    for piece in (s.strip() for s in spec.split(",")):
+        if not piece:
+            continue
+        key, sep, _ = piece.partition("=")
+        if sep and ":" not in key and items and ":" in items[-1]:
+            items[-1] += "," + piece
+        else:
+            items.append(piece)
+    return items
+
+
 def resolve_tasks(spec: str, **options: Any) -> list[Task]:
     """``"demo,jsonl:/data/x.jsonl"`` -> task instances; families expand to their members."""
     from evalkit.registry import tasks as registry
 
     resolved: list[Task] = []
-    names = [s.strip() for s in spec.split(",") if s.strip()]
+    names = split_task_list(spec)
     if not names:
         raise EvalkitError("no tasks given; pass --tasks NAME[,NAME...] (see `evalkit list tasks`)")
     for item in names:

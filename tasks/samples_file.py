@@ -10,12 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from evalkit.tasks.base import Task, fingerprint
-
 from evalkit.errors import EvalkitError
 from evalkit.records import Sample
 from evalkit.registry import register_task
 from evalkit.specs import parse_options
+from evalkit.tasks.base import Task, fingerprint
 
 
 @register_task("jsonl")

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from evalkit.records import AudioRef, ChatRequest, GenerationParams, Message, TextPart
 from evalkit.models.asr import WhisperTranscriber
 from evalkit.models.hf_text import HFTextAdapter
 from evalkit.models.tts import espeak
+from evalkit.records import AudioRef, ChatRequest, GenerationParams, Message, TextPart
 
 pytestmark = pytest.mark.slow
 
@@ -43,9 +43,24 @@ def test_smollm2_generates_greedy_and_deterministic() -> None:
 def test_cascade_demo_run_end_to_end(tmp_path: Path) -> None:
     """The README's main job on a small slice: real transcripts, real answers, spoken replies."""
     proc = subprocess.run(
-        [sys.executable, "-m", "evalkit.cli", "run", "--model", "cascade", "--tasks", "demo-multiturn,demo-choice",
-         "--limit", "2", "--out", str(tmp_path), "--no-progress"],
-        capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "evalkit.cli",
+            "run",
+            "--model",
+            "cascade",
+            "--tasks",
+            "demo-multiturn,demo-choice",
+            "--limit",
+            "2",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     run_dir = next(p for p in tmp_path.iterdir() if p.is_dir())

@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from evalkit.records import GenerationParams, Sample, Turn
+from evalkit.registry import register_task
 from evalkit.tasks.base import Task, TaskFamily, fingerprint
 from evalkit.tasks.demo import items
 from evalkit.tasks.demo.synth import DemoDataset
-
-from evalkit.records import GenerationParams, Sample, Turn
-from evalkit.registry import register_task
 
 ASSISTANT = "You are a helpful voice assistant. The user speaks to you; reply briefly."
 NUMERIC_RULE = " When the user asks for a number, end your reply with: The answer is N."
@@ -65,7 +64,7 @@ class DemoArithmetic(DemoTask):
     """Spoken arithmetic questions (espeak-ng), numeric answer matching."""
 
     name = "demo-arithmetic"
-    judges = ("numeric",)
+    judges = ("numeric-spoken",)
     group_by = ("operation", "voice")
     system_prompt = ASSISTANT + NUMERIC_RULE
 
@@ -113,7 +112,7 @@ class DemoMultiturn(DemoTask):
     """Three-turn spoken conversations; later questions refer back to earlier turns."""
 
     name = "demo-multiturn"
-    judges = ("numeric",)
+    judges = ("numeric-spoken",)
     group_by = ("topic", "voice")
     system_prompt = ASSISTANT + NUMERIC_RULE
 

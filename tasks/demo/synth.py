@@ -11,9 +11,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from evalkit.models.tts import espeak, espeak_version
-
 from evalkit.errors import EvalkitError
+from evalkit.models.tts import espeak, espeak_version
 from evalkit.paths import cache_dir
 from evalkit.records import AudioRef, Sample
 

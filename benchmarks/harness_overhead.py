@@ -1,0 +1,127 @@
+"""How much throughput does the harness itself cost?
+
+A model server that takes exactly D seconds per request and has room for C requests at once can
+serve at most C / D requests per second. This benchmark puts the loopback OpenAI-compatible server
+(``evalkit.testing.openai_server``, in its own process so it does not share the harness's
+interpreter) behind exactly that delay, pushes N requests through evalkit's real pipeline (CLI
+config -> ``evaluate`` -> tasks -> openai adapter with streaming -> response cache -> run store ->
+judge -> summary and report) with concurrency C, and reports achieved / ideal. A ratio near 1
+means the harness keeps the endpoint saturated; below 0.9 the harness is the bottleneck.
+
+``seconds`` is the request phase (the runner from first request to last score, as recorded in the
+manifest's ``last_session``); ``wall`` adds the one-off setup and finalisation (manifest, dataset
+fingerprint, summary with bootstrap CIs, report.html) and is printed beside it.
+
+    python benchmarks/harness_overhead.py [--concurrency 64] [--delay 0.2] [--requests 1000] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import os
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+
+def write_samples(path: Path, n: int) -> None:
+    """N distinct one-turn text questions (distinct so that no request hits the cache)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(n):
+            sample = {
+                "id": f"q{i:05d}",
+                "task": "bench",
+                "conversation": [{"role": "user", "text": f"Question {i}: please reply {i}."}],
+                "reference": {"answer": str(i)},
+            }
+            fh.write(json.dumps(sample) + "\n")
+
+
+def server_hits(base_url: str) -> int:
+    with urllib.request.urlopen(base_url.removesuffix("/v1") + "/_loopback/stats", timeout=10) as response:
+        return json.load(response)["hits"]
+
+
+def measure(concurrency: int, delay: float, requests: int) -> dict:
+    from evalkit.runner import RunConfig, evaluate
+    from evalkit.testing.openai_server import start_subprocess
+
+    server, base_url = start_subprocess(delay=delay)
+    try:
+        with tempfile.TemporaryDirectory(prefix="evalkit-bench-") as tmp:
+            root = Path(tmp)
+            os.environ["EVALKIT_CACHE_DIR"] = str(root / "cache")
+            samples = root / "bench.jsonl"
+            write_samples(samples, requests)
+            config = RunConfig(
+                model=f"openai:loopback@{base_url}",
+                tasks=f"jsonl:path={samples},judges=numeric",
+                concurrency=concurrency,
+                out_dir=str(root / "runs"),
+                use_cache=True,
+                cache_path=str(root / "cache" / "responses.sqlite"),
+            )
+            started = time.perf_counter()
+            store = evaluate(config, argv=["harness_overhead"], show_progress=False)
+            wall = time.perf_counter() - started
+            manifest = store.read_manifest()
+            summary = store.read_summary()["tasks"]["jsonl-bench"]
+    finally:
+        hits = server_hits(base_url)
+        server.terminate()
+        server.wait(10)
+
+    session = manifest["last_session"]
+    if hits != requests or session["requests"] != requests or summary["requests"]["n_errors"]:
+        raise SystemExit(
+            f"benchmark invalid: server saw {hits} requests, runner sent {session['requests']}, "
+            f"{summary['requests']['n_errors']} errors (expected {requests} clean requests)"
+        )
+    accuracy = summary["judges"]["numeric"]["metrics"]["accuracy"]["value"]
+    if accuracy != 1.0:
+        raise SystemExit(f"benchmark invalid: accuracy {accuracy} (the loopback server answers every item)")
+    seconds = session["seconds"]
+    achieved = requests / seconds
+    ideal = concurrency / delay
+    return {
+        "concurrency": concurrency,
+        "delay_s": delay,
+        "requests": requests,
+        "seconds": round(seconds, 3),
+        "wall_s": round(wall, 3),
+        "achieved_rps": round(achieved, 2),
+        "ideal_rps": round(ideal, 2),
+        "ratio": round(achieved / ideal, 4),
+        "latency_p50_s": summary["requests"]["latency_s"]["p50"],
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concurrency", type=int, default=64, help="requests in flight (C)")
+    parser.add_argument("--delay", type=float, default=0.2, help="server seconds per request (D)")
+    parser.add_argument("--requests", type=int, default=1000, help="requests to send")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    result = measure(args.concurrency, args.delay, args.requests)
+    print(
+        f"C={result['concurrency']}  D={result['delay_s']}s  requests={result['requests']}  "
+        f"seconds={result['seconds']:.3f} (wall {result['wall_s']:.3f})  "
+        f"achieved={result['achieved_rps']:.1f} req/s  ideal C/D={result['ideal_rps']:.1f} req/s"
+    )
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"ratio: {result['ratio']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""Registries (built-ins, errors, third-party entry points), reasoning splitting, task resolution
+and the closed-loop request a task builds for a later turn."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from evalkit import registry
+from evalkit.errors import EvalkitError, UnknownNameError
+from evalkit.models.reasoning import split_reasoning
+from evalkit.records import AudioPart, AudioRef, GenerationParams, ModelOutput, Sample, TextPart, Turn
+from evalkit.registry import Registry
+from evalkit.tasks.base import Task, resolve_tasks
+
+# -- built-in registries --------------------------------------------------------------------------
+
+
+def test_builtin_names() -> None:
+    assert registry.models.names() == ["cascade", "hf", "openai"]
+    assert registry.tasks.names() == ["demo", "demo-arithmetic", "demo-choice", "demo-multiturn", "jsonl"]
+    assert registry.judges.names() == ["choice", "numeric", "numeric-spoken"]
+
+
+def test_describe_gives_first_doc_line() -> None:
+    rows = dict(registry.judges.describe())
+    assert set(rows) == {"choice", "numeric", "numeric-spoken"}
+    assert rows["numeric"].startswith("Numeric answer")
+    assert "\n" not in rows["numeric"]
+
+
+@pytest.mark.parametrize(
+    ("reg", "kind", "known"),
+    [
+        (registry.models, "model", "cascade, hf, openai"),
+        (registry.tasks, "task", "demo, demo-arithmetic, demo-choice, demo-multiturn, jsonl"),
+        (registry.judges, "judge", "choice, numeric, numeric-spoken"),
+    ],
+)
+def test_unknown_name_lists_known_names(reg: Registry, kind: str, known: str) -> None:
+    with pytest.raises(UnknownNameError) as info:
+        reg.get("bogus")
+    message = str(info.value)
+    assert f"unknown {kind} 'bogus'" in message
+    assert f"known {kind}s: {known}" in message
+    assert f"evalkit list {kind}s" in message
+    assert isinstance(info.value, EvalkitError)
+
+
+def test_get_returns_registered_class() -> None:
+    from evalkit.judges.numeric import NumericJudge
+
+    assert registry.judges.get("numeric") is NumericJudge
+
+
+def test_double_registration_of_another_object_raises() -> None:
+    reg = Registry("judge", "evalkit.test-no-such-group", ())
+
+    class First:
+        pass
+
+    class Second:
+        pass
+
+    assert reg.register("x")(First) is First
+    assert reg.register("x")(First) is First  # the same object again is harmless
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.register("x")(Second)
+    assert reg.get("x") is First
+    assert reg.names() == ["x"]
+
+
+def test_empty_registry_says_none() -> None:
+    reg = Registry("widget", "evalkit.test-no-such-group", ())
+    with pytest.raises(UnknownNameError, match="known widgets: none"):
+        reg.get("a")
+
+
+# -- entry-point discovery --------------------------------------------------------------------------
+
+
+def _install_plugin(root: Path, module: str, entry_points: str) -> None:
+    """A real, minimal installed distribution: a module plus its *.dist-info folder."""
+    (root / f"{module}.py").write_text(
+        textwrap.dedent(
+            '''
+            from evalkit.judges.base import Judge
+            from evalkit.records import Score
+
+
+            class ShoutJudge(Judge):
+                """Passes replies written in capitals (a third-party plug-in)."""
+
+                name = "shout"
+
+                def score(self, sample, outputs):
+                    text = outputs[-1].text or ""
+                    return Score(judge=self.name, metrics={"loud": float(text.isupper())})
+
+
+            class Clash:
+                """Would take a name already registered."""
+            '''
+        )
+    )
+    dist = root / f"{module}-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(entry_points)
+
+
+def test_entry_point_plugin_is_discovered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = "evalkit_test_shout_plugin"
+    _install_plugin(
+        tmp_path,
+        module,
+        f"[evalkit.judges]\nshout = {module}:ShoutJudge\nnumeric = {module}:Clash\n",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, module, raising=False)
+
+    reg = Registry("judge", "evalkit.judges", ())
+
+    class OwnNumeric:
+        """Registered before discovery."""
+
+    reg.register("numeric")(OwnNumeric)
+    try:
+        assert "shout" in reg.names()
+        cls = reg.get("shout")
+        assert cls.__name__ == "ShoutJudge"
+        assert cls.__module__ == module
+        assert reg.get("numeric") is OwnNumeric  # a plug-in never replaces a registered name
+        assert dict(reg.describe())["shout"] == "Passes replies written in capitals (a third-party plug-in)."
+        score = cls().score(
+            Sample(id="s", task="t", conversation=[Turn(role="user", text="q")]), [ModelOutput(text="HEY")]
+        )
+        assert score.metrics == {"loud": 1.0}
+    finally:
+        sys.modules.pop(module, None)
+
+
+def test_plugin_absent_without_its_path() -> None:
+    reg = Registry("judge", "evalkit.judges", ())
+    assert "shout" not in reg.names()
+
+
+# -- reasoning ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "prefilled", "expected"),
+    [
+        ("<think>add 7 and 5</think>The answer is 12.", False, ("The answer is 12.", "add 7 and 5")),
+        ("  <think>\nR\n</think>\n\nA  ", False, ("A", "R")),
+        ("add 7 and 5</think>The answer is 12.", False, ("The answer is 12.", "add 7 and 5")),
+        ("add 7 and 5</think>The answer is 12.", True, ("The answer is 12.", "add 7 and 5")),
+        ("<think>still thinking about", False, ("", "still thinking about")),
+        ("The answer is 12.", False, ("The answer is 12.", None)),
+        ("still thinking, cut off", True, ("", "still thinking, cut off")),
+        ("", True, ("", None)),
+        ("<think>a</think>x <think>b</think>y", False, ("x y", "a\nb")),
+        ("<think></think>Just the answer", False, ("Just the answer", None)),
+    ],
+    ids=[
+        "full-block",
+        "whitespace",
+        "prefilled-no-open-tag",
+        "prefilled-flag-with-close",
+        "unclosed",
+        "no-tags",
+        "prefilled-without-close",
+        "prefilled-empty",
+        "two-blocks",
+        "empty-think",
+    ],
+)
+def test_split_reasoning(text: str, prefilled: bool, expected: tuple[str, str | None]) -> None:
+    assert split_reasoning(text, prefilled=prefilled) == expected
+
+
+# -- tasks ----------------------------------------------------------------------------------------
+
+
+def test_resolve_demo_family_expands() -> None:
+    tasks = resolve_tasks("demo")
+    assert [t.name for t in tasks] == ["demo-arithmetic", "demo-choice", "demo-multiturn"]
+    assert [t.judges for t in tasks] == [("numeric-spoken",), ("choice",), ("numeric-spoken",)]
+
+
+def test_resolve_tasks_dedups_keeping_first_position() -> None:
+    tasks = resolve_tasks(" demo-choice , demo, demo-arithmetic,demo-choice ")
+    assert [t.name for t in tasks] == ["demo-choice", "demo-arithmetic", "demo-multiturn"]
+
+
+@pytest.mark.parametrize(("spec", "message"), [("", "no tasks given"), (" , ", "no tasks given")])
+def test_resolve_tasks_empty(spec: str, message: str) -> None:
+    with pytest.raises(EvalkitError, match=message):
+        resolve_tasks(spec)
+
+
+def test_resolve_tasks_unknown_and_bad_argument() -> None:
+    with pytest.raises(UnknownNameError, match="unknown task 'nope'"):
+        resolve_tasks("demo,nope")
+    with pytest.raises(EvalkitError, match="takes no argument"):
+        resolve_tasks("demo-choice:extra")
+
+
+class ThreeTurnTask(Task):
+    name = "three-turn"
+    judges = ("numeric",)
+    system_prompt = "Be brief."
+    params = GenerationParams(max_tokens=33)
+
+    def samples(self, limit=None):
+        yield from []
+
+
+def _three_turn_sample(tmp_path: Path) -> Sample:
+    clips = []
+    for k in range(3):
+        clip = tmp_path / f"t{k}.wav"
+        clip.write_bytes(f"clip {k}".encode())
+        clips.append(AudioRef(path=str(clip)))
+    return Sample(
+        id="conv",
+        task="three-turn",
+        conversation=[
+            Turn(role="user", audio=clips[0], text="first", transcript="spoken first"),
+            Turn(role="user", audio=clips[1], transcript="spoken second"),
+            Turn(role="user", audio=clips[2], text="third"),
+        ],
+        reference={"turns": [{"answer": "1"}, {"answer": "2"}, {"answer": "3"}]},
+    )
+
+
+def test_build_request_third_turn_with_history(tmp_path: Path) -> None:
+    task = ThreeTurnTask()
+    sample = _three_turn_sample(tmp_path)
+    history = [ModelOutput(text="reply one", reasoning="hidden"), ModelOutput(text="reply two")]
+    request = task.build_request(sample, 2, history)
+
+    assert [m.role for m in request.messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+    system, u0, a0, u1, a1, u2 = request.messages
+    assert system.content == [TextPart(text="Be brief.")]
+    assert u0.content == [AudioPart(audio=sample.conversation[0].audio), TextPart(text="first")]
+    assert a0.content == [TextPart(text="reply one")]  # the model's own reply, reasoning left out
+    assert u1.content == [AudioPart(audio=sample.conversation[1].audio)]  # no text: audio only
+    assert a1.content == [TextPart(text="reply two")]
+    assert u2.content == [AudioPart(audio=sample.conversation[2].audio), TextPart(text="third")]
+    # the transcript is never sent
+    assert "spoken" not in request.model_dump_json()
+    assert request.params == GenerationParams(max_tokens=33)
+
+
+def test_build_request_first_turn_has_no_history(tmp_path: Path) -> None:
+    request = ThreeTurnTask().build_request(_three_turn_sample(tmp_path), 0, [])
+    assert [m.role for m in request.messages] == ["system", "user"]
+
+
+def test_build_request_replaces_scripted_assistant_turns(tmp_path: Path) -> None:
+    task = ThreeTurnTask()
+    task.system_prompt = None
+    sample = Sample(
+        id="s",
+        task="three-turn",
+        conversation=[
+            Turn(role="user", text="q1"),
+            Turn(role="assistant", text="scripted answer"),
+            Turn(role="user", text="q2"),
+        ],
+    )
+    assert task.answer_turns(sample) == [0, 2]
+    request = task.build_request(sample, 2, [ModelOutput(text="model answer")])
+    assert [(m.role, m.text()) for m in request.messages] == [
+        ("user", "q1"),
+        ("assistant", "model answer"),
+        ("user", "q2"),
+    ]
+
+
+def test_build_request_turn_without_content_is_an_error() -> None:
+    sample = Sample(id="empty", task="three-turn", conversation=[Turn(role="user")])
+    with pytest.raises(EvalkitError, match="neither text nor audio"):
+        ThreeTurnTask().build_request(sample, 0, [])

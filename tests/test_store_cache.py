@@ -1,0 +1,314 @@
+"""The run directory (append-only, resumable, deterministically ordered) and the response cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from evalkit.cache import ResponseCache, request_key
+from evalkit.errors import EvalkitError
+from evalkit.records import (
+    AudioPart,
+    AudioRef,
+    ChatRequest,
+    ErrorInfo,
+    GenerationParams,
+    Message,
+    ModelOutput,
+    ResponseRecord,
+    Score,
+    ScoreRecord,
+    TextPart,
+    Usage,
+)
+from evalkit.store import RESPONSES, SCORES, RunStore, read_jsonl
+
+# -- RunStore -------------------------------------------------------------------------------------
+
+
+def _resp(task: str, sample: str, index: int, turn: int, text: str = "ok") -> ResponseRecord:
+    return ResponseRecord(
+        task=task,
+        sample_id=sample,
+        sample_index=index,
+        turn=turn,
+        request_hash=f"{task}-{sample}-{turn}",
+        output=ModelOutput(text=text),
+    )
+
+
+def _score(task: str, sample: str, index: int, judge: str, value: float = 1.0) -> ScoreRecord:
+    return ScoreRecord(
+        task=task, sample_id=sample, sample_index=index, score=Score(judge=judge, metrics={"accuracy": value})
+    )
+
+
+def test_create_makes_a_fresh_named_directory(tmp_path: Path) -> None:
+    first = RunStore.create(tmp_path / "runs", "openai:my model@http://host:8000/v1", ["demo-a", "demo-b"])
+    assert first.root.is_dir()
+    assert first.root.parent == tmp_path / "runs"
+    name = first.run_id
+    assert name == first.root.name
+    assert "openai-my-model_demo-a-demo-b" in name  # slugged spec without the URL, and the tasks
+    assert "http" not in name
+    second = RunStore.create(tmp_path / "runs", "openai:my model@http://host:8000/v1", ["demo-a", "demo-b"])
+    assert second.root != first.root  # never reuses a directory
+    assert second.root.is_dir()
+
+
+def test_manifest_write_read_update(tmp_path: Path) -> None:
+    store = RunStore.create(tmp_path, "m", ["t"])
+    store.write_manifest({"status": "running", "seed": 3, "tasks": [{"name": "t"}]})
+    assert store.read_manifest() == {"status": "running", "seed": 3, "tasks": [{"name": "t"}]}
+    updated = store.update_manifest(status="completed", ended="now")
+    assert updated == {"status": "completed", "seed": 3, "tasks": [{"name": "t"}], "ended": "now"}
+    on_disk = json.loads((store.root / "manifest.json").read_text())
+    assert on_disk == updated
+    assert not list(store.root.glob("*.tmp"))  # atomic write leaves no temp file
+
+    reopened = RunStore.open_existing(store.root)
+    assert reopened.read_manifest() == updated
+
+
+def test_open_existing_rejects_non_run_directory(tmp_path: Path) -> None:
+    with pytest.raises(EvalkitError, match="not a run directory"):
+        RunStore.open_existing(tmp_path)
+
+
+def test_damaged_manifest_is_a_one_line_error(tmp_path: Path) -> None:
+    store = RunStore.create(tmp_path, "m", ["t"])
+    (store.root / "manifest.json").write_text("{not json")
+    with pytest.raises(EvalkitError, match="cannot read manifest"):
+        store.read_manifest()
+
+
+def test_summary_write_and_missing(tmp_path: Path) -> None:
+    store = RunStore.create(tmp_path, "m", ["t"])
+    with pytest.raises(EvalkitError, match="no summary yet"):
+        store.read_summary()
+    store.write_summary({"tasks": {"t": {"n": 1}}})
+    assert store.read_summary() == {"tasks": {"t": {"n": 1}}}
+
+
+def test_append_and_read_back(tmp_path: Path) -> None:
+    store = RunStore.create(tmp_path, "m", ["t"])
+    assert store.responses() == [] and store.scores() == []
+    store.open_streams()
+    responses = [_resp("t", "s0", 0, 0), _resp("t", "s1", 1, 0, text="two")]
+    scores = [_score("t", "s0", 0, "numeric"), _score("t", "s1", 1, "numeric", 0.0)]
+    for r in responses:
+        store.append_response(r)
+    for s in scores:
+        store.append_score(s)
+    # readable while the streams are still open (each line is flushed)
+    assert store.responses() == responses
+    store.close_streams()
+    assert store.responses() == responses
+    assert store.scores() == scores
+    lines = (store.root / RESPONSES).read_text().splitlines()
+    assert len(lines) == 2
+    assert json.loads(lines[1])["output"]["text"] == "two"
+
+
+def test_torn_last_line_is_ignored_then_truncated_on_resume(tmp_path: Path) -> None:
+    store = RunStore.create(tmp_path, "m", ["t"])
+    good = _resp("t", "s0", 0, 0)
+    torn = _resp("t", "s1", 1, 0).model_dump_json()[:25]  # killed mid-write: no newline
+    path = store.root / RESPONSES
+    path.write_text(good.model_dump_json(exclude_none=True) + "\n" + torn)
+
+    assert store.responses() == [good]
+
+    store.open_streams()  # resuming: the torn tail is cut off before appending
+    assert path.read_text() == good.model_dump_json(exclude_none=True) + "\n"
+    later = _resp("t", "s2", 2, 0)
+    store.append_response(later)
+    store.close_streams()
+    assert store.responses() == [good, later]
+
+
+def test_complete_last_line_without_newline_is_also_ignored(tmp_path: Path) -> None:
+    # a line is only complete once its newline is written
+    rec = _resp("t", "s0", 0, 0)
+    path = tmp_path / "x.jsonl"
+    path.write_text(rec.model_dump_json())
+    assert read_jsonl(path, ResponseRecord) == []
+
+
+def test_bad_middle_line_is_an_error_naming_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "scores.jsonl"
+    path.write_text(_score("t", "s0", 0, "j").model_dump_json() + "\n{garbage}\n")
+    with pytest.raises(EvalkitError, match=r"scores\.jsonl:2: not a valid ScoreRecord"):
+        read_jsonl(path, ScoreRecord)
+
+
+def test_finalize_order_sorts_and_keeps_latest(tmp_path: Path) -> None:
+    store = RunStore.create(tmp_path, "m", ["b", "a"])
+    store.open_streams()
+    # appended in completion order, with a failed response later retried on resume
+    store.append_response(_resp("a", "a1", 1, 0))
+    store.append_response(_resp("b", "b0", 0, 1))
+    store.append_response(_resp("a", "a0", 0, 0))
+    store.append_response(_resp("b", "b0", 0, 0, text="first try"))
+    store.append_response(_resp("b", "b0", 0, 0, text="retried"))
+    store.append_score(_score("a", "a0", 0, "numeric"))
+    store.append_score(_score("b", "b0", 0, "numeric"))
+    store.append_score(_score("a", "a0", 0, "choice"))
+    store.append_score(_score("b", "b0", 0, "choice", 0.0))
+    store.append_score(_score("b", "b0", 0, "choice", 1.0))  # latest wins
+    store.append_score(_score("a", "a0", 0, "extra"))  # a judge not in judge_order sorts last
+
+    store.finalize_order(task_order=["b", "a"], judge_order=["choice", "numeric"])
+
+    responses = store.responses()
+    assert [(r.task, r.sample_id, r.turn) for r in responses] == [
+        ("b", "b0", 0),
+        ("b", "b0", 1),
+        ("a", "a0", 0),
+        ("a", "a1", 0),
+    ]
+    assert responses[0].output.text == "retried"
+    scores = store.scores()
+    assert [(s.task, s.sample_id, s.score.judge) for s in scores] == [
+        ("b", "b0", "choice"),
+        ("b", "b0", "numeric"),
+        ("a", "a0", "choice"),
+        ("a", "a0", "numeric"),
+        ("a", "a0", "extra"),
+    ]
+    assert scores[0].score.metrics == {"accuracy": 1.0}
+    assert (store.root / SCORES).read_text().count("\n") == 5
+
+
+def test_finalize_order_is_idempotent(tmp_path: Path) -> None:
+    store = RunStore.create(tmp_path, "m", ["t"])
+    store.open_streams()
+    store.append_response(_resp("t", "s1", 1, 0))
+    store.append_response(_resp("t", "s0", 0, 0))
+    store.finalize_order(["t"], [])
+    once = (store.root / RESPONSES).read_bytes()
+    store.finalize_order(["t"], [])
+    assert (store.root / RESPONSES).read_bytes() == once
+
+
+def test_save_output_audio_writes_file_and_relative_path(tmp_path: Path) -> None:
+    store = RunStore.create(tmp_path, "m", ["t"])
+    output = ModelOutput(text="hi", audio=AudioRef(data=b"RIFFaudio", sample_rate=24000))
+    saved = store.save_output_audio("demo task", "sample/1", 2, output)
+    assert saved.audio is not None
+    assert saved.audio.data is None
+    rel = Path(saved.audio.path)
+    assert not rel.is_absolute()
+    assert rel.parts[0] == "audio"
+    assert rel == Path("audio/demo-task/sample-1_t2.wav")
+    assert (store.root / rel).read_bytes() == b"RIFFaudio"
+    assert saved.audio.sample_rate == 24000
+    assert saved.text == "hi"
+    assert output.audio.data == b"RIFFaudio"  # the input record is not changed
+
+
+def test_save_output_audio_without_audio_is_a_no_op(tmp_path: Path) -> None:
+    store = RunStore.create(tmp_path, "m", ["t"])
+    output = ModelOutput(text="hi")
+    assert store.save_output_audio("t", "s", 0, output) is output
+    assert not (store.root / "audio").exists()
+
+
+# -- ResponseCache --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cache(tmp_path: Path):
+    c = ResponseCache(tmp_path / "cache" / "responses.sqlite")
+    yield c
+    c.close()
+
+
+def test_cache_miss_then_round_trip(cache: ResponseCache) -> None:
+    assert cache.get("nope") is None
+    assert len(cache) == 0
+    output = ModelOutput(text="12", reasoning="7+5", usage=Usage(prompt_tokens=3), model="m")
+    cache.put("k1", "openai:m@http://x/v1", output)
+    assert cache.get("k1") == output
+    assert len(cache) == 1
+    assert cache.stats()["entries"] == 1
+
+
+def test_cache_put_replaces(cache: ResponseCache) -> None:
+    cache.put("k", "spec", ModelOutput(text="old"))
+    cache.put("k", "spec", ModelOutput(text="new"))
+    assert cache.get("k").text == "new"
+    assert len(cache) == 1
+
+
+def test_cache_does_not_store_errors(cache: ResponseCache) -> None:
+    cache.put("k", "spec", ModelOutput(error=ErrorInfo(kind="timeout", message="slow")))
+    assert cache.get("k") is None
+    assert len(cache) == 0
+
+
+def test_cache_persists_across_instances(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    first = ResponseCache(path)
+    first.put("k", "spec", ModelOutput(text="kept"))
+    first.close()
+    second = ResponseCache(path)
+    try:
+        assert second.get("k") == ModelOutput(text="kept")
+    finally:
+        second.close()
+
+
+def test_cache_stores_audio_as_blob(cache: ResponseCache) -> None:
+    data = b"RIFF-spoken-answer"
+    cache.put("k", "spec", ModelOutput(text="hi", audio=AudioRef(data=data, sample_rate=24000)))
+    got = cache.get("k")
+    assert got is not None and got.audio is not None
+    assert got.audio.data is None
+    blob = Path(got.audio.path)
+    assert blob.parent == cache.path.parent / "blobs"
+    assert blob.name == hashlib.sha256(data).hexdigest() + ".wav"
+    assert blob.read_bytes() == data
+    assert got.audio.sample_rate == 24000
+    # the row itself does not hold the audio bytes
+    row = cache._db.execute("SELECT output FROM responses WHERE key = 'k'").fetchone()[0]
+    assert "data" not in json.loads(row)["audio"]
+
+    blob.unlink()  # a cleaned-away blob is a miss, not a dangling path
+    assert cache.get("k") is None
+
+
+def _req(audio_path: Path, text: str = "q", **params) -> ChatRequest:
+    return ChatRequest(
+        messages=[
+            Message(
+                role="user", content=[AudioPart(audio=AudioRef(path=str(audio_path))), TextPart(text=text)]
+            )
+        ],
+        params=GenerationParams(**params),
+    )
+
+
+def test_request_key(tmp_path: Path) -> None:
+    a = tmp_path / "a.wav"
+    b = tmp_path / "copy-of-a.wav"
+    c = tmp_path / "c.wav"
+    a.write_bytes(b"same sound")
+    b.write_bytes(b"same sound")
+    c.write_bytes(b"other sound")
+    spec = "openai:m@http://127.0.0.1:8000/v1"
+
+    key = request_key(spec, _req(a))
+    assert len(key) == 64 and int(key, 16) >= 0  # sha256 hex
+    assert request_key(spec, _req(a)) == key  # stable
+    assert request_key(spec, _req(b)) == key  # same content, different path
+    assert request_key(spec, _req(c)) != key  # different audio
+    assert request_key(spec, _req(a, text="other")) != key
+    assert request_key(spec, _req(a, temperature=0.5)) != key
+    assert request_key(spec, _req(a, seed=1)) != key
+    assert request_key(spec, _req(a, max_tokens=7)) != key
+    assert request_key(spec, _req(a, extra={"skip_special_tokens": False})) != key
+    assert request_key("openai:other@http://127.0.0.1:8000/v1", _req(a)) != key
