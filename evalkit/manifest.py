@@ -18,7 +18,7 @@ TRACKED_PACKAGES = (
     "numpy",
     "pydantic",
     "openai",
-    "httpx",
+    "aiohttp",
     "soundfile",
     "soxr",
     "jinja2",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 from rich.console import Console
 from rich.progress import (
@@ -13,6 +14,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+#: seconds between refreshes of the samples/s figure
+RATE_REFRESH_S = 0.25
 
 
 class RunProgress:
@@ -33,6 +37,7 @@ class RunProgress:
         )
         self._ids: dict[str, int] = {}
         self._errors: dict[str, int] = {}
+        self._rate_at: dict[str, float] = {}
 
     def __enter__(self) -> RunProgress:
         self._progress.start()
@@ -50,5 +55,10 @@ class RunProgress:
         if error:
             self._errors[name] += 1
         self._progress.advance(task_id)
-        speed = self._progress.tasks[task_id].speed or 0.0
-        self._progress.update(task_id, errors=self._errors[name], rate=speed)
+        now = time.monotonic()
+        # rich's speed sums every sample of the last 30 s: once per sample that grows quadratically
+        # with throughput, so the rate shown is refreshed a few times a second (errors at once)
+        if error or now - self._rate_at.get(name, 0.0) >= RATE_REFRESH_S:
+            self._rate_at[name] = now
+            speed = self._progress.tasks[task_id].speed or 0.0
+            self._progress.update(task_id, errors=self._errors[name], rate=speed)

@@ -30,7 +30,16 @@ from evalkit.manifest import git_revision, hardware, now_iso, package_versions, 
 from evalkit.models.base import ModelAdapter, load_model
 from evalkit.paths import cache_dir
 from evalkit.progress import RunProgress
-from evalkit.records import ErrorInfo, ModelOutput, ResponseRecord, Sample, Score, ScoreRecord, TurnInput
+from evalkit.records import (
+    ErrorInfo,
+    GenerationParams,
+    ModelOutput,
+    ResponseRecord,
+    Sample,
+    Score,
+    ScoreRecord,
+    TurnInput,
+)
 from evalkit.retry import RetryPolicy, call_with_retries
 from evalkit.store import RunStore
 from evalkit.summary import summarise_run
@@ -115,16 +124,21 @@ class Runner:
         self.judge_slots = asyncio.Semaphore(max(1, config.concurrency * 2))
         self.judges: dict[str, Judge] = {name: load_judge(name) for t in tasks for name in t.judges}
         self._pool: ProcessPoolExecutor | None = None
+        self._params: dict[str, GenerationParams] = {}
         self._judging: set[asyncio.Task] = set()
         self.progress = RunProgress(enabled=show_progress)
         self.counters = {"requests": 0, "cache_hits": 0, "errors": 0, "retries": 0, "samples": 0}
 
     # -- requests ---------------------------------------------------------------------------------
-    def _params_for(self, task: Task):
-        update: dict[str, Any] = {"seed": self.config.seed}
-        if self.config.max_tokens is not None:
-            update["max_tokens"] = self.config.max_tokens
-        return task.params.model_copy(update=update)
+    def _params_for(self, task: Task) -> GenerationParams:
+        """The task's parameters with the run's seed and max_tokens; computed once per task."""
+        params = self._params.get(task.name)
+        if params is None:
+            update: dict[str, Any] = {"seed": self.config.seed}
+            if self.config.max_tokens is not None:
+                update["max_tokens"] = self.config.max_tokens
+            params = self._params[task.name] = task.params.model_copy(update=update)
+        return params
 
     async def _generate(self, request_hash: str, request) -> tuple[ModelOutput, bool]:
         if self.cache is not None:
@@ -311,9 +325,13 @@ async def evaluate_async(
         manifest = store.read_manifest()
         config = RunConfig.from_manifest({**manifest["config"], "concurrency": config.concurrency})
     adapter = load_model(config.model, **config.model_options)
-    tasks = resolve_tasks(config.tasks)
-    _check_capabilities(adapter, tasks)
-    await adapter.check()
+    try:
+        tasks = resolve_tasks(config.tasks)
+        _check_capabilities(adapter, tasks)
+        await adapter.check()
+    except BaseException:
+        await adapter.aclose()
+        raise
     task_info = [t.describe() for t in tasks]
     if resume_dir is None:
         store = RunStore.create(Path(config.out_dir), adapter.spec, [t.name for t in tasks])

@@ -209,7 +209,9 @@ def test_usage_is_accounted(server, stereo_clip, stream):
 @pytest.mark.parametrize("stream", [True, False])
 def test_audio_output_becomes_model_output_audio(server, stream):
     server.audio_seconds = 0.55
-    request = text_request("Say 5 out loud.", extra={"modalities": ["text", "audio"], "audio": {"voice": "alloy"}})
+    request = text_request(
+        "Say 5 out loud.", extra={"modalities": ["text", "audio"], "audio": {"voice": "alloy"}}
+    )
     output = generate(adapter_for(server, stream=stream), request)
 
     body = server.requests[0].body
@@ -250,6 +252,26 @@ def test_only_the_matching_request_fails(server):
         generate(adapter, text_request("poison 2"))
     assert generate(adapter, text_request("fine 3")).text == "The answer is 3."
     assert server.count(where=lambda body: "poison" in body["messages"][-1]["content"]) == 1
+
+
+def test_stream_cut_off_midway_is_a_transient_connection_error(server):
+    """Half an answer must never be scored: a dropped stream is retried like a dropped connection."""
+    server.cut_streams(1)
+    adapter = adapter_for(server)
+    with pytest.raises(ModelError) as caught:
+        generate(adapter, text_request("Say 8"))
+    assert caught.value.kind == "connection" and caught.value.transient
+    assert generate(adapter, text_request("Say 8")).text == "The answer is 8."
+    assert server.hits == 2
+
+
+def test_check_and_generate_may_run_on_separate_event_loops(server):
+    """``asyncio.run(adapter.check())`` then ``asyncio.run(adapter.generate(...))`` (as scripts and
+    the vLLM test do) must work: the HTTP session follows the running loop."""
+    adapter = adapter_for(server)
+    asyncio.run(adapter.check())
+    assert generate(adapter, text_request("Say 4")).text == "The answer is 4."
+    assert generate(adapter, text_request("Say 5")).text == "The answer is 5."
 
 
 def test_closed_port_is_a_transient_connection_error():

@@ -274,6 +274,7 @@ def test_cache_stores_audio_as_blob(cache: ResponseCache) -> None:
     assert blob.read_bytes() == data
     assert got.audio.sample_rate == 24000
     # the row itself does not hold the audio bytes
+    cache.flush()
     row = cache._db.execute("SELECT output FROM responses WHERE key = 'k'").fetchone()[0]
     assert "data" not in json.loads(row)["audio"]
 

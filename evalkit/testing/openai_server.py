@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import re
@@ -137,7 +138,9 @@ def pcm16_to_wav(pcm: bytes, rate: int = PCM_RATE) -> bytes:
 
 @dataclass
 class FailureRule:
-    """Answer matching requests with an HTTP error instead of a completion.
+    """Answer matching requests with an HTTP error instead of a completion, or (``cut_stream``)
+    start a streamed completion with status 200 and drop the connection halfway, as a crashing
+    server or an impatient proxy does.
 
     ``times`` limits how many requests the rule takes (None: every matching one); ``match`` picks
     requests by body (None: any); ``nth`` picks them by arrival number (1-based). Rules are tried in
@@ -150,6 +153,7 @@ class FailureRule:
     nth: frozenset[int] | None = None
     retry_after: float | None = None
     message: str = "injected failure"
+    cut_stream: bool = False
     used: int = 0
 
     def take(self, number: int, body: dict[str, Any]) -> bool:
@@ -178,7 +182,8 @@ class ReceivedRequest:
 @dataclass
 class OpenAIServer:
     """The loopback server. Every knob is a plain attribute, so a test may change it between
-    requests (``server.delay = 0.5``); ``fail_first``/``fail_matching`` add failure rules.
+    requests (``server.delay = 0.5``); ``fail_first``/``fail_matching``/``cut_streams`` add failure
+    rules (or ``add_rule(FailureRule(..., nth=frozenset({3})))`` for one particular request).
 
     - ``delay``: seconds before the answer starts (headers included), for every request.
     - ``chunk_delay``: seconds between streamed chunks, so time to first token < total.
@@ -224,6 +229,12 @@ class OpenAIServer:
     ) -> FailureRule:
         """Requests whose body satisfies ``match`` answer ``status`` (``times`` of them, or all)."""
         return self.add_rule(FailureRule(status=status, times=times, match=match, retry_after=retry_after))
+
+    def cut_streams(self, n: int) -> FailureRule:
+        """The next ``n`` streamed requests get half an answer, then a dropped connection."""
+        return self.add_rule(
+            FailureRule(status=200, times=n, match=lambda body: bool(body.get("stream")), cut_stream=True)
+        )
 
     def add_rule(self, rule: FailureRule) -> FailureRule:
         with self._lock:
@@ -314,7 +325,7 @@ class OpenAIServer:
         record, rule = self._receive(body)
         if self.delay:
             await asyncio.sleep(self.delay)
-        if rule is not None:
+        if rule is not None and not rule.cut_stream:
             headers = {"Retry-After": f"{rule.retry_after:g}"} if rule.retry_after is not None else None
             return self._error(
                 rule.status, f"{rule.message} (request {record.number})", "server_error", headers
@@ -334,7 +345,8 @@ class OpenAIServer:
         speak = "audio" in (body.get("modalities") or [])
         completion_id = f"chatcmpl-loopback-{record.number}"
         if body.get("stream"):
-            return await self._stream(request, body, completion_id, reply.text, reasoning, speak)
+            cut = rule is not None and rule.cut_stream
+            return await self._stream(request, body, completion_id, reply.text, reasoning, speak, cut)
         return self._complete(body, completion_id, reply.text, reasoning, speak)
 
     def _usage(self, body: dict[str, Any], text: str, reasoning: str | None) -> dict[str, Any]:
@@ -378,7 +390,7 @@ class OpenAIServer:
             }
         )
 
-    async def _stream(self, request, body, completion_id, text, reasoning, speak):
+    async def _stream(self, request, body, completion_id, text, reasoning, speak, cut=False):
         from aiohttp import web
 
         response = web.StreamResponse(
@@ -420,14 +432,23 @@ class OpenAIServer:
                 deltas.append({"audio": audio})
         else:
             deltas += [{"content": piece} for piece in _PIECES.findall(text)]
-        for i, delta in enumerate(deltas):
-            if i and self.chunk_delay:
-                await asyncio.sleep(self.chunk_delay)
-            await response.write(chunk(delta))
-        await response.write(chunk({}, finish="stop"))
+        events = [chunk(delta) for delta in deltas] + [chunk({}, finish="stop")]
         if (body.get("stream_options") or {}).get("include_usage"):
-            await response.write(chunk(None, usage=self._usage(body, text, reasoning)))
-        await response.write(b"data: [DONE]\n\n")
+            events.append(chunk(None, usage=self._usage(body, text, reasoning)))
+        events.append(b"data: [DONE]\n\n")
+        if cut:  # half the answer, then the connection drops
+            await response.write(b"".join(events[: len(events) // 2]))
+            request.transport.abort()
+            return response
+        if not self.chunk_delay:
+            # Nothing to wait for between events: send them in one write, so that the server's own
+            # cost stays out of what a benchmark measures (the client still parses every event).
+            await response.write(b"".join(events))
+        else:
+            for i, event in enumerate(events):
+                if i:
+                    await asyncio.sleep(self.chunk_delay)
+                await response.write(event)
         await response.write_eof()
         return response
 
@@ -536,10 +557,8 @@ def main(argv: list[str] | None = None) -> None:
         print(await server.start_async(), flush=True)
         await asyncio.Event().wait()  # until killed
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way to stop it
         asyncio.run(serve())
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":
