@@ -55,8 +55,9 @@ def _samples(
     responses: list[ResponseRecord], scores: list[ScoreRecord], linker: AudioLinker
 ) -> list[dict[str, Any]]:
     by_sample: dict[tuple[str, str], dict[str, Any]] = {}
-    for rec in responses:
-        row = by_sample.setdefault(
+
+    def row_of(rec: ResponseRecord | ScoreRecord) -> dict[str, Any]:
+        return by_sample.setdefault(
             (rec.task, rec.sample_id),
             {
                 "task": rec.task,
@@ -67,8 +68,10 @@ def _samples(
                 "meta": {},
             },
         )
+
+    for rec in responses:
         out = rec.output
-        row["turns"].append(
+        row_of(rec)["turns"].append(
             {
                 "turn": rec.turn,
                 "input_text": rec.input.text,
@@ -84,17 +87,7 @@ def _samples(
             }
         )
     for rec in scores:
-        row = by_sample.setdefault(
-            (rec.task, rec.sample_id),
-            {
-                "task": rec.task,
-                "id": rec.sample_id,
-                "index": rec.sample_index,
-                "turns": [],
-                "scores": [],
-                "meta": {},
-            },
-        )
+        row = row_of(rec)
         row["meta"] = rec.meta
         row["scores"].append(rec.score)
     rows = sorted(by_sample.values(), key=lambda r: (r["task"], r["index"]))

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import soundfile as sf
+from cli_helpers import assert_ok, evalkit_run, only_run_dir
 
 from evalkit.models.asr import WhisperTranscriber
 from evalkit.models.hf_text import HFTextAdapter
@@ -42,28 +41,19 @@ def test_smollm2_generates_greedy_and_deterministic() -> None:
 
 def test_cascade_demo_run_end_to_end(tmp_path: Path) -> None:
     """The README's main job on a small slice: real transcripts, real answers, spoken replies."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "evalkit.cli",
-            "run",
-            "--model",
-            "cascade",
-            "--tasks",
-            "demo-multiturn,demo-choice",
-            "--limit",
-            "2",
-            "--out",
-            str(tmp_path),
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
+    proc = evalkit_run(
+        "--model",
+        "cascade",
+        "--tasks",
+        "demo-multiturn,demo-choice",
+        "--limit",
+        "2",
+        "--out",
+        str(tmp_path),
         timeout=900,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    run_dir = next(p for p in tmp_path.iterdir() if p.is_dir())
+    assert_ok(proc)
+    run_dir = only_run_dir(tmp_path)
     responses = [json.loads(line) for line in (run_dir / "responses.jsonl").read_text().splitlines()]
     assert len(responses) == 2 * 3 + 2  # two 3-turn conversations + two single-turn questions
     for rec in responses:

@@ -13,7 +13,6 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,11 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
+from cli_helpers import CLI, assert_ok, evalkit_run, only_run_dir, read_json, read_jsonl
 
 from evalkit.testing.openai_server import OpenAIServer, Reply, default_answer, last_user_text
 
 pytest.importorskip("aiohttp")
-
-CLI = [sys.executable, "-m", "evalkit.cli", "run", "--no-progress"]
 
 
 @pytest.fixture
@@ -37,26 +35,6 @@ def server():
 
 def model_spec(server: OpenAIServer) -> str:
     return f"openai:{server.model}@{server.base_url}"
-
-
-def evalkit_run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run the CLI to completion (the environment, with the session's EVALKIT_CACHE_DIR, is inherited)."""
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
-
-
-def only_run_dir(out: Path) -> Path:
-    [run_dir] = [p for p in out.iterdir() if p.is_dir()]
-    return run_dir
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Complete lines only: a line being written when the process was killed has no newline yet."""
-    lines = path.read_text(encoding="utf-8").split("\n")[:-1] if path.exists() else []
-    return [json.loads(line) for line in lines if line.strip()]
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def write_samples(path: Path, samples: list[dict[str, Any]]) -> Path:
@@ -81,10 +59,6 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def assert_ok(proc: subprocess.CompletedProcess) -> None:
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
 
 
 def metric(summary: dict, task: str, name: str = "accuracy") -> float:

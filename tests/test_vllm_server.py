@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from cli_helpers import assert_ok, evalkit_run, only_run_dir
 
 from evalkit.models.hf_text import smollm2_folder
 from evalkit.models.openai_chat import OpenAIChatAdapter
@@ -93,27 +94,10 @@ def test_openai_adapter_multi_turn_against_vllm(vllm_url: str) -> None:
 
 def test_cascade_with_vllm_text_stage_runs_the_demo(vllm_url: str, tmp_path: Path) -> None:
     spec = f"cascade:llm=openai:smollm2@{vllm_url},tts=none"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "evalkit.cli",
-            "run",
-            "--model",
-            spec,
-            "--tasks",
-            "demo-arithmetic",
-            "--limit",
-            "3",
-            "--out",
-            str(tmp_path),
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = evalkit_run(
+        "--model", spec, "--tasks", "demo-arithmetic", "--limit", "3", "--out", str(tmp_path), timeout=600
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    run_dir = next(p for p in tmp_path.iterdir() if p.is_dir())
+    assert_ok(proc)
+    run_dir = only_run_dir(tmp_path)
     lines = [json.loads(x) for x in (run_dir / "responses.jsonl").read_text().splitlines()]
     assert len(lines) == 3 and all("error" not in x["output"] for x in lines)
