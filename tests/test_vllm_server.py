@@ -51,6 +51,9 @@ def vllm_url():
         str(port),
         "--max-model-len",
         "2048",
+        # on CPU this is the share of *host* memory vLLM reserves for its KV cache (default 0.92)
+        "--gpu-memory-utilization",
+        "0.15",
     ]
     log = open(Path(os.environ["EVALKIT_CACHE_DIR"]) / "vllm.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
