@@ -19,15 +19,19 @@ from evalkit.tasks.base import Task, resolve_tasks
 # -- built-in registries --------------------------------------------------------------------------
 
 
+# Exact lists are checked in a fresh process by tests/test_cli.py (`evalkit list ...`); here other
+# test modules may have registered plug-ins of their own, so the built-ins must be among the names.
 def test_builtin_names() -> None:
-    assert registry.models.names() == ["cascade", "hf", "openai"]
-    assert registry.tasks.names() == ["demo", "demo-arithmetic", "demo-choice", "demo-multiturn", "jsonl"]
-    assert registry.judges.names() == ["choice", "numeric", "numeric-spoken"]
+    assert {"cascade", "hf", "openai"} <= set(registry.models.names())
+    demo = {"demo", "demo-arithmetic", "demo-choice", "demo-multiturn"}
+    assert demo | {"jsonl"} <= set(registry.tasks.names())
+    assert {"choice", "numeric", "numeric-spoken"} <= set(registry.judges.names())
+    assert registry.judges.names() == sorted(registry.judges.names())
 
 
 def test_describe_gives_first_doc_line() -> None:
     rows = dict(registry.judges.describe())
-    assert set(rows) == {"choice", "numeric", "numeric-spoken"}
+    assert {"choice", "numeric", "numeric-spoken"} <= set(rows)
     assert rows["numeric"].startswith("Numeric answer")
     assert "\n" not in rows["numeric"]
 
