@@ -10,6 +10,7 @@ were sent" (retries, resume, cache).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -371,3 +372,43 @@ def test_unknown_task_is_a_one_line_error(server, tmp_path):
 def test_resume_of_a_folder_that_is_no_run_is_a_one_line_error(tmp_path):
     proc = evalkit_run("--resume", str(tmp_path))
     assert_one_line_error(proc, "not a run directory")
+
+
+# -- secrets --------------------------------------------------------------------------------------
+def test_api_key_never_reaches_the_run_directory_or_the_cache(server, tmp_path):
+    """The key is read from the environment variable named by --api-key-env and sent to the
+    server; no file the run writes (run directory, response cache) may contain it."""
+    secret = "sk-evalkit-test-5f1c0a9d7e"
+    cache = tmp_path / "cache"
+    env = {**os.environ, "EVALKIT_TEST_KEY": secret}
+    proc = subprocess.run(
+        [
+            *CLI,
+            "--model",
+            model_spec(server),
+            "--tasks",
+            "demo-arithmetic",
+            "--limit",
+            "2",
+            "--api-key-env",
+            "EVALKIT_TEST_KEY",
+            "--cache-path",
+            str(cache / "responses.sqlite"),
+            "--out",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert_ok(proc)
+    assert server.hits == 2
+    assert {r.authorization for r in server.requests} == {f"Bearer {secret}"}  # the key did travel
+    assert secret not in proc.stdout + proc.stderr
+    written = [p for root in (tmp_path / "runs", cache) for p in root.rglob("*") if p.is_file()]
+    assert any(p.name == "manifest.json" for p in written) and any(p.suffix == ".sqlite" for p in written)
+    for path in written:
+        assert secret.encode() not in path.read_bytes(), path
+    manifest = read_json(only_run_dir(tmp_path / "runs") / "manifest.json")
+    assert manifest["config"]["model_options"]["api_key_env"] == "EVALKIT_TEST_KEY"  # the name, not the key

@@ -177,6 +177,8 @@ class ReceivedRequest:
     hash: str
     status: int
     arrived: float
+    #: the Authorization header as sent (tests check the key travels there and nowhere else)
+    authorization: str | None = None
 
 
 @dataclass
@@ -268,7 +270,9 @@ class OpenAIServer:
                 if (hash is None or r.hash == hash) and (where is None or where(r.body))
             )
 
-    def _receive(self, body: dict[str, Any]) -> tuple[ReceivedRequest, FailureRule | None]:
+    def _receive(
+        self, body: dict[str, Any], authorization: str | None = None
+    ) -> tuple[ReceivedRequest, FailureRule | None]:
         with self._lock:
             number = len(self._received) + 1
             rule = next((r for r in self.rules if r.take(number, body)), None)
@@ -278,6 +282,7 @@ class OpenAIServer:
                 hash=request_hash(body),
                 status=rule.status if rule else 200,
                 arrived=time.monotonic(),
+                authorization=authorization,
             )
             self._received.append(record)
         return record, rule
@@ -322,7 +327,7 @@ class OpenAIServer:
             body = await request.json()
         except ValueError:
             return self._error(400, "request body is not JSON", "invalid_request_error")
-        record, rule = self._receive(body)
+        record, rule = self._receive(body, request.headers.get("Authorization"))
         if self.delay:
             await asyncio.sleep(self.delay)
         if rule is not None and not rule.cut_stream:
