@@ -33,6 +33,7 @@ class SamplesFileTask(Task):
         self.judges = judges
         self.group_by = group_by
         self.system_prompt = system
+        self._samples: list[Sample] | None = None
 
     @classmethod
     def from_spec(cls, arg: str, **options: Any) -> SamplesFileTask:
@@ -49,6 +50,12 @@ class SamplesFileTask(Task):
         )
 
     def _load(self) -> list[Sample]:
+        """Parse the file once per task instance (count, fingerprint and the run all need it)."""
+        if self._samples is None:
+            self._samples = self._parse()
+        return self._samples
+
+    def _parse(self) -> list[Sample]:
         samples = []
         base = self.path.parent
         for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
@@ -74,7 +81,7 @@ class SamplesFileTask(Task):
         yield from self._load()[:limit]
 
     def count(self, limit: int | None = None) -> int:
-        n = sum(1 for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip())
+        n = len(self._load())
         return n if limit is None else min(n, limit)
 
     def dataset_info(self) -> dict[str, Any]:
