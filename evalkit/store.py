@@ -13,7 +13,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -63,6 +63,14 @@ def read_jsonl(path: Path, record_type: type[R]) -> list[R]:
             raise EvalkitError(f"{path}:{number}: not a valid {record_type.__name__} line ({exc})") from None
     del tail  # no trailing newline: the writer was killed mid-line
     return records
+
+
+def _latest(records: list[R], key: Callable[[R], Hashable]) -> Iterator[R]:
+    """The last record for each key, in order of each key's first appearance."""
+    latest: dict[Hashable, R] = {}
+    for rec in records:
+        latest[key(rec)] = rec
+    yield from latest.values()
 
 
 class JsonlAppender:
@@ -189,10 +197,11 @@ class RunStore:
 
     def iter_latest_responses(self) -> Iterator[ResponseRecord]:
         """The last record per (task, sample, turn): a resumed run appends a retry after a failure."""
-        latest: dict[tuple[str, str, int], ResponseRecord] = {}
-        for rec in self.responses():
-            latest[(rec.task, rec.sample_id, rec.turn)] = rec
-        yield from latest.values()
+        yield from _latest(self.responses(), lambda r: (r.task, r.sample_id, r.turn))
+
+    def iter_latest_scores(self) -> Iterator[ScoreRecord]:
+        """The last record per (task, sample, judge), for the same reason."""
+        yield from _latest(self.scores(), lambda r: (r.task, r.sample_id, r.score.judge))
 
     # -- audio ------------------------------------------------------------------------------------
     def save_output_audio(self, task: str, sample_id: str, turn: int, output: ModelOutput) -> ModelOutput:
@@ -219,11 +228,8 @@ class RunStore:
             self.iter_latest_responses(),
             key=lambda r: (task_rank.get(r.task, len(task_rank)), r.task, r.sample_index, r.turn),
         )
-        latest_scores: dict[tuple[str, str, str], ScoreRecord] = {}
-        for rec in self.scores():
-            latest_scores[(rec.task, rec.sample_id, rec.score.judge)] = rec
         scores = sorted(
-            latest_scores.values(),
+            self.iter_latest_scores(),
             key=lambda r: (
                 task_rank.get(r.task, len(task_rank)),
                 r.task,
