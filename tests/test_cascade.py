@@ -19,10 +19,31 @@ from evalkit.records import AudioRef, ChatRequest, GenerationParams, Message, Te
 pytestmark = pytest.mark.slow
 
 
+SENTENCES = [
+    "A box holds twelve eggs.",
+    "The weather today is sunny and warm.",
+    "Please open the window in the kitchen.",
+    "My brother bought three red apples at the market.",
+]
+
+
 def test_whisper_tiny_en_transcribes_espeak_speech() -> None:
-    wav = espeak("A box holds twelve eggs.", voice="en-us", wpm=120, gap=4)
-    text = WhisperTranscriber("tiny.en").transcribe(AudioRef(data=wav))
-    assert "box" in text.lower() and ("12" in text or "twelve" in text.lower())
+    """Whisper tiny.en on synthetic speech is imperfect and varies with the espeak-ng build, so the
+    check is corpus word error rate over several sentences, not one exact transcript."""
+    import jiwer
+
+    transcriber = WhisperTranscriber("tiny.en")
+    hypotheses = [
+        transcriber.transcribe(AudioRef(data=espeak(text, voice="en-us", wpm=120, gap=4)))
+        for text in SENTENCES
+    ]
+    normalise = jiwer.Compose(
+        [jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.Strip(), jiwer.ReduceToListOfListOfWords()]
+    )
+    error_rate = jiwer.wer(
+        SENTENCES, hypotheses, reference_transform=normalise, hypothesis_transform=normalise
+    )
+    assert error_rate <= 0.4, f"WER {error_rate:.2f}: {hypotheses}"
 
 
 def test_smollm2_generates_greedy_and_deterministic() -> None:
