@@ -34,6 +34,10 @@ def run(
     tasks: Annotated[
         str, typer.Option(help="Comma-separated task names (see `evalkit list tasks`)")
     ] = "demo",
+    data: Annotated[
+        str | None,
+        typer.Option(help="Local copy of the (one) task's dataset: folder or JSON/JSONL/parquet file"),
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N samples of each task", min=1)] = None,
     concurrency: Annotated[
         int, typer.Option(help="Samples in flight (and requests to the endpoint)", min=1)
@@ -56,6 +60,11 @@ def run(
     from evalkit.errors import EvalkitError
     from evalkit.runner import RunConfig, evaluate
 
+    if data is not None:
+        try:
+            tasks = with_data_option(tasks, data)
+        except EvalkitError as exc:
+            _fail(str(exc))
     config = RunConfig(
         model=model,
         tasks=tasks,
@@ -78,6 +87,20 @@ def run(
         raise typer.Exit(130) from None
     _print_summary(store)
     typer.echo(f"report: {store.root / 'report.html'}")
+
+
+def with_data_option(tasks: str, data: str) -> str:
+    """``--tasks mmau-mini --data DIR`` -> ``mmau-mini:data=DIR`` (kept in the manifest, so
+    ``--resume`` finds the same data). Several tasks take ``NAME:data=PATH`` each instead."""
+    from evalkit.errors import EvalkitError
+    from evalkit.tasks.base import split_task_list
+
+    items = split_task_list(tasks)
+    if len(items) != 1:
+        raise EvalkitError("--data needs exactly one task in --tasks; for several, write NAME:data=PATH each")
+    if "," in data or "=" in data:
+        raise EvalkitError(f"--data {data!r}: a path with ',' or '=' cannot go in a task spec; rename it")
+    return f"{items[0]},data={data}" if ":" in items[0] else f"{items[0]}:data={data}"
 
 
 def _print_summary(store) -> None:

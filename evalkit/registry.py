@@ -84,8 +84,30 @@ models = Registry(
     "evalkit.models",
     ("evalkit.models.openai_chat", "evalkit.models.hf_text", "evalkit.models.cascade"),
 )
-tasks = Registry("task", "evalkit.tasks", ("evalkit.tasks.demo", "evalkit.tasks.samples_file"))
-judges = Registry("judge", "evalkit.judges", ("evalkit.judges.choice", "evalkit.judges.numeric"))
+tasks = Registry(
+    "task",
+    "evalkit.tasks",
+    (
+        "evalkit.tasks.demo",
+        "evalkit.tasks.samples_file",
+        "evalkit.tasks.mmau",
+        "evalkit.tasks.mmsu",
+        "evalkit.tasks.spoken_mqa",
+        "evalkit.tasks.audio_multichallenge",
+    ),
+)
+judges = Registry(
+    "judge",
+    "evalkit.judges",
+    (
+        "evalkit.judges.choice",
+        "evalkit.judges.numeric",
+        "evalkit.judges.mmau_match",
+        "evalkit.judges.mmsu_letter",
+        "evalkit.judges.math_equivalence",
+        "evalkit.judges.rubric",
+    ),
+)
 
 register_model = models.register
 register_task = tasks.register

@@ -122,7 +122,7 @@ class Runner:
         )
         self.model_slots = asyncio.Semaphore(max(1, slots))
         self.judge_slots = asyncio.Semaphore(max(1, config.concurrency * 2))
-        self.judges: dict[str, Judge] = {name: load_judge(name) for t in tasks for name in t.judges}
+        self.judges: dict[str, dict[str, Judge]] = {t.name: t.make_judges() for t in tasks}
         self._pool: ProcessPoolExecutor | None = None
         self._params: dict[str, GenerationParams] = {}
         self._judging: set[asyncio.Task] = set()
@@ -236,7 +236,7 @@ class Runner:
                         ),
                     )
                 else:
-                    score = await self._run_judge(self.judges[name], sample, outputs)
+                    score = await self._run_judge(self.judges[task.name][name], sample, outputs)
                     any_error = any_error or score.error is not None
                 self.store.append_score(
                     ScoreRecord(
@@ -262,7 +262,7 @@ class Runner:
                     [o.model_dump_json() for o in outputs],
                 )
                 return Score.model_validate_json(raw)
-            return judge.score(sample, outputs)
+            return await judge.ascore(sample, outputs)
         except Exception as exc:  # a judge failure is data: recorded, counted, shown
             return Score(
                 judge=judge.name, error=ErrorInfo(kind="judge_error", message=f"{type(exc).__name__}: {exc}")

@@ -18,6 +18,11 @@ class Judge(ABC):
     def score(self, sample: Sample, outputs: list[ModelOutput]) -> Score:
         """Score one sample. Outputs are all successful (the runner records a model failure itself)."""
 
+    async def ascore(self, sample: Sample, outputs: list[ModelOutput]) -> Score:
+        """What the runner awaits. Judges that call a model (rubric LLM judges) override this and
+        await the model; plain judges are computed inline."""
+        return self.score(sample, outputs)
+
 
 def load_judge(name: str) -> Judge:
     from evalkit.registry import judges

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalkit.errors import EvalkitError
 from evalkit.records import (
@@ -23,6 +23,9 @@ from evalkit.records import (
     Sample,
     TextPart,
 )
+
+if TYPE_CHECKING:
+    from evalkit.judges.base import Judge
 
 
 class Task(ABC):
@@ -60,6 +63,13 @@ class Task(ABC):
     def dataset_info(self) -> dict[str, Any]:
         """id, revision, split, item count and content fingerprint, for the manifest."""
         return {"id": self.name}
+
+    def make_judges(self) -> dict[str, Judge]:
+        """The judge instances that score this task, by name. Tasks whose judges need settings
+        (a judge model spec, a scoring mode) build them here; the default looks names up."""
+        from evalkit.judges.base import load_judge
+
+        return {name: load_judge(name) for name in self.judges}
 
     def answer_turns(self, sample: Sample) -> list[int]:
         """Indices of the user turns the model must answer (default: every user turn)."""

@@ -1,0 +1,103 @@
+"""Base of the published benchmarks: rows from the hub or a local copy, one official prompt
+template, named scoring modes, provenance in the manifest.
+
+A benchmark task takes the options ``data`` (local path; wins over the hub), ``revision`` (hub
+commit or tag), ``split`` and ``mode`` (a scoring mode, ``official`` by default). Each mode names the
+judges that score it, so what a number means is always written in the run's manifest.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+from evalkit.errors import EvalkitError
+from evalkit.records import Sample
+from evalkit.specs import parse_options
+from evalkit.tasks.base import Task
+from evalkit.tasks.prompts import template_digest
+from evalkit.tasks.sources import DataSource, load_rows, rows_fingerprint
+
+
+class BenchmarkTask(Task):
+    """Subclasses set ``name``, ``hub_id``, ``default_split``, ``modes``, ``template`` and
+    implement ``to_sample`` (one dataset row -> one Sample)."""
+
+    hub_id: ClassVar[str]
+    #: the hub dataset's config name, if it has several
+    hub_config: ClassVar[str | None] = None
+    default_split: ClassVar[str]
+    #: mode name -> judge names; ``official`` first
+    modes: ClassVar[dict[str, tuple[str, ...]]]
+    template: ClassVar[str | None] = None
+    #: the dataset version the task was written against (e.g. MMAU's v05.15.25)
+    dataset_version: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        data: str | None = None,
+        revision: str | None = None,
+        split: str | None = None,
+        mode: str = "official",
+    ):
+        if mode not in self.modes:
+            raise EvalkitError(
+                f"task {self.name!r}: unknown mode {mode!r}; choose one of {', '.join(self.modes)}"
+            )
+        self.data = data
+        self.revision = revision
+        self.split = split or self.default_split
+        self.mode = mode
+        self.judges = self.modes[mode]
+        self._source: DataSource | None = None
+        self._samples: list[Sample] | None = None
+
+    @classmethod
+    def from_spec(cls, arg: str, **options: Any) -> BenchmarkTask:
+        opts = parse_options(arg, f"task spec '{cls.name}:...'")
+        allowed = {"data", "revision", "split", "mode"}
+        unknown = set(opts) - allowed
+        if unknown:
+            raise EvalkitError(
+                f"task {cls.name!r}: unknown option(s) {', '.join(sorted(unknown))}; "
+                f"it takes {', '.join(sorted(allowed))}"
+            )
+        return cls(**opts, **options)
+
+    @property
+    def source(self) -> DataSource:
+        if self._source is None:
+            self._source = load_rows(self.hub_id, self.data, self.revision, self.split, self.hub_config)
+        return self._source
+
+    @abstractmethod
+    def to_sample(self, row: dict[str, Any], index: int) -> Sample:
+        """One dataset row as a Sample (reference and meta included)."""
+
+    def _load(self) -> list[Sample]:
+        if self._samples is None:
+            self._samples = [self.to_sample(row, i) for i, row in enumerate(self.source.rows)]
+        return self._samples
+
+    def samples(self, limit: int | None = None) -> Iterator[Sample]:
+        yield from self._load()[:limit]
+
+    def count(self, limit: int | None = None) -> int:
+        n = len(self._load())
+        return n if limit is None else min(n, limit)
+
+    def dataset_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            **self.source.info,
+            "split": self.split,
+            "count": len(self.source.rows),
+            "fingerprint": rows_fingerprint(self.source.rows),
+            "mode": self.mode,
+        }
+        if self.dataset_version:
+            info["version"] = self.dataset_version
+        if self.template:
+            info["prompt_template"] = self.template
+            info["prompt_sha256"] = template_digest(self.template)
+        return info
