@@ -89,9 +89,37 @@ def load_local(path: Path, split: str | None = None) -> DataSource:
     return DataSource(list(_undecoded(ds)), base, {"path": str(path.resolve()), "split": split})
 
 
+def _hub_unreachable_reason() -> str | None:
+    """Why the hub cannot be reached, or None. Checked up front because ``datasets`` otherwise
+    spends ~25 s in its own retries before it reports a missing network. With HF_HUB_OFFLINE set,
+    ``datasets`` reads its local cache and fails fast itself, so no check is made."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if any(
+        os.environ.get(v, "").lower() in ("1", "true", "yes")
+        for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    ):
+        return None
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = endpoint.hostname or "huggingface.co", endpoint.port or 443
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as exc:
+        return f"{host} is unreachable ({exc.strerror or type(exc).__name__})"
+    return None
+
+
 def load_hub(hub_id: str, revision: str | None, split: str, name: str | None = None) -> DataSource:
     """Rows of ``hub_id`` at ``revision`` (a commit sha pins it); a clear error when offline."""
     datasets = _datasets()
+    reason = _hub_unreachable_reason()
+    if reason is not None:
+        raise EvalkitError(
+            f"cannot load {hub_id!r} from the Hugging Face hub: {reason}; "
+            "offline, give --data PATH (a local copy in the official layout)"
+        )
     try:
         ds = datasets.load_dataset(hub_id, name, revision=revision, split=split)
     except Exception as exc:  # ConnectionError, offline mode, missing repo: one actionable line
