@@ -12,3 +12,8 @@ def cache_dir() -> Path:
         return Path(root).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(xdg) / "evalkit"
+
+
+def response_cache_path() -> Path:
+    """The default response cache file, shared by the runner and by model-calling judges."""
+    return cache_dir() / "responses.sqlite"

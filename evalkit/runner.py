@@ -28,7 +28,7 @@ from evalkit.errors import EvalkitError
 from evalkit.judges.base import Judge, load_judge
 from evalkit.manifest import git_revision, hardware, now_iso, package_versions, redact_command
 from evalkit.models.base import ModelAdapter, load_model
-from evalkit.paths import cache_dir
+from evalkit.paths import response_cache_path
 from evalkit.progress import RunProgress
 from evalkit.records import (
     ErrorInfo,
@@ -310,7 +310,7 @@ def _check_capabilities(adapter: ModelAdapter, tasks: list[Task]) -> None:
 def open_cache(config: RunConfig) -> ResponseCache | None:
     if not config.use_cache:
         return None
-    return ResponseCache(Path(config.cache_path) if config.cache_path else cache_dir() / "responses.sqlite")
+    return ResponseCache(Path(config.cache_path) if config.cache_path else response_cache_path())
 
 
 async def evaluate_async(

@@ -29,6 +29,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import time
 from typing import Any
 
@@ -126,6 +127,14 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> BaseException |
     return None
 
 
+OPENAI_REASONING_MODEL = re.compile(r"^(?:openai/)?(?:o\d+|gpt-5)(?:[-.].*)?$")
+
+
+def is_openai_reasoning_model(name: str) -> bool:
+    """OpenAI's own reasoning models (o1, o3, o4-mini, gpt-5...), which take a different request shape."""
+    return bool(OPENAI_REASONING_MODEL.match(name))
+
+
 @register_model("openai")
 class OpenAIChatAdapter(ModelAdapter):
     """OpenAI-compatible chat completions: openai:MODEL@BASE_URL (vLLM, Step-Audio-R1.x, OpenAI)."""
@@ -213,10 +222,13 @@ class OpenAIChatAdapter(ModelAdapter):
         payload: dict[str, Any] = {
             "model": self.model,
             "messages": [message_to_openai(m, self.audio_sample_rate) for m in request.messages],
-            "max_tokens": p.max_tokens,
-            "temperature": p.temperature,
-            "top_p": p.top_p,
         }
+        if is_openai_reasoning_model(self.model):
+            # o-series / gpt-5 reject sampling settings and ``max_tokens``: they take the budget
+            # as ``max_completion_tokens`` (reasoning included) and sample at their fixed default.
+            payload["max_completion_tokens"] = p.max_tokens
+        else:
+            payload.update(max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p)
         if p.seed is not None:
             payload["seed"] = p.seed
         if p.stop:

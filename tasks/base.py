@@ -162,7 +162,9 @@ def resolve_tasks(spec: str, **options: Any) -> list[Task]:
         name, _, arg = item.partition(":")
         entry = registry.get(name)
         if isinstance(entry, TaskFamily):
-            resolved.extend(resolve_tasks(",".join(entry.members), **options))
+            # ``spoken-mqa:data=DIR`` -> every member gets ``data=DIR``
+            members = [f"{member}:{arg}" if arg else member for member in entry.members]
+            resolved.extend(resolve_tasks(",".join(members), **options))
         else:
             resolved.append(entry.from_spec(arg, **options))
     seen: set[str] = set()

@@ -1,1 +1,113 @@
-"""(being written)"""
+"""Spoken-MQA (arXiv 2505.15000; hub ``amao0o0/spoken-mqa``): spoken maths questions, numeric answers.
+
+One task per hub split (``spoken-mqa-short-digit``, ``-long-digit``, ``-single-step``, ``-multi-step``,
+``-knowledge``) because the paper reports each split on its own and their difficulty differs by an
+order of magnitude: averaging them into one number would hide what the benchmark measures. The
+family ``spoken-mqa`` runs the four splits of the reference evaluation script (the knowledge split is
+not in it and not always on the hub, so it is opt-in).
+
+A row holds ``context`` (the spoken question: a datasets Audio cell or a path), ``context_transcript``
+(what is said: kept in ``Turn.transcript``, never sent), ``instruction`` and ``answer`` (``{"text": ...}``
+dicts; a flattened export has ``instruction.text`` keys instead, and both are read).
+
+Scoring modes: ``official`` is the GSM8K-style rule of the reference scorer (``numeric`` judge);
+``math-verify`` checks symbolic equivalence (``1/2`` = ``0.5``) for a more lenient second opinion.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from evalkit.errors import EvalkitError
+from evalkit.records import GenerationParams, Sample, Turn
+from evalkit.registry import register_task
+from evalkit.tasks.base import TaskFamily
+from evalkit.tasks.benchmark import BenchmarkTask
+from evalkit.tasks.prompts import render_prompt
+from evalkit.tasks.sources import audio_ref
+
+HUB_ID = "amao0o0/spoken-mqa"
+
+#: task-name suffix -> hub split, in the paper's order
+SPLITS: dict[str, str] = {
+    "short-digit": "short_digit",
+    "long-digit": "long_digit",
+    "single-step": "single_step_reasoning",
+    "multi-step": "multi_step_reasoning",
+    "knowledge": "knowledge",
+}
+#: the splits the reference evaluation script (Spoken-MQA's eval_spoken_mqa.sh) runs
+FAMILY_SPLITS = ("short-digit", "long-digit", "single-step", "multi-step")
+
+
+def text_field(row: dict[str, Any], key: str, what: str) -> str:
+    """``row[key]["text"]`` (nested, as on the hub), ``row[f"{key}.text"]`` (a flattened export), or a
+    plain string ``row[key]``; a clear error naming the row otherwise."""
+    value = row.get(key)
+    if isinstance(value, dict):
+        value = value.get("text")
+    if value is None:
+        value = row.get(f"{key}.text")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise EvalkitError(f"{what}: no {key!r} text (expected {key}.text); fix the dataset row")
+    return str(value).strip()
+
+
+class SpokenMQATask(BenchmarkTask):
+    """Common base: the row layout, prompt and scoring modes of every Spoken-MQA split."""
+
+    hub_id = HUB_ID
+    template = "spoken_mqa.j2"
+    modes: ClassVar[dict[str, tuple[str, ...]]] = {
+        "official": ("numeric",),
+        "math-verify": ("math-verify",),
+    }
+    group_by = ("split",)
+    # Greedy as in the reference run; the reasoning splits need room for a worked solution before
+    # "The answer is N", which a 512-token cap would cut off for verbose models.
+    params = GenerationParams(max_tokens=1024, temperature=0.0)
+
+    def to_sample(self, row: dict[str, Any], index: int) -> Sample:
+        what = f"{self.name} row {index}"
+        instruction = text_field(row, "instruction", what)
+        transcript = row.get("context_transcript")
+        return Sample(
+            id=str(row.get("id") or f"{self.split}-{index:05d}"),
+            task=self.name,
+            conversation=[
+                Turn(
+                    role="user",
+                    audio=audio_ref(row.get("context"), self.source.base, f"{what} field 'context'"),
+                    text=render_prompt(self.template, instruction=instruction),
+                    transcript=str(transcript) if transcript is not None else None,
+                )
+            ],
+            reference={"answer": text_field(row, "answer", what)},
+            meta={"split": self.split},
+        )
+
+
+def _register(suffix: str, split: str) -> type[SpokenMQATask]:
+    """One registered subclass per split: only the name and default split differ."""
+    name = f"spoken-mqa-{suffix}"
+    cls = type(
+        f"SpokenMQA_{split}",
+        (SpokenMQATask,),
+        {
+            "name": name,
+            "default_split": split,
+            "__doc__": f"Spoken-MQA {split} split (spoken maths questions, numeric answers).",
+            "__module__": __name__,
+        },
+    )
+    return register_task(name)(cls)
+
+
+TASKS: dict[str, type[SpokenMQATask]] = {suffix: _register(suffix, split) for suffix, split in SPLITS.items()}
+
+register_task("spoken-mqa")(
+    TaskFamily(
+        [f"spoken-mqa-{suffix}" for suffix in FAMILY_SPLITS],
+        "Spoken-MQA: short/long-digit arithmetic, single/multi-step reasoning (one task per split).",
+    )
+)

@@ -314,3 +314,32 @@ def test_server_counts_identical_requests_by_content_hash(server):
     first = server.requests[0]
     assert server.count(hash=first.hash) == 2
     assert [r.number for r in server.requests] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("model", "reasoning"),
+    [
+        ("o4-mini", True),
+        ("o3", True),
+        ("gpt-5-mini", True),
+        ("gpt-4o", False),
+        ("stepfun/Step-Audio-R1.5", False),
+    ],
+)
+def test_openai_reasoning_models_get_max_completion_tokens_and_no_sampling(
+    model: str, reasoning: bool
+) -> None:
+    """o-series / gpt-5 reject temperature and max_tokens (the AMC judge's default is o4-mini)."""
+    with OpenAIServer(model=model) as srv:
+        request = ChatRequest(
+            messages=[Message(role="user", content=[TextPart(text="hi")])],
+            params=GenerationParams(max_tokens=33, temperature=0.0),
+        )
+        assert generate(adapter_for(srv), request).ok
+        body = srv.requests[0].body
+    if reasoning:
+        assert body["max_completion_tokens"] == 33
+        assert not {"max_tokens", "temperature", "top_p"} & set(body)
+    else:
+        assert body["max_tokens"] == 33 and body["temperature"] == 0.0
+        assert "max_completion_tokens" not in body
