@@ -102,6 +102,7 @@ judges = Registry(
     (
         "evalkit.judges.choice",
         "evalkit.judges.numeric",
+        "evalkit.judges.spoken_mqa_official",
         "evalkit.judges.mmau_match",
         "evalkit.judges.mmsu_letter",
         "evalkit.judges.math_equivalence",

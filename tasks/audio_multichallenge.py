@@ -58,7 +58,6 @@ from evalkit.records import (
     Turn,
 )
 from evalkit.registry import register_task
-from evalkit.specs import parse_options
 from evalkit.tasks.benchmark import BenchmarkTask
 from evalkit.tasks.prompts import template_digest
 from evalkit.tasks.sources import audio_ref
@@ -101,6 +100,7 @@ class AudioMultiChallenge(BenchmarkTask):
     hub_id = "ScaleAI/audiomc"
     default_split = "test"
     modes: ClassVar[dict[str, tuple[str, ...]]] = {"official": ("amc-rubric",)}
+    spec_options = BenchmarkTask.spec_options | {"protocol", "judge_model", "judge_retries"}
     template = None  # no prompt around the audio: the conversation is the prompt
     judge_template = "amc_judge.j2"
     group_by = ("axis",)
@@ -140,18 +140,6 @@ class AudioMultiChallenge(BenchmarkTask):
         self.protocol = protocol
         self.judge_model = judge_model
         self.judge_retries = retries
-
-    @classmethod
-    def from_spec(cls, arg: str, **options: Any) -> AudioMultiChallenge:
-        opts = parse_options(arg, f"task spec '{cls.name}:...'")
-        allowed = {"data", "revision", "split", "mode", "protocol", "judge_model", "judge_retries"}
-        unknown = set(opts) - allowed
-        if unknown:
-            raise EvalkitError(
-                f"task {cls.name!r}: unknown option(s) {', '.join(sorted(unknown))}; "
-                f"it takes {', '.join(sorted(allowed))}"
-            )
-        return cls(**opts, **options)
 
     # -- rows -> samples ----------------------------------------------------------------------------
     def to_sample(self, row: dict[str, Any], index: int) -> Sample:

@@ -112,6 +112,29 @@ class Task(ABC):
         }
 
 
+class InMemoryTask(Task):
+    """A task whose samples are parsed once into a list (count, fingerprint and the run all read
+    it): subclasses implement ``parse``."""
+
+    _samples: list[Sample] | None = None
+
+    @abstractmethod
+    def parse(self) -> list[Sample]:
+        """Every sample of the task, in order."""
+
+    def _load(self) -> list[Sample]:
+        if self._samples is None:
+            self._samples = self.parse()
+        return self._samples
+
+    def samples(self, limit: int | None = None) -> Iterator[Sample]:
+        yield from self._load()[:limit]
+
+    def count(self, limit: int | None = None) -> int:
+        n = len(self._load())
+        return n if limit is None else min(n, limit)
+
+
 class TaskFamily:
     """A name that stands for several tasks (``demo`` -> ``demo-arithmetic, demo-choice, ...``)."""
 

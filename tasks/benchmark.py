@@ -9,18 +9,17 @@ judges that score it, so what a number means is always written in the run's mani
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from evalkit.errors import EvalkitError
 from evalkit.records import Sample
 from evalkit.specs import parse_options
-from evalkit.tasks.base import Task
+from evalkit.tasks.base import InMemoryTask
 from evalkit.tasks.prompts import template_digest
 from evalkit.tasks.sources import DataSource, load_rows, rows_fingerprint
 
 
-class BenchmarkTask(Task):
+class BenchmarkTask(InMemoryTask):
     """Subclasses set ``name``, ``hub_id``, ``default_split``, ``modes``, ``template`` and
     implement ``to_sample`` (one dataset row -> one Sample)."""
 
@@ -33,6 +32,8 @@ class BenchmarkTask(Task):
     template: ClassVar[str | None] = None
     #: the dataset version the task was written against (e.g. MMAU's v05.15.25)
     dataset_version: ClassVar[str | None] = None
+    #: the ``NAME:key=value`` options the task spec accepts (subclasses add their own)
+    spec_options: ClassVar[frozenset[str]] = frozenset({"data", "revision", "split", "mode"})
 
     def __init__(
         self,
@@ -51,17 +52,15 @@ class BenchmarkTask(Task):
         self.mode = mode
         self.judges = self.modes[mode]
         self._source: DataSource | None = None
-        self._samples: list[Sample] | None = None
 
     @classmethod
     def from_spec(cls, arg: str, **options: Any) -> BenchmarkTask:
         opts = parse_options(arg, f"task spec '{cls.name}:...'")
-        allowed = {"data", "revision", "split", "mode"}
-        unknown = set(opts) - allowed
+        unknown = set(opts) - cls.spec_options
         if unknown:
             raise EvalkitError(
                 f"task {cls.name!r}: unknown option(s) {', '.join(sorted(unknown))}; "
-                f"it takes {', '.join(sorted(allowed))}"
+                f"it takes {', '.join(sorted(cls.spec_options))}"
             )
         return cls(**opts, **options)
 
@@ -75,17 +74,8 @@ class BenchmarkTask(Task):
     def to_sample(self, row: dict[str, Any], index: int) -> Sample:
         """One dataset row as a Sample (reference and meta included)."""
 
-    def _load(self) -> list[Sample]:
-        if self._samples is None:
-            self._samples = [self.to_sample(row, i) for i, row in enumerate(self.source.rows)]
-        return self._samples
-
-    def samples(self, limit: int | None = None) -> Iterator[Sample]:
-        yield from self._load()[:limit]
-
-    def count(self, limit: int | None = None) -> int:
-        n = len(self._load())
-        return n if limit is None else min(n, limit)
+    def parse(self) -> list[Sample]:
+        return [self.to_sample(row, i) for i, row in enumerate(self.source.rows)]
 
     def dataset_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {

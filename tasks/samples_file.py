@@ -6,7 +6,6 @@ Relative audio paths are resolved against the file's folder, so a dataset folder
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +13,11 @@ from evalkit.errors import EvalkitError
 from evalkit.records import Sample
 from evalkit.registry import register_task
 from evalkit.specs import parse_options
-from evalkit.tasks.base import Task, fingerprint
+from evalkit.tasks.base import InMemoryTask, fingerprint
 
 
 @register_task("jsonl")
-class SamplesFileTask(Task):
+class SamplesFileTask(InMemoryTask):
     """Samples from a local JSONL file: jsonl:path=FILE,judges=numeric+choice."""
 
     name = "jsonl"
@@ -33,7 +32,6 @@ class SamplesFileTask(Task):
         self.judges = judges
         self.group_by = group_by
         self.system_prompt = system
-        self._samples: list[Sample] | None = None
 
     @classmethod
     def from_spec(cls, arg: str, **options: Any) -> SamplesFileTask:
@@ -49,13 +47,7 @@ class SamplesFileTask(Task):
             opts.get("system"),
         )
 
-    def _load(self) -> list[Sample]:
-        """Parse the file once per task instance (count, fingerprint and the run all need it)."""
-        if self._samples is None:
-            self._samples = self._parse()
-        return self._samples
-
-    def _parse(self) -> list[Sample]:
+    def parse(self) -> list[Sample]:
         samples = []
         base = self.path.parent
         for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
@@ -76,13 +68,6 @@ class SamplesFileTask(Task):
                 turns.append(turn)
             samples.append(sample.model_copy(update={"conversation": turns, "task": self.name}))
         return samples
-
-    def samples(self, limit: int | None = None) -> Iterator[Sample]:
-        yield from self._load()[:limit]
-
-    def count(self, limit: int | None = None) -> int:
-        n = len(self._load())
-        return n if limit is None else min(n, limit)
 
     def dataset_info(self) -> dict[str, Any]:
         return {

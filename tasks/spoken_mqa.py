@@ -10,8 +10,15 @@ A row holds ``context`` (the spoken question: a datasets Audio cell or a path), 
 (what is said: kept in ``Turn.transcript``, never sent), ``instruction`` and ``answer`` (``{"text": ...}``
 dicts; a flattened export has ``instruction.text`` keys instead, and both are read).
 
-Scoring modes: ``official`` is the GSM8K-style rule of the reference scorer (``numeric`` judge);
-``math-verify`` checks symbolic equivalence (``1/2`` = ``0.5``) for a more lenient second opinion.
+Scoring modes:
+
+* ``official`` (default): the authors' reference scorer, AudioBench's ``answer_clean`` (gsm8k
+  triggers) + ``compare_answer_with_groundtruth`` as ``src/dataset_src/spoken_mqa.py`` calls them,
+  reproduced item by item, quirks included (judge ``spoken-mqa-official``, which reads the split
+  from ``Sample.meta``: the digit splits compare with the raw answer text).
+* ``gsm8k``: evalkit's generic GSM8K-style rule (judge ``numeric``: the first number after the last
+  "The answer is", any case, else the last number in the reply; exact match after normalising both).
+* ``math-verify``: symbolic equivalence (``1/2`` = ``0.5``), a more lenient second opinion.
 """
 
 from __future__ import annotations
@@ -59,7 +66,8 @@ class SpokenMQATask(BenchmarkTask):
     hub_id = HUB_ID
     template = "spoken_mqa.j2"
     modes: ClassVar[dict[str, tuple[str, ...]]] = {
-        "official": ("numeric",),
+        "official": ("spoken-mqa-official",),
+        "gsm8k": ("numeric",),
         "math-verify": ("math-verify",),
     }
     group_by = ("split",)

@@ -87,7 +87,7 @@ def test_split_task_reads_the_official_layout(dataset: Path) -> None:
     assert info["count"] == 2 and info["mode"] == "official" and info["revision"] == "local"
     assert info["prompt_template"] == "spoken_mqa.j2"
     assert info["prompt_sha256"] == template_digest("spoken_mqa.j2") and len(info["fingerprint"]) == 64
-    assert task.judges == ("numeric",)
+    assert task.judges == ("spoken-mqa-official",)
 
 
 def test_family_covers_the_four_reference_splits(dataset: Path) -> None:
@@ -104,7 +104,7 @@ def test_family_covers_the_four_reference_splits(dataset: Path) -> None:
         assert [s.conversation[0].transcript for s in task.samples()] == [t for t, _ in expected]
     assert {t.default_split for t in tasks} == set(ROWS)
     [knowledge] = resolve_tasks("spoken-mqa-knowledge")
-    assert knowledge.split == "knowledge" and knowledge.judges == ("numeric",)
+    assert knowledge.split == "knowledge" and knowledge.judges == ("spoken-mqa-official",)
 
 
 def test_parquet_with_embedded_bytes_and_flattened_fields(tmp_path: Path) -> None:
@@ -167,14 +167,14 @@ def judge(name: str, reply: str, answer: str):
         ("I computed 42. The answer is forty two", "42", "42", True),
     ],
 )
-def test_official_numeric_rule(reply: str, answer: str, extracted: str, correct: bool) -> None:
+def test_gsm8k_mode_numeric_rule(reply: str, answer: str, extracted: str, correct: bool) -> None:
     score = judge("numeric", reply, answer)
     assert score.extracted == extracted and not score.parse_failed
     assert score.passed is correct and score.metrics == {"accuracy": float(correct)}
 
 
 @pytest.mark.parametrize("reply", ["I do not know.", "The answer is forty two", ""])
-def test_official_reply_without_a_number_is_a_parse_failure(reply: str) -> None:
+def test_gsm8k_mode_reply_without_a_number_is_a_parse_failure(reply: str) -> None:
     score = judge("numeric", reply, "42")
     assert score.parse_failed and score.extracted is None
     assert score.passed is False and score.metrics == {"accuracy": 0.0}
@@ -222,7 +222,10 @@ def test_math_verify_off_the_main_thread_disables_the_signal_timeout() -> None:
 
 
 # -- end to end ------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("mode", "judge_name"), [("official", "numeric"), ("math-verify", "math-verify")])
+@pytest.mark.parametrize(
+    ("mode", "judge_name"),
+    [("official", "spoken-mqa-official"), ("gsm8k", "numeric"), ("math-verify", "math-verify")],
+)
 def test_evalkit_run_on_a_local_copy(dataset: Path, tmp_path: Path, mode: str, judge_name: str) -> None:
     """The real command; math-verify runs in the judge process pool (cpu_heavy), where the signal
     timeout works."""

@@ -8,12 +8,11 @@ of every sample and audio byte, and the espeak-ng version that made them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from evalkit.records import GenerationParams, Sample, Turn
 from evalkit.registry import register_task
-from evalkit.tasks.base import Task, TaskFamily, fingerprint
+from evalkit.tasks.base import InMemoryTask, TaskFamily, fingerprint
 from evalkit.tasks.demo import items
 from evalkit.tasks.demo.synth import DemoDataset
 
@@ -21,7 +20,7 @@ ASSISTANT = "You are a helpful voice assistant. The user speaks to you; reply br
 NUMERIC_RULE = " When the user asks for a number, end your reply with: The answer is N."
 
 
-class DemoTask(Task):
+class DemoTask(InMemoryTask):
     """Common loading: build samples from ``items``, synthesise their audio once, fingerprint."""
 
     version = items.VERSION
@@ -29,25 +28,15 @@ class DemoTask(Task):
 
     def __init__(self) -> None:
         self._dataset = DemoDataset(self.version)
-        self._samples: list[Sample] | None = None
 
     def build_samples(self) -> list[Sample]:
         raise NotImplementedError
 
-    def _all(self) -> list[Sample]:
-        if self._samples is None:
-            self._samples = self._dataset.materialise(self.name, self.build_samples())
-        return self._samples
-
-    def samples(self, limit: int | None = None) -> Iterator[Sample]:
-        yield from self._all()[:limit]
-
-    def count(self, limit: int | None = None) -> int:
-        n = len(self._all())
-        return n if limit is None else min(n, limit)
+    def parse(self) -> list[Sample]:
+        return self._dataset.materialise(self.name, self.build_samples())
 
     def dataset_info(self) -> dict[str, Any]:
-        samples = self._all()
+        samples = self._load()
         return {
             "id": f"evalkit/{self.name}",
             "revision": self.version,
