@@ -12,6 +12,7 @@ the run directory the moment it exists; ``--resume`` reads them back and repeats
 from __future__ import annotations
 
 import asyncio
+import importlib
 import sys
 import time
 import traceback
@@ -398,6 +399,9 @@ def finalize(store: RunStore) -> dict[str, Any]:
     store.finalize_order([t["name"] for t in manifest["tasks"]], judge_order)
     summary = summarise_run(manifest["tasks"], store.scores(), store.responses(), manifest.get("seed", 0))
     store.write_summary(summary)
+    for task in manifest["tasks"]:
+        module, _, qualname = task["class"].rpartition(".")
+        getattr(importlib.import_module(module), qualname).write_outputs(store.root)
     from evalkit.reports.html import write_report
 
     write_report(store)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evalkit.errors import EvalkitError
@@ -63,6 +64,13 @@ class Task(ABC):
     def dataset_info(self) -> dict[str, Any]:
         """id, revision, split, item count and content fingerprint, for the manifest."""
         return {"id": self.name}
+
+    @classmethod
+    def write_outputs(cls, run_dir: Path) -> list[Path]:
+        """Files a task writes from a finished run besides summary and report (e.g. a benchmark's
+        submission file when its answers are withheld). Called by every finalize, so it must be
+        idempotent; the default writes none."""
+        return []
 
     def make_judges(self) -> dict[str, Judge]:
         """The judge instances that score this task, by name. Tasks whose judges need settings

@@ -99,6 +99,11 @@ class MMAUTest(_MMAUTask):
     hub_id = "gamma-lab-umd/MMAU-test"
     modes: ClassVar[dict[str, tuple[str, ...]]] = {"official": ("mmau-submission",)}
 
+    @classmethod
+    def write_outputs(cls, run_dir: Path) -> list[Path]:
+        """Answers are withheld: every finished run writes the file to submit."""
+        return [write_submission(run_dir, cls.name)]
+
     def to_sample(self, row: dict[str, Any], index: int) -> Sample:
         """The original row (minus a hub ``audio`` cell, which may hold megabytes) rides in
         ``meta["row"]``: ScoreRecord copies meta for every sample, model failures included, so

@@ -108,6 +108,7 @@ def _register(suffix: str, split: str) -> type[SpokenMQATask]:
             "__module__": __name__,
         },
     )
+    globals()[cls.__name__] = cls  # importable by the path the manifest records
     return register_task(name)(cls)
 
 

@@ -98,3 +98,29 @@ def test_cascade_demo_run_end_to_end(tmp_path: Path) -> None:
     assert manifest["status"] == "completed"
     assert manifest["model"]["spec"].startswith("cascade:asr=tiny.en,llm=hf:smollm2-135m-instruct,tts=espeak")
     assert manifest["tasks"][0]["dataset"]["fingerprint"]
+
+
+def test_cascade_on_mmau_in_the_official_local_layout(tmp_path: Path) -> None:
+    """``evalkit run --model cascade --tasks mmau-mini --data PATH``: the benchmark's own layout,
+    scored by the official string match, provenance in the manifest."""
+    from test_mmau import ROWS, write_layout
+
+    data = write_layout(tmp_path / "mmau", "mmau-test-mini.json", "test-mini-audios")
+    out = tmp_path / "runs"
+    proc = evalkit_run(
+        "--model", "cascade", "--tasks", "mmau-mini", "--data", str(data), "--limit", "4", "--out", str(out),
+        timeout=900,
+    )  # fmt: skip
+    assert_ok(proc)
+    run_dir = only_run_dir(out)
+    scores = [json.loads(line) for line in (run_dir / "scores.jsonl").read_text().splitlines()]
+    assert [s["sample_id"] for s in scores] == [r["id"] for r in ROWS[:4]]
+    assert all(s["score"]["judge"] == "mmau-string-match" and "error" not in s["score"] for s in scores)
+    summary = json.loads((run_dir / "summary.json").read_text())["tasks"]["mmau-mini"]
+    judge = summary["judges"]["mmau-string-match"]
+    assert judge["n_scored"] == 4
+    expected = sum(s["score"]["metrics"]["accuracy"] for s in scores) / 4
+    assert judge["metrics"]["accuracy"]["value"] == pytest.approx(expected)
+    assert set(judge["groups"]) == {"task", "difficulty", "sub-category"}
+    dataset = summary["dataset"]
+    assert dataset["version"] == "v05.15.25" and dataset["count"] == len(ROWS) and dataset["fingerprint"]

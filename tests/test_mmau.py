@@ -307,8 +307,9 @@ def test_test_split_run_writes_the_submission(server, tmp_path):
     scores = read_jsonl(run_dir / "scores.jsonl")
     assert {s["score"]["judge"] for s in scores} == {"mmau-submission"}
     assert all(s["score"].get("passed") is None and not s["score"]["metrics"] for s in scores)
-    path = write_submission(run_dir)
-    assert path == run_dir / SUBMISSION_FILE
+    path = run_dir / SUBMISSION_FILE
+    written_by_the_run = path.read_bytes()  # finalize wrote it: no extra step for the user
+    assert write_submission(run_dir) == path and path.read_bytes() == written_by_the_run
     submitted = json.loads(path.read_text(encoding="utf-8"))
     original = json.loads((data / "mmau-test.json").read_text(encoding="utf-8"))
     assert [{k: v for k, v in s.items() if k != "model_prediction"} for s in submitted] == original

@@ -292,3 +292,17 @@ def test_build_request_turn_without_content_is_an_error() -> None:
     sample = Sample(id="empty", task="three-turn", conversation=[Turn(role="user")])
     with pytest.raises(EvalkitError, match="neither text nor audio"):
         ThreeTurnTask().build_request(sample, 0, [])
+
+
+def test_every_registered_task_class_is_importable_by_its_recorded_path() -> None:
+    """finalize (and `evalkit report` on an old run) re-imports a task class from the manifest."""
+    import importlib
+
+    from evalkit.tasks.base import Task
+
+    for name in registry.tasks.names():
+        entry = registry.tasks.get(name)
+        if isinstance(entry, type) and issubclass(entry, Task):
+            path = f"{entry.__module__}.{entry.__qualname__}"
+            module, _, qualname = path.rpartition(".")
+            assert getattr(importlib.import_module(module), qualname) is entry, path
