@@ -4,6 +4,7 @@ test-split submission file, and the CLI end to end against the loopback OpenAI s
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -149,7 +150,7 @@ def test_local_layout_loads_into_samples(mini_dir):
     assert rate == 16000 and len(audio) == 4800
     assert turn.text == (
         "What is the source of the sound? Select one option from the provided choices.\n"
-        "Dog barking\nCat meowing\nCar horn\nDog growling"
+        "['Dog barking', 'Cat meowing', 'Car horn', 'Dog growling']"
     )
     assert first.reference == {"answer": "Dog barking", "choices": ROWS[0]["choices"]}
     assert first.meta == {
@@ -289,9 +290,9 @@ def test_strict_mode(text, correct, parse_failed):
 
 # -- 5 and 6. runs through the CLI against the loopback server ----------------------------------
 def first_option(body: dict[str, Any]) -> Reply:
-    """Always pick the first option line of the prompt, with some reasoning that names another."""
-    lines = last_user_text(body).splitlines()
-    return Reply(lines[1], reasoning=f"not {lines[2]}")
+    """Always pick the first option of the prompt's list, with some reasoning that names another."""
+    options = ast.literal_eval(last_user_text(body).splitlines()[1])  # test data, not model text
+    return Reply(options[0], reasoning=f"not {options[1]}")
 
 
 def model_spec(server: OpenAIServer) -> str:
