@@ -1,15 +1,27 @@
-"""Rubric judges: a judge model reads the conversation, the model's final reply and a list of rubric
-criteria, and says for each criterion whether the reply meets it (with a short explanation).
+"""Rubric judges, graded the way Audio MultiChallenge (and HealthBench before it) grades: a judge
+model reads the conversation as text, the graded reply last, and ONE rubric item, and answers with a
+JSON object ``{"explanation": string, "criteria_met": true/false}``. A conversation's items are
+graded by separate calls, run concurrently (``asyncio.gather``). APR is 1 when every item is met
+and 0 otherwise; ARS is the share of items met.
+
+The prompt (``tasks/templates/amc_judge.j2``) is the official one from the dataset card
+(huggingface.co/datasets/ScaleAI/audiomc, MIT), verbatim. The conversation is laid out as the card's
+``build_grading_conversation_history`` does: ``User: <transcript>`` and ``Assistant: <text>`` blocks
+separated by blank lines, empty ones left out, and ``Assistant: <the graded reply>`` last.
 
 Why a strict parser with re-asks: a rubric score is only as good as the mapping from the judge's
-words to verdicts. The judge must return exactly one ``{explanation, criteria_met}`` object per
-rubric, in order, with a JSON boolean verdict; anything else is re-asked (the parse error appended
-to the conversation, nothing random varied) up to ``retries`` times and then recorded as a judge
-error: never guessed, never scored as a zero.
+words to verdicts. A reply must be exactly one JSON object (optionally in a Markdown code fence)
+with a JSON boolean ``criteria_met`` and a string ``explanation``; anything else is re-asked (the
+parse error appended to the conversation, nothing random varied) up to ``retries`` times. An item
+still unreadable, or a judge call that fails, makes the whole conversation a judge error: never
+guessed, never scored as a zero (the official script's "parse error = not met" would bias APR/ARS
+down for reasons that have nothing to do with the model under test).
 
 Every judge call goes through the model adapter (``load_model``) with the runner's retry policy for
 transient failures, and is cached in the shared ``ResponseCache`` under
 ``request_key(judge spec, request)``, so a rerun of a finished evaluation repeats no judge call.
+Judge requests are sent at temperature 0 (the ``openai:`` adapter drops it for o-series models,
+which accept only their default).
 """
 
 from __future__ import annotations
@@ -17,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,23 +51,22 @@ from evalkit.registry import register_judge
 from evalkit.retry import RetryPolicy, call_with_retries
 from evalkit.tasks.prompts import render_prompt
 
-#: the judge the Audio MultiChallenge authors use
+#: the judge the Audio MultiChallenge authors use (dataset card: "Model: openai/o4-mini")
 DEFAULT_JUDGE_MODEL = "openai:o4-mini"
 #: a reasoning judge spends most of its budget thinking; a short budget truncates the JSON
 DEFAULT_JUDGE_MAX_TOKENS = 8192
-#: keys under which a judge may wrap its list of verdicts in an object
-_LIST_KEYS = ("results", "rubrics", "verdicts", "evaluations")
 _FENCE = re.compile(r"^\s*```(?:json|JSON)?\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
 
+#: the follow-up after an unreadable reply (fixed text: a re-ask varies nothing at random)
 REASK = (
-    "Your reply could not be read: {error}. Reply again with only a JSON array of exactly {n} objects, "
-    'one per rubric in order, each {{"explanation": string, "criteria_met": true or false}}, '
-    "and nothing else."
+    "Your reply could not be read: {error}. Return just the json object, with the fields "
+    '"explanation" (a string) and "criteria_met" (true or false), in markdown format. '
+    "Do not include any other text in the response."
 )
 
 
 class RubricParseError(ValueError):
-    """The judge's reply is not the JSON verdict list the prompt asked for."""
+    """The judge's reply is not the ``{explanation, criteria_met}`` object the prompt asked for."""
 
 
 @dataclass(frozen=True)
@@ -69,12 +80,10 @@ def _strip_fences(text: str) -> str:
     return match.group(1).strip() if match else text.strip()
 
 
-def parse_rubric_verdicts(text: str | None, n_rubrics: int) -> list[RubricVerdict]:
-    """The judge reply as one verdict per rubric, in order. Accepts a JSON array, or an object
-    wrapping it under one of ``results``/``rubrics``/``verdicts``/``evaluations``, optionally in a
-    Markdown code fence. ``criteria_met`` must be a JSON boolean (not "yes", not 1) and
-    ``explanation`` a string; an ``index``/``rubric_index`` field, when present, must match the
-    position (1-based). Raises ``RubricParseError`` naming the first problem."""
+def parse_rubric_verdict(text: str | None) -> RubricVerdict:
+    """The judge's reply to one rubric item. Accepts exactly one JSON object, bare or in a Markdown
+    code fence (```json or ```), with ``criteria_met`` a JSON boolean (not "yes", not 1) and
+    ``explanation`` a string; other keys are ignored. Raises ``RubricParseError`` naming the problem."""
     if not text or not text.strip():
         raise RubricParseError("the reply is empty")
     body = _strip_fences(text)
@@ -84,42 +93,37 @@ def parse_rubric_verdicts(text: str | None, n_rubrics: int) -> list[RubricVerdic
         raise RubricParseError(
             f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
         ) from None
-    if isinstance(data, dict):
-        keys = [k for k in _LIST_KEYS if k in data]
-        if len(keys) != 1 or not isinstance(data[keys[0]], list):
-            raise RubricParseError(
-                f"expected a JSON array (or an object with one of {', '.join(_LIST_KEYS)} holding it)"
-            )
-        data = data[keys[0]]
-    if not isinstance(data, list):
-        raise RubricParseError(f"expected a JSON array, got {type(data).__name__}")
-    if len(data) != n_rubrics:
-        raise RubricParseError(f"expected {n_rubrics} verdicts (one per rubric), got {len(data)}")
-    verdicts = []
-    for i, item in enumerate(data, start=1):
-        if not isinstance(item, dict):
-            raise RubricParseError(f"verdict {i} is not an object")
-        met = item.get("criteria_met")
-        if not isinstance(met, bool):
-            raise RubricParseError(f"verdict {i}: 'criteria_met' must be true or false, got {met!r}")
-        explanation = item.get("explanation")
-        if not isinstance(explanation, str):
-            raise RubricParseError(f"verdict {i}: 'explanation' must be a string, got {explanation!r}")
-        for key in ("rubric_index", "index"):
-            if key in item and item[key] != i:
-                raise RubricParseError(f"verdict {i}: '{key}' is {item[key]!r}, expected {i}")
-        verdicts.append(RubricVerdict(criteria_met=met, explanation=explanation))
-    return verdicts
+    if not isinstance(data, dict):
+        raise RubricParseError(f"expected a JSON object, got {type(data).__name__}")
+    met = data.get("criteria_met")
+    if not isinstance(met, bool):
+        raise RubricParseError(f"'criteria_met' must be true or false, got {met!r}")
+    explanation = data.get("explanation")
+    if not isinstance(explanation, str):
+        raise RubricParseError(f"'explanation' must be a string, got {explanation!r}")
+    return RubricVerdict(criteria_met=met, explanation=explanation)
+
+
+@dataclass
+class _ItemResult:
+    """One rubric item's grading: a verdict, or the error that stopped it."""
+
+    verdict: RubricVerdict | None = None
+    error: str | None = None
+    attempts: int = 0
+    calls_cached: list[bool] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
 
 class RubricJudge(Judge):
-    """Rubric grading by a judge model (reusable: a task picks the template, model and retries).
+    """Rubric grading by a judge model, one call per rubric item (reusable: a task picks the
+    template, model and retries).
 
-    ``sample.reference["rubrics"]`` is the list of criteria (strings). The prompt template gets
-    ``transcript`` (a list of ``{role, text}``: user transcripts and assistant texts before the
-    final reply), ``response`` (the final reply) and ``rubrics``. ``context`` says which assistant
-    texts the transcript shows: ``reference`` (the dataset's, as a fixed-context run sends them)
-    or ``model`` (the model's own earlier replies, as a closed-loop run sends them).
+    ``sample.reference["rubrics"]`` is the list of items (strings). The template gets
+    ``conversation_history`` (see ``conversation_history``) and ``rubric_item``. ``context`` says
+    which assistant texts the history shows before the graded reply: ``reference`` (the dataset's,
+    as a fixed-context run sends them) or ``model`` (the model's own earlier replies, as a
+    closed-loop run sends them).
     """
 
     name = "rubric"
@@ -155,7 +159,7 @@ class RubricJudge(Judge):
 
     # -- prompt -----------------------------------------------------------------------------------
     def transcript(self, sample: Sample, outputs: list[ModelOutput]) -> list[dict[str, str]]:
-        """The conversation before the final reply as the judge reads it: what each user turn says
+        """The conversation before the graded reply as the judge reads it: what each user turn says
         (its transcript, else its text) and each assistant turn's text."""
         turns: list[dict[str, str]] = []
         user_seen = 0
@@ -174,12 +178,23 @@ class RubricJudge(Judge):
                 turns.append({"role": "assistant", "text": turn.text or ""})
         return turns
 
-    def render(self, sample: Sample, outputs: list[ModelOutput]) -> str:
+    def conversation_history(self, sample: Sample, outputs: list[ModelOutput]) -> str:
+        """The card's ``build_grading_conversation_history``: ``User: ...`` / ``Assistant: ...``
+        blocks joined by blank lines, empty texts left out, the graded reply last (always shown)."""
+        parts = [
+            f"{'User' if t['role'] == 'user' else 'Assistant'}: {t['text'].strip()}"
+            for t in self.transcript(sample, outputs)
+            if t["text"].strip()
+        ]
+        parts.append(f"Assistant: {(outputs[-1].text or '').strip()}")
+        return "\n\n".join(parts)
+
+    def render(self, sample: Sample, outputs: list[ModelOutput], rubric_item: str) -> str:
+        """The judge prompt for one rubric item."""
         return render_prompt(
             self.template,
-            transcript=self.transcript(sample, outputs),
-            response=outputs[-1].text or "",
-            rubrics=list(sample.reference["rubrics"]),
+            conversation_history=self.conversation_history(sample, outputs),
+            rubric_item=rubric_item,
         )
 
     # -- calls --------------------------------------------------------------------------------------
@@ -203,46 +218,50 @@ class RubricJudge(Judge):
             cache.flush()  # the runner never closes judges: a judge verdict must not wait in memory
         return output, False
 
+    async def _grade_item(self, adapter: ModelAdapter, prompt: str) -> _ItemResult:
+        """One rubric item: ask, and re-ask after an unreadable reply up to ``retries`` times."""
+        result = _ItemResult()
+        messages = [Message(role="user", content=[TextPart(text=prompt)])]
+        for attempt in range(1, self.retries + 2):
+            result.attempts = attempt
+            output, cached = await self._call(adapter, ChatRequest(messages=messages, params=self.params))
+            result.calls_cached.append(cached)
+            if not output.ok:
+                assert output.error is not None
+                result.error = f"judge model {self.model_spec}: [{output.error.kind}] {output.error.message}"
+                return result
+            try:
+                result.verdict = parse_rubric_verdict(output.text)
+                return result
+            except RubricParseError as exc:
+                result.problems.append(str(exc))
+                messages = [
+                    *messages,
+                    Message(role="assistant", content=[TextPart(text=output.text or "")]),
+                    Message(role="user", content=[TextPart(text=REASK.format(error=exc))]),
+                ]
+        result.error = f"judge reply unreadable after {result.attempts} attempts: {result.problems[-1]}"
+        return result
+
     async def ascore(self, sample: Sample, outputs: list[ModelOutput]) -> Score:
-        rubrics = list(sample.reference.get("rubrics") or [])
+        rubrics = [str(r) for r in sample.reference.get("rubrics") or []]
         if not rubrics:
             return self._error(f"sample {sample.id!r} has no rubrics", attempts=0)
-        prompt = self.render(sample, outputs)
-        messages = [Message(role="user", content=[TextPart(text=prompt)])]
-        # One adapter per sample, closed here: the runner does not close judges, and an adapter's
-        # HTTP client must not outlive the event loop or be closed under a concurrent sample.
-        adapter = load_model(self._raw_spec)
-        problems: list[str] = []
-        cached_all = True
         try:
-            for attempt in range(1, self.retries + 2):
-                request = ChatRequest(messages=messages, params=self.params)
-                output, cached = await self._call(adapter, request)
-                cached_all = cached_all and cached
-                if not output.ok:
-                    assert output.error is not None
-                    return self._error(
-                        f"judge model {self.model_spec}: [{output.error.kind}] {output.error.message}",
-                        attempts=attempt,
-                    )
-                try:
-                    verdicts = parse_rubric_verdicts(output.text, len(rubrics))
-                except RubricParseError as exc:
-                    problems.append(str(exc))
-                    reask = REASK.format(error=exc, n=len(rubrics))
-                    messages = [
-                        *messages,
-                        Message(role="assistant", content=[TextPart(text=output.text or "")]),
-                        Message(role="user", content=[TextPart(text=reask)]),
-                    ]
-                    continue
-                return self._score(rubrics, verdicts, attempt, problems, cached_all)
+            prompts = [self.render(sample, outputs, item) for item in rubrics]
+        except ValueError as exc:
+            return self._error(str(exc), attempts=0)
+        # One adapter per sample, shared by its item calls and closed here: the runner does not close
+        # judges, and an adapter's HTTP client must not outlive the event loop.
+        adapter = load_model(self._raw_spec)
+        try:
+            results = await asyncio.gather(*(self._grade_item(adapter, p) for p in prompts))
         finally:
             await adapter.aclose()
-        return self._error(
-            f"judge reply unreadable after {self.retries + 1} attempts: {problems[-1]}",
-            attempts=self.retries + 1,
-        )
+        for i, result in enumerate(results, start=1):
+            if result.error is not None:
+                return self._error(f"rubric {i} of {len(rubrics)}: {result.error}", attempts=result.attempts)
+        return self._score(rubrics, results)
 
     def score(self, sample: Sample, outputs: list[ModelOutput]) -> Score:
         """Synchronous entry for scripts outside an event loop (the runner awaits ``ascore``)."""
@@ -252,25 +271,28 @@ class RubricJudge(Judge):
     def _error(self, message: str, attempts: int) -> Score:
         return Score(judge=self.name, error=ErrorInfo(kind="judge_error", message=message, attempts=attempts))
 
-    def _score(
-        self,
-        rubrics: list[str],
-        verdicts: list[RubricVerdict],
-        attempts: int,
-        problems: list[str],
-        cached: bool,
-    ) -> Score:
-        met = sum(v.criteria_met for v in verdicts)
+    def _score(self, rubrics: list[str], results: list[_ItemResult]) -> Score:
+        verdicts = [r.verdict for r in results]
+        assert all(v is not None for v in verdicts)
+        met = sum(v.criteria_met for v in verdicts if v is not None)
         all_met = met == len(rubrics)
         details: dict[str, Any] = {
             "rubrics": [
-                {"rubric": r, "criteria_met": v.criteria_met, "explanation": v.explanation}
-                for r, v in zip(rubrics, verdicts, strict=True)
+                {
+                    "rubric": rubric,
+                    "criteria_met": r.verdict.criteria_met,
+                    "explanation": r.verdict.explanation,
+                    "attempts": r.attempts,
+                }
+                for rubric, r in zip(rubrics, results, strict=True)
+                if r.verdict is not None
             ],
             "judge_model": self.model_spec,
-            "judge_attempts": attempts,
-            "judge_cached": cached,
+            "judge_calls": sum(len(r.calls_cached) for r in results),
+            "judge_attempts": max(r.attempts for r in results),
+            "judge_cached": all(all(r.calls_cached) for r in results),
         }
+        problems = [f"rubric {i}: {p}" for i, r in enumerate(results, start=1) for p in r.problems]
         if problems:
             details["judge_parse_errors"] = problems
         return Score(
@@ -284,7 +306,8 @@ class RubricJudge(Judge):
 
 @register_judge("amc-rubric")
 class AMCRubricJudge(RubricJudge):
-    """Audio MultiChallenge rubrics graded by a judge model (o4-mini by default): APR and ARS."""
+    """Audio MultiChallenge rubrics graded by a judge model (o4-mini by default), one call per
+    rubric item with the dataset card's prompt: APR and ARS."""
 
     name = "amc-rubric"
     template = "amc_judge.j2"

@@ -1,40 +1,44 @@
-"""Audio MultiChallenge (AMC; arXiv 2512.14865, hub ``ScaleAI/audiomc``): 452 spoken conversations
-of 2-8 user turns, graded against 1,712 rubrics on four axes (Inference Memory, Instruction
-Retention, Self Coherence, Voice Editing). Scores: APR (share of conversations whose rubrics are
-all met) and ARS (share of rubrics met, averaged over conversations), overall and per axis.
+"""Audio MultiChallenge (AMC; arXiv 2512.14865, hub ``ScaleAI/audiomc``, MIT): 452 spoken
+conversations by 47 speakers, up to 8 user turns each, graded against 1,712 rubric items on four axes
+(``INFERENCE_MEMORY``, ``INSTRUCTION_RETENTION``, ``SELF_COHERENCE``, ``VOICE_EDITING``). Scores:
+APR (share of conversations whose rubric items are all met) and ARS (share of items met, averaged
+over conversations), overall and per axis.
 
-Row schema accepted (one conversation per row; JSON/JSONL/parquet, or the hub). The hub's exact
-schema could not be checked offline, so this is the layout evalkit defines and reads::
+Row schema: the hub's, one conversation per row, split ``test`` (the only split), "wide" columns::
 
-    {
-      "conversation_id": "amc-0001",            # or "id"
-      "axis": "Inference Memory",
-      "turns": [                                 # chronological; a JSON string is accepted too
-        {"role": "user", "audio": {"bytes": ..., "path": ...} | "clips/0001_1.wav",
-         "transcript": "what the user said"},
-        {"role": "assistant", "text": "reference reply"},   # "transcript" accepted for "text"
-        ...,
-        {"role": "user", "audio": ..., "transcript": ...}  # the turn the model answers
-      ],
-      "rubrics": ["criterion", ...]              # or [{"criterion": ...}] ("rubric"/"text" too),
-    }                                            # or a JSON string of either
+    id                              str   e.g. "3tc3nw47nhr9deko"
+    axis                            str   INFERENCE_MEMORY | INSTRUCTION_RETENTION | SELF_COHERENCE
+                                          | VOICE_EDITING (kept as written: the per-axis group key)
+    user_turn_{k}_audio             Audio (48 kHz) for k = 1..8; null after the last user turn
+    user_turn_{k}_transcript        str   what the user said in turn k (for the judge; never sent)
+    assistant_turn_{k}_transcript   str   the recorded assistant reply to user turn k (k = 1..7)
+    rubric                          str   JSON text of a list of rubric items (a list is accepted too)
 
-Relative audio paths resolve against the data folder. A row ending with an assistant turn keeps
-that reply as ``reference["reference_reply"]`` (for reports) and drops it from the conversation:
-the final reply is the model's to produce. Audio is kept as it is (AMC's is 48 kHz); resampling is
-the adapter's business.
+Sources: the dataset card's field table and ``dataset_info`` (huggingface.co/datasets/ScaleAI/audiomc,
+README commits 0b5dac8 / d185cc3: ``user_turn_{1-8}_audio`` at ``sampling_rate: 48000``,
+``assistant_turn_{1-7}_transcript``, ``rubric: string``, split ``test``), and public evaluation code
+for it (an "AudioMC evaluation guide" with ``prepare_data.py`` / ``utils.py``, which reads the same
+columns, finds the last user turn as the last non-empty ``user_turn_k_transcript`` and parses
+``rubric`` as a JSON list). The last user turn is the highest k whose transcript or audio is
+present; every user turn up to it needs both (audio for the model, transcript for the judge). An
+``assistant_turn_{last}_transcript``, if a copy has one, is kept as ``reference["reference_reply"]``
+(for reports) and never shown: the final reply is the model's to produce. Local copies (``data=``: a
+parquet download of the hub, or JSON/JSONL in the same columns) resolve relative audio paths
+against the data folder. Audio is passed on at its own rate; resampling is the adapter's business.
 
 Protocols (option ``protocol``):
 
 - ``fixed-context`` (default, official): the model hears the prior user turns as audio, reads the
-  dataset's reference assistant replies as assistant text turns, and produces only the final
-  assistant turn. No system prompt. Every model sees the same context, so scores are comparable.
+  dataset's assistant replies as assistant text turns, and produces only the final assistant turn.
+  No system prompt. Every model sees the same context, so scores are comparable.
 - ``closed-loop``: the model answers every user turn and its own earlier replies are fed back
   (evalkit's base behaviour); the rubrics grade the final reply, and the judge reads the model's
   own earlier replies as the context.
 
-Other options: ``data``, ``revision``, ``split``, ``mode`` (see ``BenchmarkTask``), ``judge_model``
-(a model spec, default ``openai:o4-mini`` as the authors use; its key comes from
+Grading (``evalkit.judges.rubric``): one judge call per rubric item with the dataset card's prompt
+(``templates/amc_judge.j2``), the conversation as ``User:`` / ``Assistant:`` text with the model's
+reply last. Other options: ``data``, ``revision``, ``split``, ``mode`` (see ``BenchmarkTask``),
+``judge_model`` (a model spec, default ``openai:o4-mini`` as the card names; its key comes from
 ``OPENAI_API_KEY`` like any ``openai:`` model) and ``judge_retries`` (re-asks after an unreadable
 judge reply, default 3).
 """
@@ -63,31 +67,31 @@ from evalkit.tasks.prompts import template_digest
 from evalkit.tasks.sources import audio_ref
 
 PROTOCOLS = ("fixed-context", "closed-loop")
-AXES = ("Inference Memory", "Instruction Retention", "Self Coherence", "Voice Editing")
-_RUBRIC_KEYS = ("criterion", "rubric", "text")
+#: the hub's axis values
+AXES = ("INFERENCE_MEMORY", "INSTRUCTION_RETENTION", "SELF_COHERENCE", "VOICE_EDITING")
+#: user turns per conversation at most (columns user_turn_1_* .. user_turn_8_*)
+MAX_TURNS = 8
 
 
-def _maybe_json(value: Any, what: str) -> Any:
-    """CSV/parquet exports sometimes hold nested fields as JSON text."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            raise EvalkitError(f"{what}: expected a list or its JSON text, got unparseable text") from None
-    return value
+def _text(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ""
 
 
 def parse_rubrics(value: Any, what: str) -> list[str]:
-    """A row's rubrics as a list of criterion strings."""
-    value = _maybe_json(value, what)
+    """The ``rubric`` cell as a list of items: a list of strings, or its JSON text (the hub's form)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise EvalkitError(f"{what}: 'rubric' is not a JSON list of rubric items") from None
+    if hasattr(value, "tolist"):  # a numpy array from a parquet list column
+        value = value.tolist()
     if not isinstance(value, list) or not value:
-        raise EvalkitError(f"{what}: 'rubrics' must be a non-empty list")
+        raise EvalkitError(f"{what}: 'rubric' must be a non-empty list of rubric items")
     rubrics = []
     for i, item in enumerate(value):
-        if isinstance(item, dict):
-            item = next((item[k] for k in _RUBRIC_KEYS if isinstance(item.get(k), str)), None)
         if not isinstance(item, str) or not item.strip():
-            raise EvalkitError(f"{what}: rubric {i} is neither text nor an object with 'criterion'")
+            raise EvalkitError(f"{what}: rubric item {i} is not a non-empty string")
         rubrics.append(item.strip())
     return rubrics
 
@@ -143,32 +147,37 @@ class AudioMultiChallenge(BenchmarkTask):
 
     # -- rows -> samples ----------------------------------------------------------------------------
     def to_sample(self, row: dict[str, Any], index: int) -> Sample:
-        sample_id = str(row.get("conversation_id") or row.get("id") or f"amc-{index}")
+        sample_id = str(row.get("id") or f"amc-{index}")
         what = f"{self.name} row {index} ({sample_id})"
-        turns = _maybe_json(row.get("turns"), f"{what}: 'turns'")
-        if not isinstance(turns, list) or not turns:
-            raise EvalkitError(f"{what}: 'turns' must be a non-empty list of user/assistant turns")
+        present = [
+            k
+            for k in range(1, MAX_TURNS + 1)
+            if _text(row.get(f"user_turn_{k}_transcript")) or row.get(f"user_turn_{k}_audio")
+        ]
+        if not present:
+            raise EvalkitError(f"{what}: no user turn (no user_turn_k_transcript / user_turn_k_audio)")
+        last = present[-1]
         conversation: list[Turn] = []
-        for i, raw in enumerate(turns):
-            if not isinstance(raw, dict) or raw.get("role") not in ("user", "assistant"):
-                raise EvalkitError(f"{what}: turn {i} needs role 'user' or 'assistant'")
-            if raw["role"] == "user":
-                audio = audio_ref(raw.get("audio"), self.source.base, f"{what} turn {i}")
-                conversation.append(Turn(role="user", audio=audio, transcript=raw.get("transcript")))
-            else:
-                text = raw.get("text") or raw.get("transcript")
-                if not text:
-                    raise EvalkitError(f"{what}: assistant turn {i} has no reference text")
-                conversation.append(Turn(role="assistant", text=text))
-        reference: dict[str, Any] = {"rubrics": parse_rubrics(row.get("rubrics"), what)}
-        if conversation[-1].role == "assistant":
-            reference["reference_reply"] = conversation.pop().text
-        if not conversation or conversation[-1].role != "user":
-            raise EvalkitError(f"{what}: the conversation must end with a user turn")
-        axis = row.get("axis")
+        for k in range(1, last + 1):
+            transcript = _text(row.get(f"user_turn_{k}_transcript"))
+            if not transcript:
+                raise EvalkitError(f"{what}: user_turn_{k}_transcript is empty (the judge reads it)")
+            audio = audio_ref(
+                row.get(f"user_turn_{k}_audio"), self.source.base, f"{what} user_turn_{k}_audio"
+            )
+            conversation.append(Turn(role="user", audio=audio, transcript=transcript))
+            if k < last:
+                # sent as recorded, empty or not, as the official fixed-context messages are
+                reply = _text(row.get(f"assistant_turn_{k}_transcript"))
+                conversation.append(Turn(role="assistant", text=reply))
+        reference: dict[str, Any] = {"rubrics": parse_rubrics(row.get("rubric"), what)}
+        final = _text(row.get(f"assistant_turn_{last}_transcript"))
+        if final:
+            reference["reference_reply"] = final
+        axis = _text(row.get("axis"))
         if not axis:
             raise EvalkitError(f"{what}: no 'axis'")
-        meta = {"axis": str(axis), "n_user_turns": sum(t.role == "user" for t in conversation)}
+        meta = {"axis": axis, "n_user_turns": last}
         return Sample(id=sample_id, task=self.name, conversation=conversation, reference=reference, meta=meta)
 
     # -- protocol -----------------------------------------------------------------------------------
