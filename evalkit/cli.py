@@ -29,7 +29,11 @@ def _fail(message: str, code: int = 2) -> None:
 @app.command()
 def run(
     model: Annotated[
-        str, typer.Option(help="Model spec: openai:MODEL@URL, hf:PATH, cascade[:asr=..,llm=..,tts=..]")
+        str,
+        typer.Option(
+            help="Model spec: openai:MODEL@URL, a model card (step-audio-r1.5; see `evalkit list models`), "
+            "hf:PATH, cascade[:asr=..,llm=..,tts=..]"
+        ),
     ] = "cascade",
     tasks: Annotated[
         str, typer.Option(help="Comma-separated task names (see `evalkit list tasks`)")
@@ -54,6 +58,12 @@ def run(
     api_key_env: Annotated[
         str, typer.Option(help="Environment variable holding the API key")
     ] = "OPENAI_API_KEY",
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            help="OpenAI-compatible server for a model card or openai:MODEL spec (http://HOST:PORT/v1)"
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar")] = True,
 ) -> None:
     """Run an evaluation (or --resume one) and write a run directory with report.html."""
@@ -76,7 +86,7 @@ def run(
         use_cache=not no_cache,
         cache_path=str(cache_path) if cache_path else None,
         max_attempts=retries,
-        model_options={"api_key_env": api_key_env},
+        model_options=model_options(api_key_env, base_url),
     )
     try:
         store = evaluate(config, resume_dir=resume, argv=sys.argv, show_progress=progress)
@@ -87,6 +97,15 @@ def run(
         raise typer.Exit(130) from None
     _print_summary(store)
     typer.echo(f"report: {store.root / 'report.html'}")
+
+
+def model_options(api_key_env: str, base_url: str | None) -> dict[str, str]:
+    """Options handed to the model adapter (and kept in the manifest, so ``--resume`` reaches the
+    same server). ``base_url`` only when given: adapters that are not HTTP clients never see it."""
+    options = {"api_key_env": api_key_env}
+    if base_url:
+        options["base_url"] = base_url
+    return options
 
 
 def with_data_option(tasks: str, data: str) -> str:

@@ -21,6 +21,11 @@ Measured choices keep the client from being the bottleneck (``benchmarks/harness
   (a few lines), the client's own SSE decoder costing ~0.4 ms more per request (0.73 -> 0.85).
 Auth, base URL, status errors and their classes, timeouts and the transport stay the client's.
 Its retries are off: the runner's retry policy owns them and counts attempts.
+
+Model cards (``evalkit.models.model_cards``) configure this adapter per known model: default
+stop strings, sampling defaults and extra request fields, prefilled reasoning, input audio split
+into chunks of at most N seconds, and speech returned in a non-OpenAI message field
+(``tts_content``, see ``parse_tts_content``).
 """
 
 from __future__ import annotations
@@ -31,13 +36,23 @@ import json
 import os
 import re
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from evalkit import audio as audio_io
 from evalkit.errors import EndpointUnreachable, ModelError, SpecError
 from evalkit.models.base import Capabilities, ModelAdapter
 from evalkit.models.reasoning import split_reasoning
-from evalkit.records import AudioPart, AudioRef, ChatRequest, Message, ModelOutput, Timing, Usage
+from evalkit.records import (
+    AudioPart,
+    AudioRef,
+    ChatRequest,
+    GenerationParams,
+    Message,
+    ModelOutput,
+    Timing,
+    Usage,
+)
 from evalkit.registry import register_model
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -47,19 +62,103 @@ STREAM_PCM_RATE = 24000
 CHECK_TIMEOUT_S = 15.0
 
 
-def message_to_openai(message: Message, audio_sample_rate: int) -> dict[str, Any]:
+def message_to_openai(
+    message: Message, audio_sample_rate: int, chunk_seconds: float | None = None
+) -> dict[str, Any]:
     """One message in the chat-completions wire format. Text-only messages are plain strings
-    (the most widely accepted form); messages with audio are part lists with ``input_audio``."""
+    (the most widely accepted form); messages with audio are part lists with ``input_audio``.
+    With ``chunk_seconds``, a clip longer than that becomes several consecutive ``input_audio``
+    parts (Step-Audio's encoder takes at most 25 s per part; its own client splits the same way)."""
     if not any(isinstance(p, AudioPart) for p in message.content):
         return {"role": message.role, "content": message.text()}
     parts: list[dict[str, Any]] = []
     for part in message.content:
         if isinstance(part, AudioPart):
-            data = audio_io.to_base64_wav(part.audio, sample_rate=audio_sample_rate)
-            parts.append({"type": "input_audio", "input_audio": {"data": data, "format": "wav"}})
+            for data in audio_chunks_base64(part.audio, audio_sample_rate, chunk_seconds):
+                parts.append({"type": "input_audio", "input_audio": {"data": data, "format": "wav"}})
         else:
             parts.append({"type": "text", "text": part.text})
     return {"role": message.role, "content": parts}
+
+
+def audio_chunks_base64(ref: AudioRef, sample_rate: int, chunk_seconds: float | None) -> list[str]:
+    """Base64 WAV (mono, ``sample_rate``) of ``ref``, cut into consecutive pieces of at most
+    ``chunk_seconds`` (the last one shorter; never an empty piece). None: one piece."""
+    if chunk_seconds is None:
+        return [audio_io.to_base64_wav(ref, sample_rate=sample_rate)]
+    samples, rate = audio_io.load(ref, sample_rate=sample_rate)
+    step = max(1, int(round(chunk_seconds * rate)))
+    return [
+        base64.b64encode(audio_io.wav_bytes(samples[start : start + step], rate)).decode("ascii")
+        for start in range(0, len(samples), step)
+    ]
+
+
+def count_audio_chunks(ref: AudioRef, chunk_seconds: float | None, sample_rate: int = 16000) -> int:
+    """How many ``input_audio`` parts ``audio_chunks_base64`` makes of ``ref`` (decodes the clip:
+    the count must match the samples actually sent, not a rounded header duration)."""
+    if chunk_seconds is None:
+        return 1
+    samples, rate = audio_io.load(ref, sample_rate=sample_rate)
+    step = max(1, int(round(chunk_seconds * rate)))
+    return max(1, -(-len(samples) // step))
+
+
+_AUDIO_TOKEN = re.compile(r"<audio_(\d+)>")
+_AUDIO_FORMATS = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg"}
+
+
+def parse_tts_content(values: list[Any]) -> tuple[bytes | None, str, str | None, list[int]]:
+    """Speech a server returns in a ``tts_content`` message field (non-streamed: one value;
+    streamed: one value per delta, accumulated in order). Returns ``(audio, mime, text, tokens)``.
+
+    Shapes accepted (anything else is a ``bad_response`` error, never silently dropped):
+
+    - a string: base64 of an encoded audio file (WAV unless told otherwise);
+    - ``{"data": BASE64, "format": "wav"|"mp3"|...}``: the same with its format;
+    - ``{"tts_text": TEXT, "tts_audio": AUDIO}``: the shape Step-Audio's published client reads
+      (stepfun-ai/Step-Audio-R1 ``stepaudior1vllm.py``). ``tts_text`` is the spoken words;
+      ``tts_audio`` is either base64 audio or a run of ``<audio_N>`` codec tokens, which need
+      Step-Audio's token2wav model to become sound: those are returned as ``tokens`` (kept in the
+      output's trace) and produce no audio here.
+
+    Streamed base64 pieces are decoded one by one and their bytes joined: the assumption is that a
+    server splits one encoded file into consecutive byte ranges."""
+    audio = bytearray()
+    mime = "audio/wav"
+    text: list[str] = []
+    tokens: list[int] = []
+    for value in values:
+        if value is None:
+            continue
+        data: Any = None
+        fmt: Any = None
+        if isinstance(value, str):
+            data = value
+        elif isinstance(value, dict) and ("tts_text" in value or "tts_audio" in value):
+            text.append(value.get("tts_text") or "")
+            spoken = value.get("tts_audio") or ""
+            if not isinstance(spoken, str):
+                raise ModelError("bad_response", f"tts_content.tts_audio is {type(spoken).__name__}", False)
+            found = _AUDIO_TOKEN.findall(spoken)
+            if found and not _AUDIO_TOKEN.sub("", spoken).strip():
+                tokens.extend(int(t) for t in found)
+            else:
+                data = spoken or None
+        elif isinstance(value, dict) and "data" in value:
+            data, fmt = value.get("data"), value.get("format")
+        else:
+            raise ModelError("bad_response", f"unrecognised tts_content: {str(value)[:200]}", False)
+        if fmt is not None:
+            if fmt not in _AUDIO_FORMATS:
+                raise ModelError("bad_response", f"tts_content audio format {fmt!r} is not supported", False)
+            mime = _AUDIO_FORMATS[fmt]
+        if data:
+            try:
+                audio += base64.b64decode(data, validate=True)
+            except ValueError as exc:
+                raise ModelError("bad_response", f"tts_content audio is not base64: {exc}", False) from exc
+    return (bytes(audio) or None), mime, ("".join(text) or None), tokens
 
 
 def _pcm16_to_wav(pcm: bytes, rate: int) -> bytes:
@@ -150,6 +249,11 @@ class OpenAIChatAdapter(ModelAdapter):
         stream: bool = True,
         audio_sample_rate: int = 16000,
         reasoning_prefilled: bool = False,
+        audio_chunk_seconds: float | None = None,
+        default_params: dict[str, Any] | None = None,
+        default_stop: Sequence[str] = (),
+        default_extra: dict[str, Any] | None = None,
+        speech_field: str | None = None,
     ):
         if not model:
             raise SpecError("openai spec needs a model name: openai:MODEL@BASE_URL")
@@ -160,15 +264,38 @@ class OpenAIChatAdapter(ModelAdapter):
         self.stream = stream
         self.audio_sample_rate = int(audio_sample_rate)
         self.reasoning_prefilled = reasoning_prefilled
+        self.audio_chunk_seconds = audio_chunk_seconds
+        #: sampling defaults (max_tokens/temperature/top_p) used where the task did not set them
+        self.default_params = dict(default_params or {})
+        #: stop strings always sent (before the task's own); also cut from the end of a reply
+        self.default_stop = list(default_stop)
+        #: extra request fields; the task's ``GenerationParams.extra`` overrides them key by key
+        self.default_extra = dict(default_extra or {})
+        #: a message field carrying speech besides OpenAI's ``audio`` (only ``tts_content``)
+        self.speech_field = speech_field
+        unknown = set(self.default_params) - {"max_tokens", "temperature", "top_p"}
+        if unknown:
+            raise SpecError(f"unsupported sampling defaults: {', '.join(sorted(unknown))}")
+        if speech_field not in (None, "tts_content"):
+            raise SpecError(f"unsupported speech field {speech_field!r}; known: tts_content")
         self.spec = f"openai:{model}@{self.base_url}"
         self._client = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def from_spec(cls, arg: str, **options: Any) -> OpenAIChatAdapter:
+        """``MODEL@BASE_URL``; without ``@``: the ``base_url`` option (``--base-url``), else
+        ``OPENAI_BASE_URL``, else OpenAI's own. A URL in both places must agree."""
         model, sep, base_url = arg.rpartition("@")
+        option_url = options.get("base_url")
         if not sep:
-            model, base_url = arg, os.environ.get("OPENAI_BASE_URL", DEFAULT_BASE_URL)
+            model = arg
+            base_url = option_url or os.environ.get("OPENAI_BASE_URL", DEFAULT_BASE_URL)
+        elif option_url and option_url.rstrip("/") != base_url.rstrip("/"):
+            raise SpecError(
+                f"model spec 'openai:{arg}' names base URL {base_url!r} but --base-url is {option_url!r}; "
+                "give it once"
+            )
         if not base_url.startswith(("http://", "https://")):
             raise SpecError(
                 f"bad base URL {base_url!r} in model spec 'openai:{arg}': "
@@ -218,10 +345,13 @@ class OpenAIChatAdapter(ModelAdapter):
         """The JSON body of ``POST /chat/completions`` (without the streaming switches).
         ``GenerationParams.extra`` (``modalities``, vLLM's ``skip_special_tokens`` ...) goes in at the
         top level, after the standard fields."""
-        p = request.params
+        p = self.effective_params(request.params)
         payload: dict[str, Any] = {
             "model": self.model,
-            "messages": [message_to_openai(m, self.audio_sample_rate) for m in request.messages],
+            "messages": [
+                message_to_openai(m, self.audio_sample_rate, self.audio_chunk_seconds)
+                for m in request.messages
+            ],
         }
         if is_openai_reasoning_model(self.model):
             # o-series / gpt-5 reject sampling settings and ``max_tokens``: they take the budget
@@ -235,6 +365,23 @@ class OpenAIChatAdapter(ModelAdapter):
             payload["stop"] = p.stop
         payload.update(p.extra)
         return payload
+
+    def effective_params(self, params: GenerationParams) -> GenerationParams:
+        """The task's parameters with this adapter's (model card's) defaults filled in.
+
+        Precedence, highest first: what the run sets (``--seed``, ``--max-tokens``), what the task
+        sets explicitly (pydantic's ``model_fields_set``: a benchmark that fixes greedy decoding
+        keeps it), the card's defaults, ``GenerationParams``' own defaults. Stop strings are the
+        card's followed by the task's (no duplicates); extra fields are the card's updated by the
+        task's, key by key."""
+        if not (self.default_params or self.default_stop or self.default_extra):
+            return params
+        update: dict[str, Any] = {
+            k: v for k, v in self.default_params.items() if k not in params.model_fields_set
+        }
+        update["stop"] = list(dict.fromkeys([*self.default_stop, *params.stop]))
+        update["extra"] = {**self.default_extra, **params.extra}
+        return params.model_copy(update=update)
 
     async def generate(self, request: ChatRequest) -> ModelOutput:
         payload = self.build_payload(request)
@@ -251,8 +398,18 @@ class OpenAIChatAdapter(ModelAdapter):
             if mapped is None:
                 raise
             raise mapped from exc
-        text, reasoning_field, audio_bytes, transcript, usage, first_token, model_name = result
-        answer, inline_reasoning = split_reasoning(text, prefilled=self.reasoning_prefilled)
+        text, reasoning_field, audio_bytes, transcript, usage, first_token, model_name, speech = result
+        mime = "audio/wav"
+        trace: dict[str, Any] = {}
+        if speech:
+            spoken, mime, said, tokens = parse_tts_content(speech)
+            if spoken is not None and audio_bytes is not None:
+                raise ModelError("bad_response", f"speech in both audio and {self.speech_field}", False)
+            audio_bytes = audio_bytes if spoken is None else spoken
+            transcript = transcript or said
+            if tokens:  # codec tokens need the model's own vocoder: kept, never silently dropped
+                trace["tts_audio_tokens"] = tokens
+        answer, inline_reasoning = split_reasoning(self._strip_stop(text), prefilled=self.reasoning_prefilled)
         if not answer and transcript:  # OpenAI sends a spoken reply's words only as its transcript
             answer = transcript.strip()
         reasoning = "\n".join(r for r in (reasoning_field, inline_reasoning) if r) or None
@@ -261,11 +418,24 @@ class OpenAIChatAdapter(ModelAdapter):
         return ModelOutput(
             text=answer,
             reasoning=reasoning,
-            audio=AudioRef(data=audio_bytes) if audio_bytes else None,
+            audio=AudioRef(data=audio_bytes, mime=mime) if audio_bytes else None,
             usage=usage,
             timing=Timing(first_token=first_token, total=time.perf_counter() - started),
             model=model_name,
+            trace=trace,
         )
+
+    def _strip_stop(self, text: str) -> str:
+        """Cut the card's stop strings off the end: with ``skip_special_tokens: false`` a server may
+        return the end-of-turn token (``<|EOT|>``), which is never part of the answer."""
+        text = text.rstrip()
+        trimmed = True
+        while trimmed:
+            trimmed = False
+            for stop in self.default_stop:
+                if stop and text.endswith(stop):
+                    text, trimmed = text[: -len(stop)].rstrip(), True
+        return text
 
     async def _generate_once(self, payload: dict[str, Any]):
         data = await self.client.post("/chat/completions", body=payload, cast_to=object)
@@ -282,7 +452,9 @@ class OpenAIChatAdapter(ModelAdapter):
                 audio_bytes = base64.b64decode(spoken["data"])
             transcript = spoken.get("transcript")
         content = message.get("content") or ""
-        return content, reasoning, audio_bytes, transcript, _usage(data.get("usage")), None, data.get("model")
+        speech = [message[self.speech_field]] if self.speech_field and message.get(self.speech_field) else []
+        usage = _usage(data.get("usage"))
+        return content, reasoning, audio_bytes, transcript, usage, None, data.get("model"), speech
 
     async def _generate_streaming(self, payload: dict[str, Any], started: float):
         """Server-sent events, read from the client's raw streaming response: ``data: {chunk}``
@@ -296,6 +468,7 @@ class OpenAIChatAdapter(ModelAdapter):
         reasoning: list[str] = []
         pcm: list[bytes] = []
         transcript: list[str] = []
+        speech: list[Any] = []
         first_token = None
         usage = Usage()
         model_name = None
@@ -325,8 +498,11 @@ class OpenAIChatAdapter(ModelAdapter):
                         piece = delta.get("content") or ""
                         thought = delta.get("reasoning_content") or delta.get("reasoning") or ""
                         spoken = delta.get("audio")
-                        if (piece or thought or spoken) and first_token is None:
+                        extra_speech = delta.get(self.speech_field) if self.speech_field else None
+                        if (piece or thought or spoken or extra_speech) and first_token is None:
                             first_token = time.perf_counter() - started
+                        if extra_speech:
+                            speech.append(extra_speech)
                         text.append(piece)
                         reasoning.append(thought)
                         if isinstance(spoken, dict):
@@ -341,7 +517,8 @@ class OpenAIChatAdapter(ModelAdapter):
             raise ModelError("connection", "stream ended before the completion finished", transient=True)
         audio_bytes = _pcm16_to_wav(b"".join(pcm), STREAM_PCM_RATE) if pcm else None
         said = "".join(transcript) or None
-        return "".join(text), "".join(reasoning) or None, audio_bytes, said, usage, first_token, model_name
+        thought = "".join(reasoning) or None
+        return "".join(text), thought, audio_bytes, said, usage, first_token, model_name, speech
 
     async def aclose(self) -> None:
         client, self._client = self._client, None

@@ -101,7 +101,7 @@ def test_list_bogus_kind() -> None:
     ("args", "fragments"),
     [
         (["--tasks", "nope"], ["unknown task 'nope'", "demo-arithmetic"]),
-        (["--model", "nope:x", "--tasks", "demo"], ["unknown model 'nope'", "cascade, hf, openai"]),
+        (["--model", "nope:x", "--tasks", "demo"], ["unknown model 'nope'", "openai", "step-audio-r1.5"]),
         (["--model", "openai:m@notaurl", "--tasks", "demo"], ["bad base URL 'notaurl'", "openai:m@notaurl"]),
     ],
     ids=["unknown-task", "unknown-model", "bad-url"],

@@ -62,10 +62,15 @@ _PIECES = re.compile(r"\S+\s*|\s+")
 
 @dataclass
 class Reply:
-    """What the scripted model says: the answer text and, optionally, its reasoning."""
+    """What the scripted model says: the answer text and, optionally, its reasoning.
+
+    ``extra_message_fields`` are added to the reply's message as they are (non-streamed) or sent
+    in one delta of their own before the finishing chunk (streamed): how a test plays a server
+    with non-OpenAI fields, e.g. Step-Audio's ``tts_content``."""
 
     text: str
     reasoning: str | None = None
+    extra_message_fields: dict[str, Any] = field(default_factory=dict)
 
 
 def last_user_text(body: dict[str, Any]) -> str:
@@ -351,8 +356,9 @@ class OpenAIServer:
         completion_id = f"chatcmpl-loopback-{record.number}"
         if body.get("stream"):
             cut = rule is not None and rule.cut_stream
-            return await self._stream(request, body, completion_id, reply.text, reasoning, speak, cut)
-        return self._complete(body, completion_id, reply.text, reasoning, speak)
+            extra = reply.extra_message_fields
+            return await self._stream(request, body, completion_id, reply.text, reasoning, speak, cut, extra)
+        return self._complete(body, completion_id, reply.text, reasoning, speak, reply.extra_message_fields)
 
     def _usage(self, body: dict[str, Any], text: str, reasoning: str | None) -> dict[str, Any]:
         reasoning_tokens = count_tokens(reasoning or "")
@@ -365,7 +371,7 @@ class OpenAIServer:
             "completion_tokens_details": {"reasoning_tokens": reasoning_tokens},
         }
 
-    def _complete(self, body, completion_id, text, reasoning, speak):
+    def _complete(self, body, completion_id, text, reasoning, speak, extra=None):
         from aiohttp import web
 
         content = text
@@ -384,6 +390,7 @@ class OpenAIServer:
                 "expires_at": 0,
                 "transcript": text,
             }
+        message.update(extra or {})
         return web.json_response(
             {
                 "id": completion_id,
@@ -395,7 +402,7 @@ class OpenAIServer:
             }
         )
 
-    async def _stream(self, request, body, completion_id, text, reasoning, speak, cut=False):
+    async def _stream(self, request, body, completion_id, text, reasoning, speak, cut=False, extra=None):
         from aiohttp import web
 
         response = web.StreamResponse(
@@ -437,6 +444,8 @@ class OpenAIServer:
                 deltas.append({"audio": audio})
         else:
             deltas += [{"content": piece} for piece in _PIECES.findall(text)]
+        if extra:
+            deltas.append(dict(extra))
         events = [chunk(delta) for delta in deltas] + [chunk({}, finish="stop")]
         if (body.get("stream_options") or {}).get("include_usage"):
             events.append(chunk(None, usage=self._usage(body, text, reasoning)))

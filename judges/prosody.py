@@ -1,0 +1,109 @@
+"""The ``prosody`` judge: how the model's speech sounds across a conversation (pitch movement,
+loudness dynamics, rate, pauses), and how that drifts from turn to turn.
+
+It measures and does not grade: there is no "correct" prosody, so its rows carry no ``correct``
+field. Per-turn rows go to ``details["turn_features"]`` rather than ``details["turns"]``, because
+``evalkit.summary`` reads ``details["turns"]`` as per-turn correctness (``row["correct"]``) for its
+by-turn breakdown and would fail on feature rows. The user's speech is measured too
+(``details["user_turns"]``) so that judges and reports can relate the model's delivery to the
+user's (e.g. an agitated user answered in a flat voice).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from evalkit import audio as audio_io
+from evalkit.judges.base import Judge
+from evalkit.judges.speech_features import ANALYSIS_RATE_HZ, ProsodyFeatures, extract_features
+from evalkit.records import AudioRef, ModelOutput, Sample, Score
+from evalkit.registry import register_judge
+
+#: per-clip features averaged over the model's turns into sample-level metrics
+AVERAGED = (
+    "f0_median_hz",
+    "pitch_sd_st",
+    "pitch_range_st",
+    "energy_sd_db",
+    "syllable_rate_sps",
+    "pause_count",
+    "mean_pause_s",
+    "longest_pause_s",
+    "speech_ratio",
+    "monotony_index",
+)
+
+
+def measure(ref: AudioRef) -> ProsodyFeatures:
+    """Features of one clip (raises ``AudioError`` for unreadable audio)."""
+    samples, rate = audio_io.load(ref, sample_rate=ANALYSIS_RATE_HZ)
+    return extract_features(samples, rate)
+
+
+def _mean(values: list[float | int | None]) -> float | None:
+    present = [float(v) for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def f0_drift_st_per_turn(turns: list[int], f0_medians: list[float | None]) -> float | None:
+    """Least-squares slope of the per-turn median F0, in semitones per turn (positive = the voice
+    rises over the conversation); None with fewer than two turns that have a pitch."""
+    points = [(t, f) for t, f in zip(turns, f0_medians, strict=True) if f is not None]
+    if len(points) < 2:
+        return None
+    x = np.array([t for t, _ in points], dtype=float)
+    st = 12.0 * np.log2(np.array([f for _, f in points]) / points[0][1])
+    return float(np.polyfit(x, st, 1)[0])
+
+
+def coefficient_of_variation(values: list[float | None]) -> float | None:
+    """std / mean across turns (population std); None with fewer than two values or a zero mean."""
+    present = np.array([v for v in values if v is not None], dtype=float)
+    if len(present) < 2 or present.mean() == 0:
+        return None
+    return float(present.std() / present.mean())
+
+
+@register_judge("prosody")
+class ProsodyJudge(Judge):
+    """Prosody of the model's speech: pitch variation, energy dynamics, rate, pauses, drift."""
+
+    name = "prosody"
+    cpu_heavy = True
+
+    def score(self, sample: Sample, outputs: list[ModelOutput]) -> Score:
+        rows: list[dict[str, Any]] = []
+        for k, output in enumerate(outputs):
+            if output.audio is None:
+                raise ValueError(
+                    f"turn {k}: the model returned no speech; the prosody judge needs the model's audio "
+                    "(use a speech-output model, or drop this judge from the task)"
+                )
+            rows.append({"turn": k, **measure(output.audio).as_dict()})
+        if not rows:
+            raise ValueError("no answered turns to measure")
+        user_rows = [
+            {"user_turn": i, "conversation_index": index, **measure(turn.audio).as_dict()}
+            for i, (index, turn) in enumerate(
+                (index, turn)
+                for index, turn in enumerate(sample.conversation)
+                if turn.role == "user" and turn.audio is not None
+            )
+        ]
+        metrics: dict[str, float | None] = {name: _mean([r[name] for r in rows]) for name in AVERAGED}
+        metrics["f0_drift_st_per_turn"] = f0_drift_st_per_turn(
+            [r["turn"] for r in rows], [r["f0_median_hz"] for r in rows]
+        )
+        metrics["rate_cv"] = coefficient_of_variation([r["syllable_rate_sps"] for r in rows])
+        sd, mono = metrics["pitch_sd_st"], metrics["monotony_index"]
+        explanation = f"{len(rows)} turn(s) of model speech; pitch sd " + (
+            f"{sd:.2f} st, monotony {mono:.2f}" if sd is not None and mono is not None else "n/a (unvoiced)"
+        )
+        return Score(
+            judge=self.name,
+            metrics=metrics,
+            explanation=explanation,
+            details={"turn_features": rows, "user_turns": user_rows},
+        )

@@ -1,0 +1,443 @@
+"""Prosodic features of one speech clip: pitch, energy, rate and pauses, ASR-free.
+
+Shared by the prosody, emotion and voice judges, so every judge sees the same numbers for the same
+audio. Energy is measured at ``ANALYSIS_RATE_HZ`` (16 kHz), F0 and VAD at 8 kHz, all on one 10 ms
+frame grid starting at t = 0. On one core the whole extraction runs at ~45x real time on dense
+speech (57 s of espeak-ng speech in ~1.25 s; silence is cheaper, it skips the pitch tracker).
+
+Choices, and why:
+
+* **F0: our own vectorised YIN, not librosa.pyin.** pYIN's Viterbi decoding ran at ~0.7x real
+  time on one core (14.7 s for 10 s of audio), far from the ~20x real-time budget of the CPU judges
+  together. ``librosa.yin`` is fast (~85x real time) but returns an F0 for *every* frame and hides
+  YIN's aperiodicity (the depth of the chosen trough of the cumulative mean normalised difference),
+  which is exactly the voicing cue YIN was designed with. The implementation here follows
+  ``librosa.yin`` step for step (same difference function, trough threshold and parabolic
+  refinement) and also returns the aperiodicity: a frame is voiced when that is below
+  ``VOICING_APERIODICITY``, its level is above ``VOICING_FLOOR_DB`` and it lies in VAD speech. It
+  runs at 8 kHz, which halves its cost; a test checks it against ``librosa.yin`` at 16 kHz.
+* **VAD: silero-vad, ONNX, 8 kHz, batched.** Pauses and the speech-frame mask come from silero-vad
+  (it ships its weights). Called window by window as ``get_speech_timestamps`` does, it ran at
+  ~12x (TorchScript, 16 kHz) to ~20x (ONNX, 8 kHz) real time on one core, the per-call overhead
+  dominating; ``_silero_probs`` runs ~4 s stretches of the clip as one batch and hands the
+  probabilities to silero's own ``get_speech_timestamps_from_probs``, ~75x real time. Segment
+  edges agree with silero's sequential loop within a window or two (32-64 ms; tested). ONNX needs
+  ``onnxruntime``, which faster-whisper already depends on; if it is missing we raise rather than
+  switch models behind the user's back. The model is loaded once per process and guarded by a
+  lock, because it carries recurrent state between windows.
+* **Silero does not fire reliably on pure tones or other synthetic signals.** For those (and only
+  those), ``vad="energy"`` is an explicit, documented alternative: frames louder than
+  ``max(-50 dBFS, loudest frame - 35 dB)``. It is never used unless asked for.
+* **No ASR.** Words per second are computed only when the caller passes word timestamps (e.g.
+  from the ``asr`` judge); the syllable rate (always, when there is speech) counts syllable nuclei,
+  voiced peaks of the energy contour (de Jong & Wempe, 2009, simplified), which need no transcript.
+
+Units: seconds, Hz, semitones (st; 12 st = one octave), dBFS (``20*log10(frame RMS)`` with
+samples in [-1, 1], so a full-scale sine reads -3 dB).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any, Literal
+
+import numpy as np
+
+from evalkit.audio import resample
+from evalkit.errors import EvalkitError
+
+ANALYSIS_RATE_HZ = 16000
+#: F0 and VAD run at 8 kHz: speech F0 (<= 600 Hz) needs nothing above 4 kHz, silero supports
+#: 8 kHz natively, and it halves the cost of YIN (checked against librosa.yin at 16 kHz in tests)
+PITCH_RATE_HZ = 8000
+VAD_RATE_HZ = 8000
+HOP_S = 0.010
+#: YIN integration window (32 ms): long enough for two periods at 60 Hz, short enough to follow
+#: intonation; the RMS energy uses the same window so energy and pitch frames line up.
+WINDOW_S = 0.032
+F0_MIN_HZ = 50.0
+F0_MAX_HZ = 600.0
+#: librosa.yin's default absolute threshold for choosing the first deep trough.
+YIN_TROUGH_THRESHOLD = 0.1
+#: frames whose best YIN trough is shallower than this are unvoiced (breath, fricatives, noise).
+VOICING_APERIODICITY = 0.25
+#: frames quieter than this are never voiced, whatever YIN says (digital near-silence is periodic
+#: enough to fool the difference function).
+VOICING_FLOOR_DB = -55.0
+#: syllable nuclei: an energy peak must rise this many dB above the dips on either side ...
+SYLLABLE_PROMINENCE_DB = 2.0
+#: ... and be at least this far from the previous nucleus (no syllable is shorter).
+SYLLABLE_MIN_GAP_S = 0.08
+#: dynamic range of the energy statistics (see ``extract_features``)
+ENERGY_RANGE_DB = 40.0
+#: energy VAD (synthetic signals only): absolute floor and depth below the loudest frame.
+ENERGY_VAD_FLOOR_DB = -50.0
+ENERGY_VAD_DEPTH_DB = 35.0
+#: silero's own minimum silence inside speech; shorter gaps are not pauses at all.
+VAD_MIN_SILENCE_MS = 100
+#: silero's window at 8 kHz, and the batching of ``_silero_probs``: streams of ~4 s, each warmed
+#: up on the 1 s before it, at most 64 at a time
+_VAD_WINDOW = 256
+_VAD_STREAM_WINDOWS = 128
+_VAD_WARMUP_WINDOWS = 32
+_VAD_MAX_BATCH = 64
+_DB_EPS = 1e-10
+
+Vad = Literal["silero", "energy"]
+
+
+@dataclass(frozen=True)
+class ProsodyFeatures:
+    """Features of one clip. ``None`` means "not measurable here" (no voiced frames, no speech),
+    never zero, so averages over clips skip it instead of being dragged down."""
+
+    duration_s: float
+    #: median / mean F0 of voiced frames, Hz; None when no frame is voiced
+    f0_median_hz: float | None
+    f0_mean_hz: float | None
+    #: 5th-95th percentile range of voiced F0, semitones
+    pitch_range_st: float | None
+    #: standard deviation of voiced F0 in semitones re. the clip's median F0
+    pitch_sd_st: float | None
+    #: mean frame RMS over speech frames, dBFS (over all frames when the VAD finds no speech)
+    energy_mean_db: float
+    #: standard deviation of frame RMS dB over speech frames: loudness dynamics
+    energy_sd_db: float
+    #: words per second of speech time; only when word timestamps were given
+    speaking_rate_wps: float | None
+    #: syllable nuclei (energy peaks) per second of speech time; None without speech
+    syllable_rate_sps: float | None
+    #: silences of at least ``min_pause_s`` between two speech segments (not leading/trailing)
+    pause_count: int
+    mean_pause_s: float
+    longest_pause_s: float
+    #: speech time / duration, 0..1
+    speech_ratio: float
+    #: 1 / (1 + pitch_sd_st): 1.0 for a perfectly flat voice, ~0.25 at 3 st of variation
+    monotony_index: float | None
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return dict(asdict(self))
+
+
+# -- F0 ---------------------------------------------------------------------------------------------
+
+
+def _frames(samples: np.ndarray, length: int, hop: int, pad_left: int) -> np.ndarray:
+    """Frame ``samples`` so that frame i starts at ``i*hop - pad_left`` (zero padded at both ends).
+    One frame per hop of the input, so frame i is centred near ``i*hop`` when ``pad_left`` is half
+    the analysis window."""
+    n_frames = max(1, int(np.ceil(len(samples) / hop)))
+    padded = np.zeros(n_frames * hop + length, dtype=np.float64)
+    end = min(len(samples), len(padded) - pad_left)
+    padded[pad_left : pad_left + end] = samples[:end]
+    return np.lib.stride_tricks.sliding_window_view(padded, length)[::hop][:n_frames]
+
+
+def _fit(values: np.ndarray, n: int, fill: float) -> np.ndarray:
+    """``values`` cut or padded with ``fill`` to length ``n``."""
+    if len(values) >= n:
+        return values[:n]
+    return np.concatenate([values, np.full(n - len(values), fill)])
+
+
+def _yin(
+    samples: np.ndarray, rate: int, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """YIN over 10 ms frames: (times s, f0 Hz, aperiodicity 0..~1) for every frame; with ``mask``
+    only the masked frames are analysed (the others get NaN f0 and aperiodicity 1), which is how
+    ``extract_features`` skips silence."""
+    hop = round(HOP_S * rate)
+    win = round(WINDOW_S * rate)
+    min_period = int(np.floor(rate / F0_MAX_HZ))
+    max_period = int(np.ceil(rate / F0_MIN_HZ))
+    frames = _frames(samples, win + max_period + 1, hop, pad_left=win // 2)
+    rows = np.arange(len(frames)) if mask is None else np.flatnonzero(mask[: len(frames)])
+    f0 = np.full(len(frames), np.nan)
+    aperiodicity = np.ones(len(frames))
+    # blocks bound the memory of the FFTs (about 20 MB a block) for clips of any length
+    for lo in range(0, len(rows), _YIN_BLOCK):
+        block = rows[lo : lo + _YIN_BLOCK]
+        f0[block], aperiodicity[block] = _yin_block(frames[block], rate, win, min_period, max_period)
+    times = np.arange(len(frames)) * hop / rate
+    return times, f0, aperiodicity
+
+
+_YIN_BLOCK = 2000
+
+
+def _yin_block(
+    frames: np.ndarray, rate: int, win: int, min_period: int, max_period: int
+) -> tuple[np.ndarray, np.ndarray]:
+    from scipy.fft import irfft, next_fast_len, rfft
+
+    n_fft = next_fast_len(frames.shape[1] + win)
+    # d(tau) = sum_j (x_j - x_{j+tau})^2 over the window = E(0) + E(tau) - 2 r(tau)
+    spec = rfft(frames, n=n_fft, axis=1)
+    head = rfft(frames[:, :win], n=n_fft, axis=1)
+    corr = irfft(spec * np.conj(head), n=n_fft, axis=1)[:, : max_period + 1]
+    power = np.concatenate([np.zeros((len(frames), 1)), np.cumsum(frames**2, axis=1)], axis=1)
+    energy = power[:, win : win + max_period + 1] - power[:, : max_period + 1]
+    diff = np.maximum(energy[:, :1] + energy - 2.0 * corr, 0.0)
+    # cumulative mean normalised difference d'(tau) = d(tau) * tau / sum_{1..tau} d
+    taus = np.arange(1, max_period + 1)
+    cum = np.cumsum(diff[:, 1:], axis=1)
+    cmnd = np.ones_like(diff)
+    cmnd[:, 1:] = diff[:, 1:] * taus / np.maximum(cum, _DB_EPS)
+    search = cmnd[:, min_period : max_period + 1]
+    # first local minimum below the threshold, else the global minimum (librosa.yin's rule)
+    is_trough = np.zeros_like(search, dtype=bool)
+    is_trough[:, 1:-1] = (search[:, 1:-1] < search[:, :-2]) & (search[:, 1:-1] <= search[:, 2:])
+    is_trough[:, 0] = search[:, 0] < search[:, 1]
+    below = is_trough & (search < YIN_TROUGH_THRESHOLD)
+    idx = np.where(below.any(axis=1), np.argmax(below, axis=1), np.argmin(search, axis=1))
+    rows = np.arange(len(search))
+    left = search[rows, np.maximum(idx - 1, 0)]
+    mid = search[rows, idx]
+    right = search[rows, np.minimum(idx + 1, search.shape[1] - 1)]
+    denom = left - 2.0 * mid + right
+    safe = np.abs(denom) > 1e-12
+    shift = np.zeros_like(mid)
+    shift[safe] = np.clip(0.5 * (left[safe] - right[safe]) / denom[safe], -1.0, 1.0)
+    shift[(idx == 0) | (idx == search.shape[1] - 1)] = 0.0
+    return rate / (min_period + idx + shift), mid
+
+
+def _frame_db(samples: np.ndarray, rate: int) -> np.ndarray:
+    """RMS level in dBFS of each 32 ms window centred on the 10 ms grid of ``_yin`` (floor -120 dB)."""
+    hop = round(HOP_S * rate)
+    win = round(WINDOW_S * rate)
+    power = np.concatenate([[0.0], np.cumsum(samples.astype(np.float64) ** 2)])
+    n_frames = max(1, int(np.ceil(len(samples) / hop)))
+    centres = np.arange(n_frames) * hop
+    lo = np.clip(centres - win // 2, 0, len(samples))
+    hi = np.clip(centres - win // 2 + win, 0, len(samples))
+    mean_sq = (power[hi] - power[lo]) / win
+    return 10.0 * np.log10(np.maximum(mean_sq, 1e-12))
+
+
+def _to_rate(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Mono float64 samples at ``target`` Hz; rejects empty or multi-channel input."""
+    if samples.ndim != 1:
+        raise ValueError(f"expected mono samples of shape (n,), got shape {samples.shape}")
+    if len(samples) == 0:
+        raise ValueError("no samples: cannot measure an empty clip")
+    return np.asarray(resample(np.asarray(samples, dtype=np.float32), rate, target), dtype=np.float64)
+
+
+def f0_track(samples: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """F0 contour on a 10 ms grid: ``(times in s, f0 in Hz)``, NaN where unvoiced.
+
+    Voicing here is YIN's own (aperiodicity below ``VOICING_APERIODICITY`` and level above
+    ``VOICING_FLOOR_DB``) and does *not* consult the VAD, so a sung tone has a contour;
+    ``extract_features`` additionally keeps only frames inside speech."""
+    x = _to_rate(samples, rate, PITCH_RATE_HZ)
+    times, f0, aperiodicity = _yin(x, PITCH_RATE_HZ)
+    voiced = (aperiodicity < VOICING_APERIODICITY) & (_frame_db(x, PITCH_RATE_HZ) > VOICING_FLOOR_DB)
+    return times, np.where(voiced, f0, np.nan)
+
+
+# -- VAD --------------------------------------------------------------------------------------------
+
+_VAD_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _silero_model() -> Any:
+    """silero-vad's ONNX model, once per process (the runner's judge pool keeps processes alive)."""
+    try:
+        import onnxruntime  # noqa: F401  (silero imports it lazily; fail here with an install hint)
+        from silero_vad import load_silero_vad
+    except ImportError as exc:
+        raise EvalkitError(
+            f"speech features need silero-vad and onnxruntime ({exc}): `pip install silero-vad onnxruntime`"
+        ) from None
+    return load_silero_vad(onnx=True)
+
+
+def _silero_probs(x: np.ndarray) -> np.ndarray:
+    """Speech probability of every 32 ms window of 8 kHz audio ``x``, as silero's own loop gives
+    it, but computed as a batch of parallel streams.
+
+    Silero is a recurrent model called once per 256-sample window; at batch 1 the per-call overhead
+    dominates (~1.2 ms a window, ~25x real time on one core). We cut the clip into streams of
+    ``_VAD_STREAM_WINDOWS`` windows, each but the first preceded by ``_VAD_WARMUP_WINDOWS`` windows
+    of the audio before it (discarded) so its recurrent state has settled, and run all streams as
+    one batch: ~0.2-0.4 ms a window. A test checks the segments against ``get_speech_timestamps``."""
+    import torch
+
+    window = _VAD_WINDOW
+    warm, span = _VAD_WARMUP_WINDOWS, _VAD_STREAM_WINDOWS
+    steps = warm + span
+    n_windows = int(np.ceil(len(x) / window))
+    # Stream 0 starts at window 0 from a fresh state, exactly like silero's loop, and keeps all
+    # ``steps`` windows; stream b >= 1 keeps windows [steps + (b-1)*span, steps + b*span) and is fed
+    # from ``warm`` windows earlier.
+    n_streams = 1 + max(0, int(np.ceil((n_windows - steps) / span)))
+    padded = np.zeros((n_streams * span + steps) * window, dtype=np.float32)
+    padded[: len(x)] = x
+    first_window = np.maximum(0, steps - warm + (np.arange(n_streams) - 1) * span)
+    first_window[0] = 0
+    probs = np.zeros(n_windows, dtype=np.float64)
+    model = _silero_model()
+    with _VAD_LOCK, torch.inference_mode():
+        for lo in range(0, n_streams, _VAD_MAX_BATCH):
+            streams = np.arange(lo, min(lo + _VAD_MAX_BATCH, n_streams))
+            model.reset_states(len(streams))
+            for step in range(steps):
+                windows = first_window[streams] + step
+                chunk = padded[windows[:, None] * window + np.arange(window)]
+                out = model(torch.from_numpy(chunk), VAD_RATE_HZ).numpy()[:, 0]
+                keep = ((streams == 0) | (step >= warm)) & (windows < n_windows)
+                probs[windows[keep]] = out[keep]
+    return probs
+
+
+def _silero_segments(samples: np.ndarray, rate: int) -> list[tuple[float, float]]:
+    from silero_vad import get_speech_timestamps_from_probs
+
+    x = _to_rate(samples, rate, VAD_RATE_HZ).astype(np.float32)
+    stamps = get_speech_timestamps_from_probs(
+        _silero_probs(x).tolist(),
+        sampling_rate=VAD_RATE_HZ,
+        min_silence_duration_ms=VAD_MIN_SILENCE_MS,
+        # no padding: padding would shorten every measured pause by twice its length
+        speech_pad_ms=0,
+        return_seconds=False,  # seconds are rounded to 0.1 s; samples are exact
+        audio_length_samples=len(x),
+    )
+    return [(s["start"] / VAD_RATE_HZ, s["end"] / VAD_RATE_HZ) for s in stamps]
+
+
+def _energy_segments(samples: np.ndarray, rate: int) -> list[tuple[float, float]]:
+    x = _to_rate(samples, rate, rate)
+    db = _frame_db(x, rate)
+    loud = db > max(ENERGY_VAD_FLOOR_DB, float(db.max()) - ENERGY_VAD_DEPTH_DB)
+    segments = _runs(loud)
+    # bridge gaps shorter than silero's minimum silence so both VADs define "pause" alike
+    merged: list[tuple[int, int]] = []
+    for start, end in segments:
+        if merged and (start - merged[-1][1]) * HOP_S < VAD_MIN_SILENCE_MS / 1000:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    duration = len(x) / rate
+    # frame i is centred on i*HOP_S; a run of frames [a, b) covers [a*hop, b*hop) to first order
+    return [(start * HOP_S, min(end * HOP_S, duration)) for start, end in merged]
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) index pairs of the True runs of a boolean array."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
+
+
+def speech_segments(samples: np.ndarray, rate: int, vad: Vad = "silero") -> list[tuple[float, float]]:
+    """Speech segments as ``(start_s, end_s)`` pairs, in order.
+
+    ``vad="silero"`` (the default, for real or synthesised speech) runs silero-vad; ``"energy"``
+    thresholds frame level and is meant only for synthetic test signals such as tones, on which
+    silero (correctly) finds no speech."""
+    if vad == "silero":
+        return _silero_segments(samples, rate)
+    if vad == "energy":
+        return _energy_segments(samples, rate)
+    raise ValueError(f"unknown vad {vad!r}; use 'silero' or 'energy'")
+
+
+# -- features ---------------------------------------------------------------------------------------
+
+
+def _syllable_nuclei(db: np.ndarray, speech: np.ndarray, voiced: np.ndarray) -> int:
+    """Count energy peaks that stand out from their surroundings inside voiced speech: a cheap,
+    transcript-free proxy for syllables (each syllable has one sonorous, voiced nucleus)."""
+    from scipy.signal import find_peaks
+
+    if not speech.any():
+        return 0
+    contour = np.where(speech, db, float(db[speech].min()))
+    # a 3-frame moving average removes ripple from the pitch period without merging syllables
+    contour = np.convolve(contour, np.ones(3) / 3, mode="same")
+    peaks, _ = find_peaks(
+        contour,
+        height=float(np.median(db[speech])),
+        prominence=SYLLABLE_PROMINENCE_DB,
+        distance=max(1, round(SYLLABLE_MIN_GAP_S / HOP_S)),
+    )
+    near_voiced = np.convolve(voiced.astype(float), np.ones(5), mode="same") > 0
+    return int(np.count_nonzero(speech[peaks] & near_voiced[peaks]))
+
+
+def extract_features(
+    samples: np.ndarray,
+    rate: int,
+    word_times: list[tuple[float, float]] | None = None,
+    min_pause_s: float = 0.2,
+    vad: Vad = "silero",
+) -> ProsodyFeatures:
+    """Measure one clip of mono ``samples`` at ``rate`` Hz.
+
+    ``word_times`` are ``(start_s, end_s)`` per word (e.g. Whisper word timestamps); when given,
+    ``speaking_rate_wps`` = words / speech time. Pauses are gaps of at least ``min_pause_s``
+    seconds between VAD speech segments. ``vad`` is ``"silero"`` for speech and ``"energy"`` only
+    for synthetic signals (see the module docstring). Pitch and energy statistics use speech frames
+    only; pitch uses the voiced ones among them."""
+    x = _to_rate(samples, rate, ANALYSIS_RATE_HZ)
+    low = _to_rate(x, ANALYSIS_RATE_HZ, PITCH_RATE_HZ)
+    duration = len(x) / ANALYSIS_RATE_HZ
+    segments = speech_segments(low, PITCH_RATE_HZ, vad=vad)
+    db = _frame_db(x, ANALYSIS_RATE_HZ)
+    times = np.arange(len(db)) * HOP_S
+    speech = np.zeros(len(times), dtype=bool)
+    for start, end in segments:
+        speech |= (times >= start) & (times < end)
+    _, f0, aperiodicity = _yin(low, PITCH_RATE_HZ, mask=speech)
+    # both grids are 10 ms from t=0; they can differ by a frame at the end after resampling
+    f0, aperiodicity = _fit(f0, len(db), np.nan), _fit(aperiodicity, len(db), 1.0)
+    voiced = speech & (aperiodicity < VOICING_APERIODICITY) & (db > VOICING_FLOOR_DB)
+
+    speech_time = float(sum(end - start for start, end in segments))
+    gaps = [b[0] - a[1] for a, b in zip(segments, segments[1:], strict=False)]
+    pauses = [g for g in gaps if g >= min_pause_s]
+
+    f0_median = f0_mean = pitch_range = pitch_sd = monotony = None
+    if voiced.any():
+        hz = f0[voiced]
+        f0_median = float(np.median(hz))
+        f0_mean = float(np.mean(hz))
+        st = 12.0 * np.log2(hz / f0_median)
+        p5, p95 = np.percentile(st, [5, 95])
+        pitch_range = float(p95 - p5)
+        pitch_sd = float(np.std(st))
+        monotony = 1.0 / (1.0 + pitch_sd)
+
+    # Stop closures (and a synthesiser's digital zeros) inside speech would otherwise set the
+    # energy spread by how quiet the recording chain is, not by how the speaker varies loudness:
+    # levels are clamped to ENERGY_RANGE_DB below the clip's loud level (95th percentile).
+    level = db[speech] if speech.any() else db
+    level = np.maximum(level, float(np.percentile(level, 95)) - ENERGY_RANGE_DB)
+    words_per_s = None
+    if word_times is not None and speech_time > 0:
+        words_per_s = len(word_times) / speech_time
+    syllables_per_s = None
+    if speech_time > 0:
+        syllables_per_s = _syllable_nuclei(db, speech, voiced) / speech_time
+
+    return ProsodyFeatures(
+        duration_s=duration,
+        f0_median_hz=f0_median,
+        f0_mean_hz=f0_mean,
+        pitch_range_st=pitch_range,
+        pitch_sd_st=pitch_sd,
+        energy_mean_db=float(np.mean(level)),
+        energy_sd_db=float(np.std(level)),
+        speaking_rate_wps=words_per_s,
+        syllable_rate_sps=syllables_per_s,
+        pause_count=len(pauses),
+        mean_pause_s=float(np.mean(pauses)) if pauses else 0.0,
+        longest_pause_s=float(max(pauses)) if pauses else 0.0,
+        speech_ratio=min(1.0, speech_time / duration),
+        monotony_index=monotony,
+    )
