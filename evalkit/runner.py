@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import multiprocessing
 import sys
 import time
 import traceback
@@ -26,7 +27,7 @@ from typing import Any
 from evalkit.audio import AudioError
 from evalkit.cache import ResponseCache, request_key
 from evalkit.errors import EvalkitError
-from evalkit.judges.base import Judge, load_judge
+from evalkit.judges.base import Judge
 from evalkit.manifest import git_revision, hardware, now_iso, package_versions, redact_command
 from evalkit.models.base import ModelAdapter, load_model
 from evalkit.paths import response_cache_path
@@ -70,9 +71,10 @@ class RunConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def _judge_in_process(judge_name: str, sample_json: str, outputs_json: list[str]) -> str:
-    """Process-pool entry point: records travel as JSON (always picklable)."""
-    judge = load_judge(judge_name)
+def _judge_in_process(judge: Judge, sample_json: str, outputs_json: list[str]) -> str:
+    """Process-pool entry point. The judge instance travels pickled (its class is imported in the
+    worker by module path, so judges registered anywhere, and judges a task configured, work);
+    records travel as JSON (always picklable). Heavy models load lazily inside the worker."""
     sample = Sample.model_validate_json(sample_json)
     outputs = [ModelOutput.model_validate_json(o) for o in outputs_json]
     return judge.score(sample, outputs).model_dump_json()
@@ -190,7 +192,7 @@ class Runner:
         failed_turn = -1
         for k, turn_index in enumerate(turns):
             if k in done:
-                outputs.append(done[k])
+                outputs.append(self.store.with_absolute_audio(done[k]))
                 continue
             output, request_hash, cached = await self._answer_turn(task, sample, turn_index, outputs)
             output = self.store.save_output_audio(task.name, sample.id, k, output)
@@ -215,7 +217,7 @@ class Runner:
                 self.counters["errors"] += 1
                 failure, failed_turn = output, k
                 break
-            outputs.append(output)
+            outputs.append(self.store.with_absolute_audio(output))
         await self.judge_slots.acquire()
         job = asyncio.create_task(self._judge_sample(task, index, sample, outputs, failure, failed_turn))
         self._judging.add(job)
@@ -253,12 +255,16 @@ class Runner:
         try:
             if judge.cpu_heavy:
                 if self._pool is None:
-                    self._pool = ProcessPoolExecutor(max_workers=self.config.judge_workers)
+                    # spawn, not fork: a forked child inherits torch/OpenMP thread pools the parent
+                    # already started (an hf: model, the cascade) and deadlocks in its first op
+                    self._pool = ProcessPoolExecutor(
+                        max_workers=self.config.judge_workers, mp_context=multiprocessing.get_context("spawn")
+                    )
                 loop = asyncio.get_running_loop()
                 raw = await loop.run_in_executor(
                     self._pool,
                     _judge_in_process,
-                    judge.name,
+                    judge,
                     sample.model_dump_json(),
                     [o.model_dump_json() for o in outputs],
                 )

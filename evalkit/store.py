@@ -217,6 +217,16 @@ class RunStore:
             update={"audio": output.audio.model_copy(update={"path": str(rel), "data": None})}
         )
 
+    def with_absolute_audio(self, output: ModelOutput) -> ModelOutput:
+        """The output as judges and later turns need it: records keep ``audio/...`` relative to the
+        run directory (so a run folder can move), but a judge in another process has no idea where
+        that directory is."""
+        if output.audio is None or output.audio.path is None or Path(output.audio.path).is_absolute():
+            return output
+        return output.model_copy(
+            update={"audio": output.audio.model_copy(update={"path": str(self.root / output.audio.path)})}
+        )
+
     # -- finishing ----------------------------------------------------------------------------------
     def finalize_order(self, task_order: list[str], judge_order: list[str]) -> None:
         """Rewrite both streams sorted (task order as requested, sample index, turn / judge order),

@@ -20,8 +20,6 @@ import unicodedata
 from functools import lru_cache
 from typing import Any
 
-import numpy as np
-
 from evalkit import audio as audio_io
 from evalkit.judges.base import Judge
 from evalkit.models.asr import WHISPER_RATE_HZ, WhisperTranscriber
@@ -34,32 +32,10 @@ DEFAULT_ASR_MODEL = "tiny.en"
 Word = tuple[str, float, float]
 
 
-class WordTranscriber(WhisperTranscriber):
-    """``WhisperTranscriber`` that also returns word timestamps (same model, same decoding settings:
-    beam 5, no VAD filter, no conditioning on previous text), for rate and alignment measures."""
-
-    def transcribe_words(self, samples: np.ndarray) -> tuple[str, list[Word]]:
-        """Transcript and ``(word, start_s, end_s)`` of 16 kHz mono ``samples``."""
-        with self._lock:
-            model = self.load()
-            segments, _info = model.transcribe(
-                samples,
-                beam_size=5,
-                language="en" if self.name.endswith(".en") else None,
-                vad_filter=False,
-                condition_on_previous_text=False,
-                word_timestamps=True,
-            )
-            segments = list(segments)  # decoding is lazy: finish it while holding the lock
-        text = " ".join(s.text.strip() for s in segments).strip()
-        words = [(w.word.strip(), float(w.start), float(w.end)) for s in segments for w in (s.words or [])]
-        return text, words
-
-
 @lru_cache(maxsize=4)
-def transcriber(name: str) -> WordTranscriber:
+def transcriber(name: str) -> WhisperTranscriber:
     """One transcriber per model name and process: loading Whisper dominates a short clip's cost."""
-    return WordTranscriber(name)
+    return WhisperTranscriber(name)
 
 
 def asr_model_name() -> str:

@@ -80,21 +80,25 @@ def _strip_fences(text: str) -> str:
     return match.group(1).strip() if match else text.strip()
 
 
+def load_json_object(text: str | None, error: type[ValueError]) -> dict[str, Any]:
+    """The one JSON object a judge model was asked for, bare or in a Markdown code fence; any other
+    shape raises ``error`` with what is wrong (shared by every judge that asks a model for JSON)."""
+    if not text or not text.strip():
+        raise error("the reply is empty")
+    try:
+        data = json.loads(_strip_fences(text))
+    except json.JSONDecodeError as exc:
+        raise error(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise error(f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def parse_rubric_verdict(text: str | None) -> RubricVerdict:
     """The judge's reply to one rubric item. Accepts exactly one JSON object, bare or in a Markdown
     code fence (```json or ```), with ``criteria_met`` a JSON boolean (not "yes", not 1) and
     ``explanation`` a string; other keys are ignored. Raises ``RubricParseError`` naming the problem."""
-    if not text or not text.strip():
-        raise RubricParseError("the reply is empty")
-    body = _strip_fences(text)
-    try:
-        data = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise RubricParseError(
-            f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
-        ) from None
-    if not isinstance(data, dict):
-        raise RubricParseError(f"expected a JSON object, got {type(data).__name__}")
+    data = load_json_object(text, RubricParseError)
     met = data.get("criteria_met")
     if not isinstance(met, bool):
         raise RubricParseError(f"'criteria_met' must be true or false, got {met!r}")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import numpy as np
+
 from evalkit import audio as audio_io
 from evalkit.errors import EvalkitError
 from evalkit.records import AudioRef
@@ -56,9 +58,9 @@ class WhisperTranscriber:
                 ) from None
         return self._model
 
-    def transcribe(self, ref: AudioRef) -> str:
-        """Transcript of one clip (raises AudioError for unreadable audio)."""
-        samples, _ = audio_io.load(ref, sample_rate=WHISPER_RATE_HZ)
+    def _segments(self, samples: np.ndarray, word_timestamps: bool) -> list:
+        """Decoded segments of 16 kHz mono samples (decoding is lazy in faster-whisper: it is
+        finished here, while holding the lock)."""
         with self._lock:
             model = self.load()
             segments, _info = model.transcribe(
@@ -67,5 +69,19 @@ class WhisperTranscriber:
                 language="en" if self.name.endswith(".en") else None,
                 vad_filter=False,
                 condition_on_previous_text=False,
+                word_timestamps=word_timestamps,
             )
-            return " ".join(s.text.strip() for s in segments).strip()
+            return list(segments)
+
+    def transcribe(self, ref: AudioRef) -> str:
+        """Transcript of one clip (raises AudioError for unreadable audio)."""
+        samples, _ = audio_io.load(ref, sample_rate=WHISPER_RATE_HZ)
+        return " ".join(s.text.strip() for s in self._segments(samples, False)).strip()
+
+    def transcribe_words(self, samples: np.ndarray) -> tuple[str, list[tuple[str, float, float]]]:
+        """Transcript and ``(word, start_s, end_s)`` of 16 kHz mono ``samples`` (same decoding
+        settings as ``transcribe``), for rate and alignment measures."""
+        segments = self._segments(samples, True)
+        text = " ".join(s.text.strip() for s in segments).strip()
+        words = [(w.word.strip(), float(w.start), float(w.end)) for s in segments for w in (s.words or [])]
+        return text, words

@@ -14,6 +14,10 @@ import pytest
 @pytest.fixture(scope="session", autouse=True)
 def evalkit_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("evalkit-cache")
+    keep = os.environ.get("EVALKIT_TEST_MODEL_CACHE")
+    if keep:  # converted models only; responses and demo audio stay per session
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        (root / "models").symlink_to(Path(keep).resolve(), target_is_directory=True)
     previous = os.environ.get("EVALKIT_CACHE_DIR")
     os.environ["EVALKIT_CACHE_DIR"] = str(root)
     yield root

@@ -6,14 +6,11 @@ through a temporary folder and an atomic rename, so concurrent first runs never 
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
 from evalkit.models.tts import espeak, espeak_version
-from evalkit.paths import cache_dir
+from evalkit.paths import cache_dir, publish_folder
 from evalkit.records import AudioRef, Sample
 
 #: (espeak-ng voice, words per minute, word gap), alternated by sample index. Slow speech with
@@ -55,21 +52,12 @@ class DemoDataset:
         return out
 
     def _render(self, folder: Path, samples: list[Sample]) -> None:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-        try:
+        def build(tmp: Path) -> None:
             for index, sample in enumerate(samples):
                 voice, wpm, gap = VOICES[index % len(VOICES)]
                 for k, turn in enumerate(sample.conversation):
                     if turn.transcript is None:
                         raise EvalkitError(f"demo sample {sample.id} turn {k} has no transcript to speak")
                     (tmp / f"{sample.id}_t{k}.wav").write_bytes(synthesise(turn.transcript, voice, wpm, gap))
-            os.replace(tmp, folder)
-        except OSError:
-            if folder.is_dir():  # another process finished first; its clips are identical
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                raise
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+
+        publish_folder(folder, build)

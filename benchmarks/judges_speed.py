@@ -1,0 +1,184 @@
+"""How fast are the speech judges on one CPU core?
+
+The speech judges (prosody, emotion, voice, naturalness; and ASR consistency, which is reported
+apart because it runs a recogniser) score every spoken reply of a run, so their speed bounds how
+much model audio a machine can judge. Target: the CPU judges together at 20x real time or better
+on one core, so judging never dominates a run.
+
+The benchmark renders about ``--minutes`` of espeak-ng speech once (cached under
+``<cache>/benchmarks/judges_speed/``), groups it into 4-turn conversations of model replies, and
+runs each judge, looked up by name in the registry, over all of it in this process with one thread
+(``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` are set before numpy/torch load, and
+``torch.set_num_threads(1)``). Each judge first scores one conversation untimed so model loading
+is not counted (its load time is printed apart). It prints, per judge: seconds, real-time factor
+(audio seconds / processing seconds), errors; then the combined factor of the CPU judges without
+ASR (audio / the sum of their seconds: they all run on every reply) against the target. A judge
+that is not registered is printed as missing, and the combined factor is then marked incomplete.
+
+    python benchmarks/judges_speed.py [--minutes 10] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    os.environ[_var] = "1"  # before numpy / torch / onnxruntime are imported
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+CPU_JUDGES = ("prosody", "emotion", "voice", "naturalness")
+ASR_JUDGE = "asr"
+TARGET_RTF = 20.0
+VERSION = "v1"
+TURNS_PER_CONVERSATION = 4
+#: (voice, words per minute): varied so the clips are not one repeated sound
+VOICES = [("en-us", 150), ("en-us", 170), ("en-gb", 160), ("en-us+f3", 150)]
+
+
+def sentences() -> list[str]:
+    """Every reply and question of the demo-speech conversations: natural assistant sentences."""
+    from evalkit.tasks.demo_speech import CONVERSATIONS
+
+    return [text for _, turns in CONVERSATIONS for pair in turns for text in pair]
+
+
+def build_corpus(minutes: float) -> tuple[list[Path], float]:
+    """Render (once) clips until their total reaches ``minutes``; returns the clip files and seconds."""
+    import soundfile as sf
+
+    from evalkit.audio import wav_bytes
+    from evalkit.paths import cache_dir
+    from evalkit.tasks.demo_speech import RATE_HZ, speak
+
+    folder = cache_dir() / "benchmarks" / "judges_speed" / VERSION
+    folder.mkdir(parents=True, exist_ok=True)
+    texts = sentences()
+    clips: list[Path] = []
+    total = 0.0
+    i = 0
+    while total < minutes * 60:
+        path = folder / f"clip{i:04d}.wav"
+        if not path.exists():
+            voice, wpm = VOICES[(i // TURNS_PER_CONVERSATION) % len(VOICES)]
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(wav_bytes(speak(texts[i % len(texts)], voice, wpm), RATE_HZ))
+            tmp.replace(path)
+        clips.append(path)
+        total += sf.info(str(path)).duration
+        i += 1
+    while len(clips) % TURNS_PER_CONVERSATION:  # whole conversations only
+        clips.pop()
+    return clips, sum(sf.info(str(p)).duration for p in clips)
+
+
+def conversations(clips: list[Path]) -> list[tuple]:
+    """(sample, outputs) pairs: each a 4-turn conversation whose model replies are the clips."""
+    from evalkit.records import AudioRef, ModelOutput, Sample, Turn
+
+    texts = sentences()
+    pairs = []
+    for start in range(0, len(clips), TURNS_PER_CONVERSATION):
+        group = clips[start : start + TURNS_PER_CONVERSATION]
+        sample = Sample(
+            id=f"conv{start // TURNS_PER_CONVERSATION:03d}",
+            task="judges-speed",
+            conversation=[Turn(role="user", text="Tell me more.", transcript="Tell me more.") for _ in group],
+        )
+        outputs = [
+            ModelOutput(text=texts[(start + k) % len(texts)], audio=AudioRef(path=str(p), sample_rate=16000))
+            for k, p in enumerate(group)
+        ]
+        pairs.append((sample, outputs))
+    return pairs
+
+
+def measure(name: str, work: list[tuple], audio_s: float) -> dict:
+    """One judge over every conversation; a judge error is counted, never hidden."""
+    from evalkit.errors import UnknownNameError
+    from evalkit.judges.base import load_judge
+
+    try:
+        judge = load_judge(name)
+    except UnknownNameError:
+        return {"judge": name, "status": "missing"}
+    started = time.perf_counter()
+    warm = judge.score(*work[0])  # loads the models; not timed with the rest
+    load_s = time.perf_counter() - started
+    errors = [warm.error.message] if warm.error else []
+    started = time.perf_counter()
+    for sample, outputs in work:
+        score = judge.score(sample, outputs)
+        if score.error is not None:
+            errors.append(score.error.message)
+    seconds = time.perf_counter() - started
+    return {
+        "judge": name,
+        "status": "ok" if not errors else "errors",
+        "seconds": round(seconds, 2),
+        "load_s": round(load_s, 2),
+        "rtf": round(audio_s / seconds, 2),
+        "n_errors": len(errors),
+        "first_error": errors[0] if errors else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=10.0, help="minutes of speech to judge")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    torch.set_num_interop_threads(1)
+    clips, audio_s = build_corpus(args.minutes)
+    work = conversations(clips)
+    print(f"{len(clips)} clips, {audio_s / 60:.1f} min of speech, {len(work)} conversations, 1 thread")
+
+    rows = [measure(name, work, audio_s) for name in (*CPU_JUDGES, ASR_JUDGE)]
+    print(f"\n{'judge':<12} {'seconds':>9} {'x real time':>12} {'load s':>8} {'errors':>7}")
+    for row in rows:
+        if row["status"] == "missing":
+            print(f"{row['judge']:<12} {'missing (not registered)':>38}")
+            continue
+        print(
+            f"{row['judge']:<12} {row['seconds']:>9.1f} {row['rtf']:>12.1f} "
+            f"{row['load_s']:>8.1f} {row['n_errors']:>7}"
+        )
+        if row["first_error"]:
+            print(f"{'':<12} first error: {row['first_error'][:200]}")
+    timed = [r for r in rows if r["judge"] in CPU_JUDGES and r["status"] != "missing"]
+    missing = [r["judge"] for r in rows if r["judge"] in CPU_JUDGES and r["status"] == "missing"]
+    combined = audio_s / sum(r["seconds"] for r in timed) if timed else None
+    if combined is not None:
+        verdict = "meets" if combined >= TARGET_RTF else "misses"
+        note = f" (incomplete: {', '.join(missing)} missing)" if missing else ""
+        print(
+            f"\ncombined CPU judges without ASR: {combined:.1f}x real time, {verdict} the "
+            f"{TARGET_RTF:.0f}x target{note}"
+        )
+    result = {
+        "audio_s": round(audio_s, 1),
+        "threads": 1,
+        "rows": rows,
+        "combined_rtf_without_asr": round(combined, 2) if combined is not None else None,
+        "missing": missing,
+        "target_rtf": TARGET_RTF,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

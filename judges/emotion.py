@@ -1,0 +1,720 @@
+"""Emotional continuity across the turns of a spoken conversation, three ways.
+
+No speech-emotion model with weights ships with evalkit, so the default judge measures *affect*
+acoustically and the other two are opt-in:
+
+``emotion`` (CPU, no model): an acoustic arousal proxy per model turn and how it moves.
+    Per turn we take five prosodic features from ``judges.speech_features`` (one analysis for
+    every judge) that rise with arousal in the speech-emotion literature: pitch level (median F0 in
+    semitones re 100 Hz), pitch variability (``pitch_sd_st``), loudness (``energy_mean_db``),
+    loudness dynamics (``energy_sd_db``) and tempo (``syllable_rate_sps``).
+
+    *Per-speaker normalisation.* Each feature is centred on the speaker's own median over the
+    conversation (the model's turns for the model, the user's turns for the user), so a deep or a
+    quiet voice is not "calm" and a high or loud one is not "excited": only changes relative to the
+    speaker count. The centred value is divided by a FIXED reference scale per feature
+    (``REFERENCE_SCALES``), not by the conversation's own standard deviation: dividing by the
+    conversation's spread would give every conversation unit variance, so a voice that swings
+    between whispering and shouting and one that barely moves would have the same jumps and the
+    metrics could not tell them apart. The scales are typical within-speaker, turn-to-turn spreads
+    of neutral conversational speech (2 st of pitch level, 1 st of pitch variability, 3 dB of
+    loudness, 2 dB of loudness dynamics, 0.75 syllables/s), so one unit of the proxy ("arousal
+    unit", au) means "every cue moved by about one typical spread". Arousal = mean of the available
+    features' scaled deviations (a feature that is not measurable in a turn, e.g. no voiced frame,
+    is left out of that turn's mean, never counted as zero).
+
+    Metrics (all in au unless stated):
+
+    - ``affect_jump_max``: largest |change| of arousal between consecutive model turns.
+    - ``affect_jumps``: number of consecutive-turn changes above ``JUMP_THRESHOLD_AU`` (1.0 au).
+    - ``unjustified_jumps``: those jumps the user's own affect change does not justify. A jump is
+      justified when the user's arousal (same proxy and units, on the user turns that were
+      answered) moved in the same direction by at least ``JUSTIFYING_USER_SHARE`` (half) of the
+      model's change over the same two turns: an excited reply to a user who just became excited is
+      continuity, an excited reply to a user who stayed calm (or barely moved) is a break. Half, not
+      all: a reply may follow the user's mood without matching its size. ``None`` unless every
+      answered user turn has audio (no evidence either way is not evidence of a break).
+    - ``user_alignment``: Pearson correlation of the model's and the user's arousal over the
+      answered turns (-1..1); ``None`` with fewer than three turns or a constant trajectory.
+    - ``affect_variance``: population variance of the model's arousal over its turns (au^2).
+    - ``emotion_label_agreement`` (when ``reference["emotions"]`` gives one label per answered
+      turn): labels map to an arousal level (``LABEL_AROUSAL``: +1 high, 0 neutral, -1 low); since
+      the proxy is relative to the speaker, agreement is *ordinal*: the share of turn pairs with
+      different expected levels that the proxy orders the same way (0..1, 0.5 = chance). ``None``
+      when all labels have the same level. An unknown label is a judge error, never skipped.
+
+    Which user turn does output k answer? The runner gives one output per answered turn in order;
+    tasks answer either every user turn or the last ones (fixed-context protocols), so the outputs
+    are aligned with the LAST ``len(outputs)`` user turns.
+
+    With ``EVALKIT_SER_MODEL`` set, the ``emotion`` judge adds the classifier metrics below.
+
+``emotion-ser`` (needs ``EVALKIT_SER_MODEL``): a speech-emotion classifier per model turn.
+    ``EVALKIT_SER_MODEL`` is a local path or Hugging Face id of any ``audio-classification``
+    checkpoint (wav2vec2/HuBERT SER fine-tunes, emotion2vec exported to transformers, ...), run with
+    ``transformers.pipeline`` on CPU. Per turn: the distribution over the model's labels (all
+    labels, renormalised to sum to 1). Metrics: ``ser_jsd_mean`` / ``ser_jsd_max``, the
+    Jensen-Shannon divergence (base 2, 0 = identical, 1 = disjoint) between consecutive turns'
+    distributions; ``ser_label_flips``, how often the top label changes between consecutive turns;
+    and ``ser_label_accuracy`` when reference emotions are given (top label == expected label, after
+    mapping the common abbreviations such as ``neu``/``hap``/``ang`` in ``LABEL_ALIASES``).
+
+``emotion-llm`` (needs ``EVALKIT_EMOTION_JUDGE``, a model spec such as ``openai:gpt-4o``): a judge
+    model reads the conversation as text (user transcripts, model replies) with a prosody summary
+    per model turn and rates emotional appropriateness and continuity 1-5, returning JSON
+    ``{"score": 1-5, "justification": "..."}``. Calls, caching, transient retries and re-asks after
+    an unreadable reply are the rubric judge's (``judges.rubric.RubricJudge``); an unreadable reply
+    after the re-asks is a judge error, never a guessed score.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evalkit import audio as audio_io
+from evalkit.compat import torchaudio_stand_in
+from evalkit.errors import EvalkitError
+from evalkit.judges.base import Judge
+from evalkit.judges.rubric import DEFAULT_JUDGE_MAX_TOKENS, RubricJudge, load_json_object
+from evalkit.judges.speech_features import ProsodyFeatures, extract_features
+from evalkit.records import (
+    ChatRequest,
+    ErrorInfo,
+    Message,
+    ModelOutput,
+    Sample,
+    Score,
+    TextPart,
+)
+from evalkit.registry import register_judge
+from evalkit.retry import RetryPolicy
+
+#: the SER checkpoint (path or HF id) for ``emotion-ser`` and the optional part of ``emotion``
+SER_MODEL_ENV = "EVALKIT_SER_MODEL"
+#: the judge model spec for ``emotion-llm``
+EMOTION_JUDGE_ENV = "EVALKIT_EMOTION_JUDGE"
+#: every clip is analysed at this rate (speech_features' own, and what SER checkpoints expect)
+ANALYSIS_RATE_HZ = 16000
+
+#: feature -> reference scale (one typical within-speaker spread between turns of neutral speech)
+REFERENCE_SCALES: dict[str, float] = {
+    "pitch_level_st": 2.0,
+    "pitch_sd_st": 1.0,
+    "energy_mean_db": 3.0,
+    "energy_sd_db": 2.0,
+    "syllable_rate_sps": 0.75,
+}
+#: a consecutive-turn arousal change larger than this (au) is a jump
+JUMP_THRESHOLD_AU = 1.0
+#: a model jump is justified when the user's same-direction change is at least this share of it
+JUSTIFYING_USER_SHARE = 0.5
+
+#: expected emotion label -> arousal level (Russell's circumplex: activation, not valence)
+LABEL_AROUSAL: dict[str, int] = {
+    "angry": 1,
+    "excited": 1,
+    "happy": 1,
+    "fearful": 1,
+    "surprised": 1,
+    "anxious": 1,
+    "frustrated": 1,
+    "enthusiastic": 1,
+    "neutral": 0,
+    "calm": -1,
+    "sad": -1,
+    "bored": -1,
+    "tired": -1,
+    "relaxed": -1,
+    "content": -1,
+}
+#: classifier label spellings -> the names above (IEMOCAP/SUPERB-style abbreviations and variants)
+LABEL_ALIASES: dict[str, str] = {
+    "ang": "angry",
+    "anger": "angry",
+    "hap": "happy",
+    "happiness": "happy",
+    "joy": "happy",
+    "exc": "excited",
+    "excitement": "excited",
+    "neu": "neutral",
+    "sadness": "sad",
+    "fea": "fearful",
+    "fear": "fearful",
+    "sur": "surprised",
+    "surprise": "surprised",
+    "cal": "calm",
+    "fru": "frustrated",
+    "frustration": "frustrated",
+}
+
+
+def canonical_label(label: str) -> str:
+    """A label in the judge's vocabulary: lower-cased, stripped, abbreviations expanded."""
+    key = label.strip().lower()
+    return LABEL_ALIASES.get(key, key)
+
+
+# -- inputs -------------------------------------------------------------------------------------------
+def answered_user_turns(sample: Sample, n_outputs: int) -> list[int]:
+    """Conversation indices of the user turns the outputs answer: the last ``n_outputs`` user turns
+    (every user turn in the default protocol, the final ones in fixed-context protocols)."""
+    users = [i for i, turn in enumerate(sample.conversation) if turn.role == "user"]
+    if n_outputs > len(users):
+        raise EvalkitError(f"sample {sample.id!r}: {n_outputs} outputs but only {len(users)} user turns")
+    return users[len(users) - n_outputs :]
+
+
+def output_audio(sample: Sample, outputs: list[ModelOutput]) -> list[np.ndarray]:
+    """Each model turn's speech at ``ANALYSIS_RATE_HZ``; an output without audio is an error (these
+    judges measure how the reply sounds, and a text-only reply has no sound to measure)."""
+    clips = []
+    for k, output in enumerate(outputs):
+        if output.audio is None:
+            raise EvalkitError(f"sample {sample.id!r} turn {k}: the model output has no audio to judge")
+        samples, _ = audio_io.load(output.audio, sample_rate=ANALYSIS_RATE_HZ)
+        clips.append(samples)
+    return clips
+
+
+# -- the arousal proxy --------------------------------------------------------------------------------
+def arousal_cues(features: ProsodyFeatures) -> dict[str, float | None]:
+    """The five arousal cues of one clip (``None`` where not measurable)."""
+    level = None if features.f0_median_hz is None else 12.0 * float(np.log2(features.f0_median_hz / 100.0))
+    return {
+        "pitch_level_st": level,
+        "pitch_sd_st": features.pitch_sd_st,
+        "energy_mean_db": features.energy_mean_db,
+        "energy_sd_db": features.energy_sd_db,
+        "syllable_rate_sps": features.syllable_rate_sps,
+    }
+
+
+def arousal_trajectory(cues: list[dict[str, float | None]]) -> list[float | None]:
+    """One speaker's arousal per turn (au): each cue centred on the speaker's median over these
+    turns, divided by its reference scale, averaged over the cues measurable in that turn."""
+    centres: dict[str, float] = {}
+    for name in REFERENCE_SCALES:
+        values = [c[name] for c in cues if c[name] is not None]
+        if values:
+            centres[name] = float(np.median(values))
+    trajectory: list[float | None] = []
+    for turn in cues:
+        z = [
+            (value - centres[name]) / scale
+            for name, scale in REFERENCE_SCALES.items()
+            if (value := turn[name]) is not None
+        ]
+        trajectory.append(float(np.mean(z)) if z else None)
+    return trajectory
+
+
+def _changes(values: list[float | None]) -> list[float | None]:
+    return [None if a is None or b is None else b - a for a, b in zip(values, values[1:], strict=False)]
+
+
+def continuity_metrics(
+    model: list[float | None], user: list[float | None] | None
+) -> tuple[dict[str, float | None], list[dict[str, Any]]]:
+    """The continuity metrics of a model arousal trajectory against the user's (None: no user
+    audio at all), and one detail row per consecutive-turn change."""
+    model_changes = _changes(model)
+    user_changes = _changes(user) if user is not None else [None] * len(model_changes)
+    user_complete = user is not None and all(u is not None for u in user)
+    rows: list[dict[str, Any]] = []
+    jumps = unjustified = 0
+    for k, (dm, du) in enumerate(zip(model_changes, user_changes, strict=True), start=1):
+        jump = dm is not None and abs(dm) > JUMP_THRESHOLD_AU
+        justified = (
+            jump
+            and du is not None
+            and np.sign(du) == np.sign(dm)
+            and abs(du) >= JUSTIFYING_USER_SHARE * abs(dm)
+        )
+        jumps += jump
+        unjustified += jump and not justified
+        rows.append(
+            {"from_turn": k - 1, "to_turn": k, "model_change": dm, "user_change": du, "jump": jump}
+            | ({"justified": bool(justified)} if jump else {})
+        )
+    measured = [a for a in model if a is not None]
+    defined = [abs(d) for d in model_changes if d is not None]
+    metrics: dict[str, float | None] = {
+        "affect_jump_max": max(defined) if defined else None,
+        "affect_jumps": float(jumps) if defined else None,
+        "unjustified_jumps": float(unjustified) if defined and user_complete else None,
+        "user_alignment": _correlation(model, user) if user is not None else None,
+        "affect_variance": float(np.var(measured)) if len(measured) >= 2 else None,
+    }
+    return metrics, rows
+
+
+def _correlation(a: list[float | None], b: list[float | None]) -> float | None:
+    pairs = [(x, y) for x, y in zip(a, b, strict=True) if x is not None and y is not None]
+    if len(pairs) < 3:
+        return None
+    xs, ys = np.array(pairs).T
+    if np.ptp(xs) == 0 or np.ptp(ys) == 0:
+        return None
+    return float(np.corrcoef(xs, ys)[0, 1])
+
+
+def label_levels(sample: Sample, n_outputs: int) -> list[int] | None:
+    """``reference["emotions"]`` as arousal levels, or None when the sample gives none."""
+    labels = sample.reference.get("emotions")
+    if labels is None:
+        return None
+    if not isinstance(labels, list) or len(labels) != n_outputs:
+        raise EvalkitError(
+            f"sample {sample.id!r}: reference 'emotions' must list one label per answered turn "
+            f"({n_outputs}), got {labels!r}"
+        )
+    levels = []
+    for label in labels:
+        name = canonical_label(str(label))
+        if name not in LABEL_AROUSAL:
+            known = ", ".join(sorted(LABEL_AROUSAL))
+            raise EvalkitError(f"sample {sample.id!r}: unknown emotion label {label!r}; known: {known}")
+        levels.append(LABEL_AROUSAL[name])
+    return levels
+
+
+def label_agreement(levels: list[int], arousal: list[float | None]) -> float | None:
+    """Ordinal agreement of expected levels and the proxy: among turn pairs whose expected levels
+    differ (and whose arousal is measured), the share the proxy orders the same way (a tie in the
+    proxy counts half, as in Kendall's tau-b / AUC)."""
+    concordant = 0.0
+    comparable = 0
+    for i in range(len(levels)):
+        for j in range(i + 1, len(levels)):
+            a_i, a_j = arousal[i], arousal[j]
+            if levels[i] == levels[j] or a_i is None or a_j is None:
+                continue
+            comparable += 1
+            expected = np.sign(levels[j] - levels[i])
+            observed = np.sign(a_j - a_i)
+            concordant += 1.0 if observed == expected else 0.5 if observed == 0 else 0.0
+    return concordant / comparable if comparable else None
+
+
+def _rounded(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+# -- the speech-emotion classifier --------------------------------------------------------------------
+@dataclass(frozen=True)
+class EmotionDistribution:
+    """One clip's emotion probabilities, labels as the checkpoint names them."""
+
+    probs: dict[str, float]
+
+    @property
+    def top(self) -> str:
+        return max(self.probs, key=self.probs.__getitem__)
+
+
+class EmotionClassifier:
+    """Any Hugging Face ``audio-classification`` checkpoint, run on CPU through
+    ``transformers.pipeline``. Loaded once per process per checkpoint (the judge pool builds a
+    judge per sample, the model must not be). ``pipeline`` objects are not safe to call from two
+    threads at once, hence the lock."""
+
+    def __init__(self, path_or_id: str):
+        self.path_or_id = path_or_id
+        self._pipe = _load_pipeline(path_or_id)
+        self._lock = threading.Lock()
+
+    @property
+    def sampling_rate(self) -> int:
+        return int(self._pipe.feature_extractor.sampling_rate)
+
+    def classify(self, samples: np.ndarray, rate: int) -> EmotionDistribution:
+        """The distribution over ALL the checkpoint's labels for one mono clip, renormalised to sum
+        to 1 (wav2vec2 heads already softmax; some exported heads do not)."""
+        wanted = self.sampling_rate
+        clip = audio_io.resample(np.asarray(samples, dtype=np.float32), rate, wanted)
+        with self._lock:
+            rows = self._pipe({"raw": clip, "sampling_rate": wanted}, top_k=None)
+        probs = {str(r["label"]): float(r["score"]) for r in rows}
+        total = sum(probs.values())
+        if not np.isfinite(total) or total <= 0:
+            raise EvalkitError(f"SER model {self.path_or_id}: scores do not form a distribution ({probs})")
+        return EmotionDistribution({label: p / total for label, p in probs.items()})
+
+
+@lru_cache(maxsize=2)
+def _load_pipeline(path_or_id: str) -> Any:
+    with torchaudio_stand_in():
+        try:
+            from transformers import pipeline
+        except ImportError as exc:
+            raise EvalkitError(
+                f"the SER classifier needs transformers and torch ({exc}): pip install evalkit[hf]"
+            ) from exc
+        try:
+            return pipeline("audio-classification", model=path_or_id, device="cpu")
+        except (OSError, ValueError) as exc:
+            raise EvalkitError(
+                f"cannot load SER model {path_or_id!r} (set by {SER_MODEL_ENV}): {exc}; give a local "
+                "folder or a Hugging Face id of an audio-classification checkpoint"
+            ) from exc
+
+
+def jensen_shannon(p: dict[str, float], q: dict[str, float]) -> float:
+    """Jensen-Shannon divergence in bits (0..1) between two label distributions."""
+    labels = sorted(set(p) | set(q))
+    a = np.array([p.get(x, 0.0) for x in labels])
+    b = np.array([q.get(x, 0.0) for x in labels])
+    m = (a + b) / 2
+
+    def kl(x: np.ndarray) -> float:
+        mask = x > 0
+        return float(np.sum(x[mask] * np.log2(x[mask] / m[mask])))
+
+    return max(0.0, 0.5 * kl(a) + 0.5 * kl(b))
+
+
+def ser_metrics(
+    dists: list[EmotionDistribution], expected: list[str] | None
+) -> tuple[dict[str, float | None], list[dict[str, Any]]]:
+    """Turn-to-turn consistency of classifier outputs, and per-turn detail rows."""
+    jsd = [jensen_shannon(a.probs, b.probs) for a, b in zip(dists, dists[1:], strict=False)]
+    flips = sum(a.top != b.top for a, b in zip(dists, dists[1:], strict=False))
+    metrics: dict[str, float | None] = {
+        "ser_jsd_mean": float(np.mean(jsd)) if jsd else None,
+        "ser_jsd_max": max(jsd) if jsd else None,
+        "ser_label_flips": float(flips) if jsd else None,
+    }
+    if expected is not None:
+        hits = [canonical_label(d.top) == canonical_label(e) for d, e in zip(dists, expected, strict=True)]
+        metrics["ser_label_accuracy"] = sum(hits) / len(hits)
+    rows = [
+        {"turn": k, "top": d.top, "probs": {label: round(p, 4) for label, p in d.probs.items()}}
+        for k, d in enumerate(dists)
+    ]
+    return metrics, rows
+
+
+def _ser_model_from_env(required: bool) -> str | None:
+    value = os.environ.get(SER_MODEL_ENV, "").strip()
+    if not value and required:
+        raise EvalkitError(
+            f"the emotion-ser judge needs a speech-emotion checkpoint: set {SER_MODEL_ENV} to a local folder "
+            "or Hugging Face id of an audio-classification model"
+        )
+    return value or None
+
+
+# -- the judges ---------------------------------------------------------------------------------------
+def _error(judge: str, message: str) -> Score:
+    return Score(judge=judge, error=ErrorInfo(kind="judge_error", message=message))
+
+
+@register_judge("emotion")
+class EmotionContinuityJudge(Judge):
+    """Emotional continuity of the model's spoken turns: an acoustic arousal proxy (no model), plus
+    a speech-emotion classifier's consistency when EVALKIT_SER_MODEL is set."""
+
+    name = "emotion"
+    cpu_heavy = True
+
+    def __init__(self, ser_model: str | None = None):
+        self.ser_model = ser_model if ser_model is not None else _ser_model_from_env(required=False)
+
+    def score(self, sample: Sample, outputs: list[ModelOutput]) -> Score:
+        try:
+            return self._score(sample, outputs)
+        except EvalkitError as exc:  # bad input (no audio, bad labels) is a judge error, with its reason
+            return _error(self.name, str(exc))
+
+    def _score(self, sample: Sample, outputs: list[ModelOutput]) -> Score:
+        if not outputs:
+            raise EvalkitError(f"sample {sample.id!r}: no model outputs to judge")
+        levels = label_levels(sample, len(outputs))
+        clips = output_audio(sample, outputs)
+        model_features = [extract_features(c, ANALYSIS_RATE_HZ) for c in clips]
+        model_arousal = arousal_trajectory([arousal_cues(f) for f in model_features])
+
+        user_turns = [sample.conversation[i] for i in answered_user_turns(sample, len(outputs))]
+        user_arousal: list[float | None] | None = None
+        if any(t.audio is not None for t in user_turns):
+            user_cues = []
+            for turn in user_turns:
+                if turn.audio is None:
+                    user_cues.append(dict.fromkeys(REFERENCE_SCALES))
+                    continue
+                samples, _ = audio_io.load(turn.audio, sample_rate=ANALYSIS_RATE_HZ)
+                user_cues.append(arousal_cues(extract_features(samples, ANALYSIS_RATE_HZ)))
+            user_arousal = arousal_trajectory(user_cues)
+
+        metrics, changes = continuity_metrics(model_arousal, user_arousal)
+        if levels is not None:
+            metrics["emotion_label_agreement"] = label_agreement(levels, model_arousal)
+        per_turn = [
+            {
+                "turn": k,
+                "arousal": _rounded(a),
+                "user_arousal": _rounded(user_arousal[k]) if user_arousal is not None else None,
+                "cues": {n: _rounded(v) for n, v in arousal_cues(f).items()},
+            }
+            | ({"expected_level": levels[k]} if levels is not None else {})
+            for k, (a, f) in enumerate(zip(model_arousal, model_features, strict=True))
+        ]
+        details: dict[str, Any] = {
+            "per_turn": per_turn,
+            "changes": changes,
+            "jump_threshold_au": JUMP_THRESHOLD_AU,
+            "justifying_user_share": JUSTIFYING_USER_SHARE,
+            "user_audio": user_arousal is not None,
+        }
+        if self.ser_model is not None:
+            expected = sample.reference.get("emotions")
+            classifier = EmotionClassifier(self.ser_model)
+            dists = [classifier.classify(c, ANALYSIS_RATE_HZ) for c in clips]
+            ser, ser_rows = ser_metrics(dists, expected)
+            metrics |= ser
+            details |= {"ser_model": self.ser_model, "ser_turns": ser_rows}
+        unjustified = metrics["unjustified_jumps"]
+        return Score(
+            judge=self.name,
+            metrics=metrics,
+            passed=None if unjustified is None else unjustified == 0,
+            explanation=_explain(metrics),
+            details=details,
+        )
+
+
+def _explain(metrics: dict[str, float | None]) -> str:
+    jump_max = metrics["affect_jump_max"]
+    if jump_max is None:
+        return "single measurable turn: no continuity to judge"
+    parts = [f"max arousal change {jump_max:.2f} au", f"{metrics['affect_jumps']:.0f} jump(s)"]
+    if metrics["unjustified_jumps"] is not None:
+        parts.append(f"{metrics['unjustified_jumps']:.0f} not explained by the user")
+    return ", ".join(parts)
+
+
+@register_judge("emotion-ser")
+class EmotionSERJudge(Judge):
+    """Turn-to-turn consistency of a speech-emotion classifier (EVALKIT_SER_MODEL) on the model's
+    spoken turns: Jensen-Shannon divergence and top-label flips."""
+
+    name = "emotion-ser"
+    cpu_heavy = True
+
+    def __init__(self, model: str | None = None):
+        self.model = model if model is not None else _ser_model_from_env(required=True)
+
+    def score(self, sample: Sample, outputs: list[ModelOutput]) -> Score:
+        try:
+            expected = sample.reference.get("emotions")
+            if expected is not None:
+                label_levels(sample, len(outputs))  # same validation as the acoustic judge
+            clips = output_audio(sample, outputs)
+        except EvalkitError as exc:
+            return _error(self.name, str(exc))
+        classifier = EmotionClassifier(self.model)
+        dists = [classifier.classify(c, ANALYSIS_RATE_HZ) for c in clips]
+        metrics, rows = ser_metrics(dists, expected)
+        flips = metrics["ser_label_flips"]
+        return Score(
+            judge=self.name,
+            metrics=metrics,
+            explanation=f"top labels {[d.top for d in dists]}"
+            + ("" if flips is None else f", {flips:.0f} flip(s)"),
+            details={"ser_model": self.model, "ser_turns": rows},
+        )
+
+
+# -- the LLM judge ------------------------------------------------------------------------------------
+EMOTION_PROMPT = """You are judging the emotional behaviour of a spoken voice assistant in a conversation.
+Below is the conversation as text. Each assistant turn is followed by a summary of how it SOUNDED
+(prosody measured from its audio; "arousal" is relative to the assistant's own average in this
+conversation, 0 = its usual level, +1 = clearly more animated, -1 = clearly more subdued).
+
+<conversation>
+{conversation}
+</conversation>
+
+Rate the assistant's emotional appropriateness and continuity on a 1-5 scale:
+5 = the emotional tone of every reply fits what the user said and how they feel, and it changes
+    only when the conversation gives a reason;
+4 = appropriate and continuous with minor lapses;
+3 = mostly appropriate, but at least one reply sounds emotionally off or changes tone without reason;
+2 = several replies are emotionally inappropriate or the tone swings without reason;
+1 = the emotional tone is consistently inappropriate or erratic.
+Judge the tone (words and how they sound), not the factual correctness of the answers.
+
+Return just a json object with the fields "score" (an integer from 1 to 5) and "justification"
+(a string), in markdown format. Do not include any other text in the response."""
+
+EMOTION_REASK = (
+    "Your reply could not be read: {error}. Return just the json object, with the fields "
+    '"score" (an integer from 1 to 5) and "justification" (a string), in markdown format. '
+    "Do not include any other text in the response."
+)
+
+
+class EmotionParseError(ValueError):
+    """The judge's reply is not the ``{score, justification}`` object the prompt asked for."""
+
+
+@dataclass(frozen=True)
+class EmotionVerdict:
+    score: int
+    justification: str
+
+
+def parse_emotion_verdict(text: str | None) -> EmotionVerdict:
+    """Exactly one JSON object, bare or in a Markdown code fence, with ``score`` a JSON integer 1..5
+    (not "4", not 4.5, not true) and ``justification`` a string. Raises ``EmotionParseError``."""
+    data = load_json_object(text, EmotionParseError)
+    score = data.get("score")
+    if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
+        raise EmotionParseError(f"'score' must be an integer from 1 to 5, got {score!r}")
+    justification = data.get("justification")
+    if not isinstance(justification, str):
+        raise EmotionParseError(f"'justification' must be a string, got {justification!r}")
+    return EmotionVerdict(score=score, justification=justification)
+
+
+def prosody_summary(features: ProsodyFeatures, arousal: float | None) -> str:
+    """One line a judge model can read: what the reply sounded like."""
+
+    def num(value: float | None, fmt: str, unit: str) -> str:
+        return "n/a" if value is None else f"{value:{fmt}} {unit}"
+
+    return (
+        f"[prosody: {features.duration_s:.1f} s, median pitch {num(features.f0_median_hz, '.0f', 'Hz')}, "
+        f"pitch variation {num(features.pitch_sd_st, '.1f', 'st')}, "
+        f"loudness {features.energy_mean_db:.0f} dBFS, "
+        f"tempo {num(features.syllable_rate_sps, '.1f', 'syllables/s')}, "
+        f"arousal {'n/a' if arousal is None else f'{arousal:+.1f}'}]"
+    )
+
+
+@register_judge("emotion-llm")
+class EmotionLLMJudge(RubricJudge):
+    """Emotional appropriateness and continuity rated 1-5 by a judge model (EVALKIT_EMOTION_JUDGE)
+    from the conversation text and a prosody summary of each spoken reply."""
+
+    name = "emotion-llm"
+
+    def __init__(
+        self,
+        model_spec: str | None = None,
+        retries: int = 2,
+        max_tokens: int = DEFAULT_JUDGE_MAX_TOKENS,
+        cache_path: Path | None = None,
+        use_cache: bool = True,
+        retry_policy: RetryPolicy | None = None,
+    ):
+        if model_spec is None:
+            model_spec = os.environ.get(EMOTION_JUDGE_ENV, "").strip()
+            if not model_spec:
+                raise EvalkitError(
+                    f"the emotion-llm judge needs a judge model: set {EMOTION_JUDGE_ENV} to a model spec, "
+                    "e.g. openai:gpt-4o or openai:MODEL@http://127.0.0.1:8000/v1"
+                )
+        super().__init__(
+            model_spec,
+            retries=retries,
+            context="model",
+            max_tokens=max_tokens,
+            cache_path=cache_path,
+            use_cache=use_cache,
+            retry_policy=retry_policy,
+        )
+
+    def _prosody_lines(self, outputs: list[ModelOutput]) -> list[str | None]:
+        """A prosody summary per output with audio (None for text-only outputs)."""
+        feats = [
+            None
+            if o.audio is None
+            else extract_features(audio_io.load(o.audio, sample_rate=ANALYSIS_RATE_HZ)[0], ANALYSIS_RATE_HZ)
+            for o in outputs
+        ]
+        measured = [f for f in feats if f is not None]
+        arousal = iter(arousal_trajectory([arousal_cues(f) for f in measured]))
+        return [None if f is None else prosody_summary(f, next(arousal)) for f in feats]
+
+    def conversation_text(self, sample: Sample, outputs: list[ModelOutput], prosody: list[str | None]) -> str:
+        """``User:``/``Assistant:`` blocks: user transcripts (else their text, else a note that only
+        audio exists) and every model reply followed by its prosody summary."""
+        answered = answered_user_turns(sample, len(outputs))
+        reply_at = dict(zip(answered, range(len(outputs)), strict=True))
+        blocks: list[str] = []
+        for i, turn in enumerate(sample.conversation):
+            if turn.role == "user":
+                said = turn.transcript or turn.text or "(spoken; no transcript available)"
+                blocks.append(f"User: {said.strip()}")
+            elif turn.role == "assistant" and i < min(answered):
+                blocks.append(f"Assistant (earlier, scripted): {(turn.text or '').strip()}")
+            if i in reply_at:
+                k = reply_at[i]
+                line = f"Assistant: {(outputs[k].text or '').strip()}"
+                if prosody[k] is not None:
+                    line += f"\n{prosody[k]}"
+                blocks.append(line)
+        return "\n\n".join(blocks)
+
+    async def ascore(self, sample: Sample, outputs: list[ModelOutput]) -> Score:
+        try:
+            prosody = await asyncio.to_thread(self._prosody_lines, outputs)
+            prompt = EMOTION_PROMPT.format(conversation=self.conversation_text(sample, outputs, prosody))
+        except EvalkitError as exc:
+            return self._error(str(exc), attempts=0)
+        from evalkit.models.base import load_model
+
+        adapter = load_model(self._raw_spec)
+        try:
+            return await self._grade(adapter, prompt)
+        finally:
+            await adapter.aclose()
+
+    async def _grade(self, adapter: Any, prompt: str) -> Score:
+        messages = [Message(role="user", content=[TextPart(text=prompt)])]
+        problems: list[str] = []
+        cached: list[bool] = []
+        for attempt in range(1, self.retries + 2):
+            output, hit = await self._call(adapter, ChatRequest(messages=messages, params=self.params))
+            cached.append(hit)
+            if not output.ok:
+                assert output.error is not None
+                return self._error(
+                    f"judge model {self.model_spec}: [{output.error.kind}] {output.error.message}", attempt
+                )
+            try:
+                verdict = parse_emotion_verdict(output.text)
+            except EmotionParseError as exc:
+                problems.append(str(exc))
+                messages = [
+                    *messages,
+                    Message(role="assistant", content=[TextPart(text=output.text or "")]),
+                    Message(role="user", content=[TextPart(text=EMOTION_REASK.format(error=exc))]),
+                ]
+                continue
+            details: dict[str, Any] = {
+                "justification": verdict.justification,
+                "judge_model": self.model_spec,
+                "judge_attempts": attempt,
+                "judge_cached": all(cached),
+            }
+            if problems:
+                details["judge_parse_errors"] = problems
+            return Score(
+                judge=self.name,
+                metrics={"emotion_llm_score": float(verdict.score)},
+                explanation=f"{verdict.score}/5: {verdict.justification}",
+                details=details,
+            )
+        return self._error(
+            f"judge reply unreadable after {len(cached)} attempts: {problems[-1]}", len(cached)
+        )
