@@ -96,6 +96,9 @@ class ModelCard(_Strict):
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
     extra: dict[str, Any] = Field(default_factory=dict)
     speech_field: Literal["tts_content"] | None = None
+    #: ``package.module:function`` turning the codec tokens a reply speaks in into WAV bytes (for
+    #: models that return ``<audio_N>`` tokens rather than audio, e.g. Step-Audio's token2wav)
+    speech_decoder: str | None = None
     capabilities: CapabilitiesSpec = Field(default_factory=CapabilitiesSpec)
 
     @field_validator("stop")
@@ -169,6 +172,7 @@ class CardAdapter(OpenAIChatAdapter):
             default_stop=card.stop,
             default_extra=card.extra,
             speech_field=card.speech_field,
+            speech_decoder=card.speech_decoder,
             **options,
         )
         self.card = card

@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib
 import json
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from evalkit import audio as audio_io
@@ -106,6 +107,22 @@ def count_audio_chunks(ref: AudioRef, chunk_seconds: float | None, sample_rate: 
 
 _AUDIO_TOKEN = re.compile(r"<audio_(\d+)>")
 _AUDIO_FORMATS = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg"}
+
+
+def load_speech_decoder(target: str) -> Callable[[list[int]], bytes]:
+    """The decoder hook a model card names (``package.module:function``): called with the codec
+    token ids of one reply, it returns encoded audio (WAV). Imported once, when the adapter is
+    built, so a wrong name fails before any request."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise SpecError(f"speech decoder {target!r}: write it as package.module:function")
+    try:
+        decoder = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise SpecError(f"speech decoder {target!r} cannot be imported: {exc}") from None
+    if not callable(decoder):
+        raise SpecError(f"speech decoder {target!r} is not callable")
+    return decoder
 
 
 def parse_tts_content(values: list[Any]) -> tuple[bytes | None, str, str | None, list[int]]:
@@ -254,6 +271,7 @@ class OpenAIChatAdapter(ModelAdapter):
         default_stop: Sequence[str] = (),
         default_extra: dict[str, Any] | None = None,
         speech_field: str | None = None,
+        speech_decoder: str | None = None,
     ):
         if not model:
             raise SpecError("openai spec needs a model name: openai:MODEL@BASE_URL")
@@ -273,6 +291,9 @@ class OpenAIChatAdapter(ModelAdapter):
         self.default_extra = dict(default_extra or {})
         #: a message field carrying speech besides OpenAI's ``audio`` (only ``tts_content``)
         self.speech_field = speech_field
+        #: ``module:function`` turning codec tokens (``<audio_N>``) into encoded audio bytes
+        self.speech_decoder = load_speech_decoder(speech_decoder) if speech_decoder else None
+        self.speech_decoder_name = speech_decoder
         unknown = set(self.default_params) - {"max_tokens", "temperature", "top_p"}
         if unknown:
             raise SpecError(f"unsupported sampling defaults: {', '.join(sorted(unknown))}")
@@ -409,6 +430,9 @@ class OpenAIChatAdapter(ModelAdapter):
             transcript = transcript or said
             if tokens:  # codec tokens need the model's own vocoder: kept, never silently dropped
                 trace["tts_audio_tokens"] = tokens
+                if self.speech_decoder is not None and audio_bytes is None:
+                    audio_bytes, mime = self.speech_decoder(tokens), "audio/wav"
+                    trace["speech_decoder"] = self.speech_decoder_name
         answer, inline_reasoning = split_reasoning(self._strip_stop(text), prefilled=self.reasoning_prefilled)
         if not answer and transcript:  # OpenAI sends a spoken reply's words only as its transcript
             answer = transcript.strip()

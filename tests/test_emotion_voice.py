@@ -206,7 +206,7 @@ LABELS = ["neu", "hap", "ang", "sad"]
 @pytest.fixture(scope="module")
 def tiny_ser(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised wav2vec2 classifier saved as a checkpoint folder (nothing downloaded)."""
-    from evalkit.judges.emotion import torchaudio_guard
+    from evalkit.compat import torchaudio_stand_in
 
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
@@ -227,7 +227,7 @@ def tiny_ser(tmp_path_factory: pytest.TempPathFactory) -> Path:
         label2id={label: i for i, label in enumerate(LABELS)},
     )
     path = tmp_path_factory.mktemp("tiny-ser")
-    with torchaudio_guard():  # the model classes import torchaudio, broken next to CPU torch
+    with torchaudio_stand_in():  # the model classes import torchaudio, broken next to CPU torch
         transformers.Wav2Vec2ForSequenceClassification(config).save_pretrained(path)
         transformers.Wav2Vec2FeatureExtractor(sampling_rate=16000).save_pretrained(path)
     return path

@@ -318,3 +318,41 @@ def test_evalkit_run_with_a_card_against_the_loopback_server(tmp_path: Path) -> 
     assert manifest["config"]["model_options"]["base_url"] == server.base_url
     scores = read_jsonl(run_dir / "scores.jsonl")
     assert scores and all(s["score"].get("error") is None for s in scores)
+
+
+def tokens_to_tone(tokens: list[int]) -> bytes:
+    """A stand-in vocoder for the hook test: 10 ms of tone per codec token."""
+    return pcm16_to_wav(tone_pcm16(0.01 * len(tokens)))
+
+
+def test_card_speech_decoder_turns_codec_tokens_into_audio() -> None:
+    """A reply that speaks in ``<audio_N>`` codec tokens becomes audio through the decoder the card
+    names; without a decoder the tokens stay in the trace and no audio is invented."""
+    import asyncio
+
+    from evalkit.models.openai_chat import OpenAIChatAdapter
+
+    reply = Reply(
+        "Hello there.",
+        extra_message_fields={"tts_content": {"tts_text": "Hello there.", "tts_audio": "<audio_1>" * 50}},
+    )
+    request = ChatRequest(messages=[Message(role="user", content=[TextPart(text="hi")])])
+    with OpenAIServer(answer=lambda body: reply) as server:
+
+        async def ask(decoder: str | None):
+            adapter = OpenAIChatAdapter(
+                server.model, server.base_url, speech_field="tts_content", speech_decoder=decoder
+            )
+            try:
+                return await adapter.generate(request)
+            finally:
+                await adapter.aclose()
+
+        decoded = asyncio.run(ask("test_model_cards:tokens_to_tone"))
+        kept = asyncio.run(ask(None))
+    assert decoded.audio is not None
+    assert sf.info(io.BytesIO(decoded.audio.read_bytes())).duration == pytest.approx(0.5, abs=0.01)
+    assert decoded.trace["speech_decoder"] == "test_model_cards:tokens_to_tone"
+    assert kept.audio is None and kept.trace["tts_audio_tokens"] == [1] * 50
+    with pytest.raises(SpecError, match="cannot be imported"):
+        OpenAIChatAdapter("m", "http://127.0.0.1:9/v1", speech_decoder="no_such_module:decode")
