@@ -166,7 +166,7 @@ class Runner:
         try:
             request = task.build_request(sample, turn_index, history)
             request = request.model_copy(update={"params": self._params_for(task)})
-            request_hash = request_key(self.adapter.spec, request)
+            request_hash = request_key(self.adapter.cache_identity, request)
             output, cached = await self._generate(request_hash, request)
         except AudioError as exc:
             return ModelOutput(error=ErrorInfo(kind="input_audio", message=str(exc))), request_hash, False

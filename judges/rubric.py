@@ -210,7 +210,7 @@ class RubricJudge(Judge):
 
     async def _call(self, adapter: ModelAdapter, request: ChatRequest) -> tuple[ModelOutput, bool]:
         """One judge request: from the cache, else from the model (transient failures retried)."""
-        key = request_key(adapter.spec, request)
+        key = request_key(adapter.cache_identity, request)
         cache = self.cache
         if cache is not None:
             hit = cache.get(key)

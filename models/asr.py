@@ -28,6 +28,9 @@ def resolve_whisper(name: str) -> str:
     return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
 
 
+BEAM_SIZE = 5
+
+
 class WhisperTranscriber:
     """Thread-safe lazy faster-whisper model.
 
@@ -41,6 +44,11 @@ class WhisperTranscriber:
         self.compute_type = compute_type
         self._model = None
         self._lock = threading.Lock()
+
+    @property
+    def decoding(self) -> str:
+        """The decoding settings that shape transcripts (part of a cascade's cache identity)."""
+        return f"{self.name}/{self.compute_type}/beam{BEAM_SIZE}"
 
     def load(self):
         if self._model is None:
@@ -65,7 +73,7 @@ class WhisperTranscriber:
             model = self.load()
             segments, _info = model.transcribe(
                 samples,
-                beam_size=5,
+                beam_size=BEAM_SIZE,
                 language="en" if self.name.endswith(".en") else None,
                 vad_filter=False,
                 condition_on_previous_text=False,

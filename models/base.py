@@ -36,6 +36,12 @@ class ModelAdapter(ABC):
     #: most requests this adapter can usefully serve at once (None: as many as the run allows)
     max_concurrency: int | None = None
 
+    @property
+    def cache_identity(self) -> str:
+        """What the response cache keys on besides the request: the spec, plus any setting that
+        changes answers without being part of the spec (a cascade's ASR decoding, say)."""
+        return self.spec
+
     @classmethod
     @abstractmethod
     def from_spec(cls, arg: str, **options: Any) -> ModelAdapter:

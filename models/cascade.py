@@ -50,6 +50,11 @@ class CascadeAdapter(ModelAdapter):
         self.max_concurrency = llm.max_concurrency
         self._transcripts: dict[str, str] = {}
 
+    @property
+    def cache_identity(self) -> str:
+        # Whisper's precision and beam change transcripts, hence answers, without being in the spec
+        return f"{self.spec}#asr-decoding={self.transcriber.decoding}"
+
     @classmethod
     def from_spec(cls, arg: str, **options: Any) -> CascadeAdapter:
         opts = {**DEFAULTS, **parse_options(arg, "model spec 'cascade:...'")}

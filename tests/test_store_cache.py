@@ -313,3 +313,15 @@ def test_request_key(tmp_path: Path) -> None:
     assert request_key(spec, _req(a, max_tokens=7)) != key
     assert request_key(spec, _req(a, extra={"skip_special_tokens": False})) != key
     assert request_key("openai:other@http://127.0.0.1:8000/v1", _req(a)) != key
+
+
+def test_cascade_cache_identity_follows_asr_decoding() -> None:
+    """Whisper's precision changes transcripts, hence answers: it must change the cache key too,
+    even though it is not part of the spec a user writes."""
+    from evalkit.models.base import load_model
+
+    adapter = load_model("cascade:llm=openai:m@http://127.0.0.1:9/v1,tts=none")
+    identity = adapter.cache_identity
+    assert identity.startswith(adapter.spec) and "float32/beam5" in identity
+    adapter.transcriber.compute_type = "int8"
+    assert adapter.cache_identity != identity
