@@ -14,9 +14,9 @@ from typing import Any, ClassVar
 from evalkit.errors import EvalkitError
 from evalkit.records import Sample
 from evalkit.specs import parse_options
-from evalkit.tasks.base import InMemoryTask
+from evalkit.tasks.base import InMemoryTask, fingerprint
 from evalkit.tasks.prompts import template_digest
-from evalkit.tasks.sources import DataSource, load_rows, rows_fingerprint
+from evalkit.tasks.sources import DataSource, load_rows
 
 
 class BenchmarkTask(InMemoryTask):
@@ -82,7 +82,7 @@ class BenchmarkTask(InMemoryTask):
             **self.source.info,
             "split": self.split,
             "count": len(self.source.rows),
-            "fingerprint": rows_fingerprint(self.source.rows),
+            "fingerprint": fingerprint(self._load()),
             "mode": self.mode,
         }
         if self.dataset_version:

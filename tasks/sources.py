@@ -11,8 +11,6 @@ one-line error telling the user to pass a local copy with ``--data``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,17 +156,3 @@ def audio_ref(cell: Any, base: Path | None, what: str) -> AudioRef:
             path = base / path
         return AudioRef(path=str(path))
     raise EvalkitError(f"{what}: no audio (neither bytes nor a path); fix the dataset's audio field")
-
-
-def rows_fingerprint(rows: list[dict[str, Any]]) -> str:
-    """sha256 of the rows' canonical JSON (audio bytes hashed, not embedded)."""
-    h = hashlib.sha256()
-
-    def default(value: Any) -> Any:
-        if isinstance(value, bytes):
-            return "sha256:" + hashlib.sha256(value).hexdigest()
-        return str(value)
-
-    for row in rows:
-        h.update(json.dumps(row, sort_keys=True, default=default).encode())
-    return h.hexdigest()

@@ -14,7 +14,7 @@ from evalkit.cli import with_data_option
 from evalkit.errors import EvalkitError
 from evalkit.records import AudioRef
 from evalkit.tasks.prompts import render_prompt, template_digest, template_text
-from evalkit.tasks.sources import audio_ref, load_hub, load_local, load_rows, rows_fingerprint
+from evalkit.tasks.sources import audio_ref, load_hub, load_local, load_rows
 
 ROWS = [
     {"id": "a", "question": "q1", "audio_path": "clips/a.wav"},
@@ -90,11 +90,28 @@ def test_unreachable_hub_fails_fast_with_the_offline_hint(monkeypatch: pytest.Mo
         load_hub("org/bench", None, "test")
 
 
-def test_fingerprint_changes_with_any_cell_and_hashes_bytes() -> None:
-    base = rows_fingerprint([{"a": 1, "audio": {"bytes": b"xyz"}}])
-    assert base == rows_fingerprint([{"audio": {"bytes": b"xyz"}, "a": 1}])  # key order does not matter
-    assert base != rows_fingerprint([{"a": 1, "audio": {"bytes": b"xyZ"}}])
-    assert base != rows_fingerprint([{"a": 2, "audio": {"bytes": b"xyz"}}])
+def test_dataset_fingerprint_covers_fields_and_the_audio_bytes_behind_paths(tmp_path: Path) -> None:
+    """A benchmark's fingerprint must change when a clip's bytes change, even though the rows only
+    name its path, and when any scored field changes; rebuilding the same data gives the same value."""
+    from test_mmau import write_layout
+
+    from evalkit.tasks.base import resolve_tasks
+
+    data = write_layout(tmp_path / "mmau", "mmau-test-mini.json", "test-mini-audios")
+
+    def fingerprint_of() -> str:
+        [task] = resolve_tasks(f"mmau-mini:data={data}")
+        return task.dataset_info()["fingerprint"]
+
+    base = fingerprint_of()
+    assert base == fingerprint_of()
+    _tone(data / "test-mini-audios" / "s-1.wav", freq=999.0)
+    changed_audio = fingerprint_of()
+    assert changed_audio != base
+    rows = json.loads((data / "mmau-test-mini.json").read_text())
+    rows[0]["answer"] = rows[0]["choices"][1]
+    (data / "mmau-test-mini.json").write_text(json.dumps(rows))
+    assert fingerprint_of() not in (base, changed_audio)
 
 
 def test_templates_render_strictly_and_are_fingerprinted() -> None:
