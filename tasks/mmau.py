@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from evalkit.errors import EvalkitError
-from evalkit.records import AudioRef, ResponseRecord, Sample, ScoreRecord, Turn
+from evalkit.records import AudioRef, Sample, Turn
 from evalkit.registry import register_task
-from evalkit.store import RESPONSES, SCORES, atomic_write_text, read_jsonl
+from evalkit.store import RESPONSES, SCORES, RunStore, atomic_write_text
 from evalkit.tasks.benchmark import BenchmarkTask
 from evalkit.tasks.prompts import render_prompt
 from evalkit.tasks.sources import audio_ref
@@ -130,12 +130,13 @@ def write_submission(run_dir: Path, task: str = "mmau-test") -> Path:
     for name in (SCORES, RESPONSES):
         if not (run_dir / name).is_file():
             raise EvalkitError(f"{run_dir}: no {name}; pass a run directory of `evalkit run --tasks {task}`")
+    store = RunStore.open_existing(run_dir)
     predictions: dict[str, str] = {}
-    for response in read_jsonl(run_dir / RESPONSES, ResponseRecord):  # later lines win (resume retries)
+    for response in store.iter_latest_responses():  # a resumed run's retry replaces its failure
         if response.task == task:
             predictions[response.sample_id] = (response.output.text or "") if response.output.ok else ""
     rows: dict[str, tuple[int, dict[str, Any]]] = {}
-    for record in read_jsonl(run_dir / SCORES, ScoreRecord):
+    for record in store.iter_latest_scores():
         if record.task != task:
             continue
         if ROW_KEY not in record.meta:
