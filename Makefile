@@ -25,12 +25,14 @@ lint: setup
 setup: system-deps $(STAMP)
 
 # Debian packages: espeak-ng speaks the demo questions and the cascade's answers; sox for audio tools;
-# libsndfile for soundfile. Installed only when missing; sudo only when not root.
+# libsndfile for soundfile; chromium + chromium-driver for the headless-browser tests of the report and site. Installed only when missing; sudo only when not root.
 system-deps:
 	@missing=""; \
 	command -v espeak-ng >/dev/null 2>&1 || missing="$$missing espeak-ng"; \
 	command -v sox >/dev/null 2>&1 || missing="$$missing sox"; \
 	ldconfig -p 2>/dev/null | grep -q libsndfile || missing="$$missing libsndfile1"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  echo "installing Debian packages:$$missing"; \
@@ -41,7 +43,7 @@ system-deps:
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e ".[demo,bench,speech,dev]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[demo,bench,speech,ray,dev]"
 	# distillmos drags in torchaudio, whose PyPI build is CUDA-only and breaks transformers' imports
 	# next to CPU torch; nothing in evalkit needs it (see evalkit/compat.py).
 	$(BIN)/pip uninstall -q -y torchaudio

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -59,10 +59,25 @@ def run(
         str, typer.Option(help="Environment variable holding the API key")
     ] = "OPENAI_API_KEY",
     base_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="OpenAI-compatible server for a model card or openai:MODEL spec (http://HOST:PORT/v1); "
+            "repeat it for several replicas of one model: requests go to the least busy healthy one"
+        ),
+    ] = None,
+    shard: Annotated[
         str | None,
         typer.Option(
-            help="OpenAI-compatible server for a model card or openai:MODEL spec (http://HOST:PORT/v1)"
+            help="Run only shard I of N (I/N, 1-based) of every task's samples; join with `evalkit merge`"
         ),
+    ] = None,
+    executor: Annotated[
+        str,
+        typer.Option(help="Where model replicas run: local (this process) or ray (actors on a Ray cluster)"),
+    ] = "local",
+    replicas: Annotated[
+        int | None,
+        typer.Option(help="Model replicas for --executor ray (default: one per GPU, or 2 on CPU)", min=1),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar")] = True,
 ) -> None:
@@ -87,6 +102,9 @@ def run(
         cache_path=str(cache_path) if cache_path else None,
         max_attempts=retries,
         model_options=model_options(api_key_env, base_url),
+        shard=shard,
+        executor=executor,
+        replicas=replicas,
     )
     try:
         store = evaluate(config, resume_dir=resume, argv=sys.argv, show_progress=progress)
@@ -99,12 +117,16 @@ def run(
     typer.echo(f"report: {store.root / 'report.html'}")
 
 
-def model_options(api_key_env: str, base_url: str | None) -> dict[str, str]:
+def model_options(api_key_env: str, base_url: list[str] | str | None) -> dict[str, Any]:
     """Options handed to the model adapter (and kept in the manifest, so ``--resume`` reaches the
-    same server). ``base_url`` only when given: adapters that are not HTTP clients never see it."""
-    options = {"api_key_env": api_key_env}
-    if base_url:
-        options["base_url"] = base_url
+    same servers). ``base_url`` only when given: adapters that are not HTTP clients never see it.
+    One URL stays a string; several become a list (one replica each)."""
+    options: dict[str, Any] = {"api_key_env": api_key_env}
+    urls = [base_url] if isinstance(base_url, str) else list(base_url or [])
+    if len(urls) == 1:
+        options["base_url"] = urls[0]
+    elif urls:
+        options["base_url"] = urls
     return options
 
 
@@ -178,6 +200,22 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory")]) -> 
     except EvalkitError as exc:
         _fail(str(exc))
     typer.echo(f"report: {run_dir / 'report.html'}")
+
+
+def _register_subcommands() -> None:
+    """Commands kept in evalkit/commands/ (one module each, imports lazy inside the command)."""
+    from evalkit.commands.compare_cmd import compare
+    from evalkit.commands.leaderboard_cmd import leaderboard_app
+    from evalkit.commands.merge_cmd import merge
+    from evalkit.commands.nightly_cmd import nightly
+
+    app.command()(compare)
+    app.command()(nightly)
+    app.command()(merge)
+    app.add_typer(leaderboard_app, name="leaderboard")
+
+
+_register_subcommands()
 
 
 def main() -> None:

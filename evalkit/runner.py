@@ -64,6 +64,9 @@ class RunConfig:
     max_attempts: int = 5
     judge_workers: int = 2
     model_options: dict[str, Any] = field(default_factory=dict)
+    shard: str | None = None  # "I/N": this process runs shard I (1-based) of N; `evalkit merge` joins them
+    executor: str = "local"  # "local" or "ray" (model replicas as Ray actors)
+    replicas: int | None = None  # replicas for the ray executor (None: one per GPU, or 2 on CPU)
 
     @classmethod
     def from_manifest(cls, data: dict[str, Any]) -> RunConfig:
