@@ -1,5 +1,7 @@
 """Many runs -> a static leaderboard site (``evalkit.leaderboard``).
 
-The run directory format (DESIGN.md) is the input; the site builder itself belongs to the
-reports/leaderboard issue and is not part of this package yet.
+``evalkit.leaderboard.site.build_site(run_dirs, out)`` is the API (``evalkit leaderboard build`` and
+``evalkit nightly`` call it). Modules: ``runs`` reads run directories, ``tables`` holds the rules
+(dataset-version groups, latest run per model, the overall), ``assets`` copies reports and writes
+data and plotly.js, ``site`` renders the pages from ``templates/`` with ``static/`` inlined.
 """

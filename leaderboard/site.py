@@ -1,0 +1,217 @@
+"""``build_site(run_dirs, out)``: many run directories -> a static leaderboard site.
+
+Layout of ``out`` (every link relative, so the folder works from ``file://`` and any static host)::
+
+    index.html                      overall table + one table per benchmark and dataset version
+    models/<model-slug>.html        latest results, history plot, every run with its report
+    benchmarks/<task-slug>.html     every dataset version of one benchmark, every run of it
+    runs/<run_id>/report.html       copy of the run's report (+ local files it links),
+                  manifest.json, summary.json
+    data/leaderboard.json|.js       what the pages show (tables, overall, history)
+    data/runs.json|.js              each run's manifest and summary.json, verbatim
+    assets/plotly.min.js            plotly.js, once
+    .evalkit-site                   marker: a rebuild may replace this folder's contents
+
+The rules that decide what is compared with what live in ``evalkit.leaderboard.tables``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from evalkit.errors import EvalkitError
+from evalkit.leaderboard.assets import PLOTLY_JS, copy_run_files, write_data, write_plotly
+from evalkit.leaderboard.runs import RunEntry, expand_inputs, load_run
+from evalkit.leaderboard.tables import OVERALL_RULE, VERSION_RULE, leaderboard_data, slugify
+
+MARKER = ".evalkit-site"
+MANAGED = ("index.html", "models", "benchmarks", "runs", "data", "assets")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _pct(value: Any) -> str:
+    return "–" if value is None else f"{100 * value:.0f}%"
+
+
+def prepare_out(out: Path) -> None:
+    """Make ``out`` ready: a new or empty folder, or a site built before (its marker file). Any other
+    non-empty folder is refused, so a mistyped ``--out`` never deletes someone's files."""
+    if out.exists() and not out.is_dir():
+        raise EvalkitError(f"{out}: exists and is not a folder; choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise EvalkitError(
+            f"{out}: folder is not empty and is not an evalkit site; choose an empty or new --out folder"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    for name in MANAGED:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    (out / MARKER).write_text("built by `evalkit leaderboard build`; rebuilt in place\n", encoding="utf-8")
+
+
+def load_runs(run_dirs: list[Path]) -> list[RunEntry]:
+    """Load every run; run ids made unique (two folders may hold runs of the same name)."""
+    paths = expand_inputs(run_dirs)
+    if not paths:
+        raise EvalkitError("no run directories given; pass the folders that `evalkit run` made")
+    runs = [load_run(p) for p in paths]
+    seen: set[str] = set()
+    for run in runs:
+        # the id names a folder of the site: never a path separator or "..", whatever the manifest says
+        run.run_id = re.sub(r"[^A-Za-z0-9._+-]+", "-", run.run_id).strip(".-") or "run"
+        base, n = run.run_id, 1
+        while run.run_id in seen:
+            n += 1
+            run.run_id = f"{base}-{n}"
+        seen.add(run.run_id)
+    return runs
+
+
+def _env():
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(
+        loader=PackageLoader("evalkit.leaderboard", "templates"),
+        autoescape=select_autoescape(["html", "j2"], default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["fmt"] = _fmt
+    env.filters["pct"] = _pct
+    return env
+
+
+def _static(name: str) -> str:
+    return files("evalkit.leaderboard").joinpath("static", name).read_text(encoding="utf-8")
+
+
+def _runs_data(runs: list[RunEntry], reports: dict[str, str | None]) -> list[dict[str, Any]]:
+    return [
+        {
+            "run_id": run.run_id,
+            "model": run.model,
+            "started": run.started_text,
+            "status": run.status,
+            "source": str(run.path),
+            "report": reports[run.run_id],
+            "notes": run.notes,
+            "manifest": run.manifest,
+            "summary": run.summary,
+        }
+        for run in sorted(runs, key=lambda r: (r.started, r.run_id))
+    ]
+
+
+def build_site(run_dirs: list[Path], out: Path) -> Path:
+    """Build the site into ``out`` from ``run_dirs`` (run folders, or folders of run folders) and
+    return the path of ``index.html``. Bad input raises ``EvalkitError`` before ``out`` is touched."""
+    runs = load_runs([Path(p) for p in run_dirs])
+    out = Path(out)
+    prepare_out(out)
+    reports: dict[str, str | None] = {}
+    for run in runs:
+        copied = copy_run_files(run.path, out / "runs" / run.run_id)
+        reports[run.run_id] = f"runs/{run.run_id}/report.html" if copied["report"] else None
+        if copied["missing"]:
+            run.notes.append(f"report links files the run folder lacks: {', '.join(copied['missing'])}")
+    data = leaderboard_data(runs)
+    write_data(out, "leaderboard", data)
+    write_data(out, "runs", _runs_data(runs, reports))
+    write_plotly(out)
+    _render_pages(out, runs, data, reports)
+    return out / "index.html"
+
+
+def _render_pages(
+    out: Path, runs: list[RunEntry], data: dict[str, Any], reports: dict[str, str | None]
+) -> None:
+    env = _env()
+    bench_slugs = {task: slugify(task) for task in data["benchmarks"]}
+    try:
+        evalkit_version = version("evalkit")
+    except PackageNotFoundError:
+        evalkit_version = "(unknown)"
+    common = {
+        "css": _static("site.css"),
+        "site_js": _static("site.js"),
+        "reports": reports,
+        "bench_slugs": bench_slugs,
+        "nav_benchmarks": [{"task": t, "slug": s} for t, s in bench_slugs.items()],
+        "version": evalkit_version,
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "n_runs": len(runs),
+        "version_rule": VERSION_RULE,
+        "overall_rule": OVERALL_RULE,
+    }
+    (out / "index.html").write_text(
+        env.get_template("index.html.j2").render(root="", data=data, **common), encoding="utf-8"
+    )
+    (out / "benchmarks").mkdir()
+    for task, groups in data["benchmarks"].items():
+        labels = {g["slug"]: g["label"] for g in groups}
+        task_runs = [
+            {
+                "started": run.started_text,
+                "model": run.model,
+                "model_slug": slugify(run.model),
+                "run_id": run.run_id,
+                "value": res.value,
+                "ci_low": res.ci_low,
+                "ci_high": res.ci_high,
+                "coverage": res.coverage,
+                "version": labels[res.key.slug()],
+            }
+            for run in sorted(runs, key=lambda r: (r.started, r.run_id), reverse=True)
+            for res in run.results
+            if res.task == task
+        ]
+        page = env.get_template("benchmark.html.j2").render(
+            root="../", task=task, groups=groups, runs=task_runs, **common
+        )
+        (out / "benchmarks" / f"{bench_slugs[task]}.html").write_text(page, encoding="utf-8")
+    (out / "models").mkdir()
+    overall_rows = {row["model"]: row for row in data["overall"]["rows"]}
+    for model in data["models"]:
+        latest = [
+            {
+                "task": task,
+                "label": group["label"],
+                "reference": group["reference"],
+                "metric": f"{group['key']['judge']}/{group['key']['metric']}",
+                "row": row,
+            }
+            for task, groups in data["benchmarks"].items()
+            for group in groups
+            for row in group["rows"]
+            if row["model"] == model
+        ]
+        model_runs = sorted(
+            (r for r in runs if r.model == model), key=lambda r: (r.started, r.run_id), reverse=True
+        )
+        page = env.get_template("model.html.j2").render(
+            root="../",
+            model=model,
+            overall=overall_rows[model],
+            latest=latest,
+            runs=model_runs,
+            plotly_js=PLOTLY_JS,
+            history_js=_static("history.js"),
+            **common,
+        )
+        (out / "models" / f"{slugify(model)}.html").write_text(page, encoding="utf-8")
