@@ -1,0 +1,619 @@
+"""Two runs -> per-metric regressions: ``evalkit compare BASE_RUN CAND_RUN``.
+
+What is compared: for every task both runs evaluated, every judge, every metric the judge wrote in
+``scores.jsonl`` (``Score.metrics``), the *paired* difference candidate - baseline over the items
+both runs scored. Pairing matters: two runs of one benchmark share its items, and most of the
+variance between two models is item difficulty, which pairing removes; an unpaired test on the two
+means would need several times more items to see the same drop.
+
+Items, per (task, judge, metric), fall into exactly one bucket:
+
+- ``shared``: scored in both runs with a value: the only items that enter the statistics;
+- ``errored``: in both runs, but the model call or the judge failed in at least one of them (no
+  value to pair; counted per side, never scored as zero, see DESIGN.md "failures are data");
+- ``not applicable``: in both runs, no error, but the metric is ``None`` in one of them (e.g. a
+  voice metric on a one-turn reply);
+- ``only base`` / ``only cand``: the other run never attempted the item (different ``--limit``,
+  a shard, an interrupted run).
+
+Statistics, on the shared pairs ``d_i = cand_i - base_i``:
+
+- point difference ``mean(d)`` (= difference of the two means over the shared items);
+- a paired percentile bootstrap CI of ``mean(d)`` at level ``1 - alpha`` (items resampled
+  together, seeded per (seed, task, judge, metric): the same two runs always print the same CI);
+- for binary metrics (every shared value in {0, 1} in both runs): the exact McNemar test, a
+  two-sided binomial test of the discordant pairs (base right / cand wrong vs the reverse) against
+  p = 0.5 (``scipy.stats.binomtest``). Exact, not the chi-square approximation: nightly suites and
+  demo tasks have few discordant pairs, where the approximation is badly off.
+
+The verdict rule (``verdict``): let ``delta`` be the point difference signed so that positive is
+an improvement (``-mean(d)`` for lower-is-better metrics such as WER). A metric is
+
+- **worse** when the change is significant AND ``delta <= -min_effect``;
+- **better** when the change is significant AND ``delta >= +min_effect``;
+- **no significant change** otherwise;
+
+where *significant* means McNemar ``p < alpha`` for binary metrics and "the (1 - alpha) bootstrap
+CI excludes 0" for continuous ones. Both halves are needed: significance alone flags a 0.1-point
+drop on 100k items that nobody cares about, and an effect threshold alone flags the noise of a
+40-item suite. (The stricter "CI entirely below -min_effect" rule was considered and rejected: it
+asks for a confident *lower bound* on the size of the drop, which a nightly suite of a few hundred
+items almost never has, so real 5-point drops would pass unnoticed.) ``min_effect`` is absolute, in
+the metric's own units (0.02 = two points of accuracy).
+
+Direction is never guessed: ``METRIC_DIRECTIONS`` names every metric evalkit's judges write as
+higher-is-better, lower-is-better, or descriptive (prosody features, where neither way is "better").
+A descriptive metric or one of unknown direction (a plug-in judge's) can only be "changed", never
+better or worse, and unknown ones are listed in the report with the fix (``--direction
+METRIC=higher|lower``). Runs of different datasets are refused (``check_same_datasets``).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from evalkit.errors import EvalkitError
+from evalkit.records import ScoreRecord
+from evalkit.stats import DEFAULT_RESAMPLES, bootstrap_ci
+from evalkit.store import RunStore
+
+Direction = Literal["higher", "lower", "none"]
+Verdict = Literal["better", "worse", "no significant change", "changed"]
+
+#: Which way is good, for every metric evalkit's own judges write (judges/*.py). A key may be a
+#: metric name or ``judge/metric`` (the latter wins), for a plug-in whose name clashes.
+METRIC_DIRECTIONS: dict[str, Direction] = {
+    # answer matching (choice, numeric, numeric-spoken, mmau-*, mmsu-*, spoken-mqa-official, math-verify)
+    "accuracy": "higher",
+    "turn_accuracy": "higher",
+    "answered": "higher",  # mmsu: share of replies with a readable letter
+    # Audio MultiChallenge rubric judge: all rubrics met / share of rubrics met
+    "apr": "higher",
+    "ars": "higher",
+    # asr: the spoken reply against the model's own text
+    "wer": "lower",
+    "cer": "lower",
+    # emotion: only the jumps the user's own change does not explain are breaks; all jumps, the largest
+    # jump, the variance and the SER divergences/flips describe the trajectory (a jump can be right)
+    "unjustified_jumps": "lower",
+    "user_alignment": "higher",
+    "emotion_label_agreement": "higher",
+    "ser_label_accuracy": "higher",
+    "emotion_llm_score": "higher",
+    "affect_jump_max": "none",
+    "affect_jumps": "none",
+    "affect_variance": "none",
+    "ser_jsd_mean": "none",
+    "ser_jsd_max": "none",
+    "ser_label_flips": "none",
+    # voice continuity
+    "voice_similarity_min": "higher",
+    "voice_similarity_mean": "higher",
+    "timbre_drift_turns": "lower",
+    "timbre_drift": "lower",
+    # naturalness MOS
+    "distillmos": "higher",
+    "dnsmos_ovrl": "higher",
+    "dnsmos_sig": "higher",
+    "dnsmos_bak": "higher",
+    # prosody: features of how the model speaks, no better or worse by themselves
+    "f0_median_hz": "none",
+    "pitch_sd_st": "none",
+    "pitch_range_st": "none",
+    "energy_sd_db": "none",
+    "syllable_rate_sps": "none",
+    "pause_count": "none",
+    "mean_pause_s": "none",
+    "longest_pause_s": "none",
+    "speech_ratio": "none",
+    "monotony_index": "none",
+    "f0_drift_st_per_turn": "none",
+    "rate_cv": "none",
+}
+
+#: dataset fields that must agree for two runs of a task to be comparable
+DATASET_KEYS = ("id", "revision", "version", "split", "mode", "fingerprint")
+#: floating-point slack when testing ``delta <= -min_effect`` (a drop of exactly 2 points is 2 points)
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """Knobs of the comparison; the defaults are the CLI's."""
+
+    min_effect: float = 0.02
+    alpha: float = 0.05
+    resamples: int = DEFAULT_RESAMPLES
+    seed: int = 0
+    directions: Mapping[str, Direction] = field(default_factory=dict)
+
+    def direction(self, judge: str, metric: str) -> Direction | None:
+        """The direction of a metric: user overrides first, then the built-in map; None = unknown."""
+        for table in (self.directions, METRIC_DIRECTIONS):
+            for key in (f"{judge}/{metric}", metric):
+                if key in table:
+                    return table[key]
+        return None
+
+
+def parse_directions(items: Iterable[str]) -> dict[str, Direction]:
+    """``["wer=lower", "myjudge/score=higher"]`` -> mapping; a malformed item is a user error."""
+    out: dict[str, Direction] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        value = value.strip().lower()
+        if not sep or not name.strip() or value not in ("higher", "lower", "none"):
+            raise EvalkitError(f"--direction {item!r}: write METRIC=higher|lower|none (or JUDGE/METRIC=...)")
+        out[name.strip()] = value  # type: ignore[assignment]
+    return out
+
+
+# -- loading --------------------------------------------------------------------------------------
+@dataclass
+class LoadedRun:
+    """What compare needs of a run directory: its manifest and latest score per (task, sample, judge)."""
+
+    store: RunStore
+    manifest: dict[str, Any]
+    scores: dict[tuple[str, str], dict[str, ScoreRecord]]  # (task, judge) -> sample id -> record
+
+    @property
+    def label(self) -> str:
+        return str(self.store.root)
+
+    def tasks(self) -> dict[str, dict[str, Any]]:
+        return {t["name"]: t for t in self.manifest.get("tasks", [])}
+
+
+def load_run(path: Path) -> LoadedRun:
+    """Open a run directory (a missing folder or manifest is an ``EvalkitError``)."""
+    store = RunStore.open_existing(Path(path))
+    manifest = store.read_manifest()
+    scores: dict[tuple[str, str], dict[str, ScoreRecord]] = {}
+    for rec in store.iter_latest_scores():
+        scores.setdefault((rec.task, rec.score.judge), {})[rec.sample_id] = rec
+    return LoadedRun(store=store, manifest=manifest, scores=scores)
+
+
+def check_same_datasets(base: LoadedRun, cand: LoadedRun) -> list[str]:
+    """The tasks both runs share, in the baseline's order; refuses (``EvalkitError``) when a shared
+    task was evaluated on a different dataset id / revision / version / split / scoring mode /
+    content fingerprint, or when the runs share no task: such numbers are not comparable."""
+    base_tasks, cand_tasks = base.tasks(), cand.tasks()
+    shared = [name for name in base_tasks if name in cand_tasks]
+    if not shared:
+        raise EvalkitError(
+            f"runs {base.label} and {cand.label} share no task "
+            f"({', '.join(base_tasks) or 'none'} vs {', '.join(cand_tasks) or 'none'}); "
+            "compare two runs of the same tasks"
+        )
+    for name in shared:
+        old, new = base_tasks[name].get("dataset", {}), cand_tasks[name].get("dataset", {})
+        for key in DATASET_KEYS:
+            if old.get(key) != new.get(key):
+                raise EvalkitError(
+                    f"cannot compare {base.label} with {cand.label}: task {name!r} has a different dataset "
+                    f"{key} ({_short(old.get(key))} vs {_short(new.get(key))}); re-run the baseline on the "
+                    "candidate's dataset version (or compare runs of the same version)"
+                )
+    return shared
+
+
+def _short(value: Any) -> str:
+    text = "missing" if value is None else str(value)
+    return text[:12] + "..." if len(text) > 15 else text
+
+
+# -- statistics -------------------------------------------------------------------------------------
+@dataclass
+class ItemCounts:
+    """How the items of one (task, judge, metric) split into buckets (see the module docstring)."""
+
+    shared: int = 0
+    errored_base: int = 0
+    errored_cand: int = 0
+    errored: int = 0
+    not_applicable: int = 0
+    only_base: int = 0
+    only_cand: int = 0
+
+
+@dataclass
+class MetricComparison:
+    task: str
+    judge: str
+    metric: str
+    direction: Direction | None
+    counts: ItemCounts
+    binary: bool = False
+    base_mean: float | None = None
+    cand_mean: float | None = None
+    diff: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None
+    discordant: tuple[int, int] | None = None  # (base right & cand wrong, base wrong & cand right)
+    significant: bool = False
+    verdict: Verdict = "no significant change"
+    note: str = ""
+
+
+def _value(rec: ScoreRecord | None, metric: str) -> float | None:
+    if rec is None or rec.score.error is not None:
+        return None
+    value = rec.score.metrics.get(metric)
+    return None if value is None else float(value)
+
+
+def pair_items(
+    base: Mapping[str, ScoreRecord], cand: Mapping[str, ScoreRecord], metric: str
+) -> tuple[np.ndarray, np.ndarray, ItemCounts]:
+    """The paired values of the shared items (in the baseline's item order) and the bucket counts."""
+    counts = ItemCounts(
+        only_base=sum(1 for s in base if s not in cand), only_cand=sum(1 for s in cand if s not in base)
+    )
+    b_vals: list[float] = []
+    c_vals: list[float] = []
+    for sample_id, b_rec in base.items():
+        c_rec = cand.get(sample_id)
+        if c_rec is None:
+            continue
+        b_err, c_err = b_rec.score.error is not None, c_rec.score.error is not None
+        if b_err or c_err:
+            counts.errored += 1
+            counts.errored_base += b_err
+            counts.errored_cand += c_err
+            continue
+        b, c = _value(b_rec, metric), _value(c_rec, metric)
+        if b is None or c is None:
+            counts.not_applicable += 1
+            continue
+        b_vals.append(b)
+        c_vals.append(c)
+    counts.shared = len(b_vals)
+    return np.asarray(b_vals, dtype=float), np.asarray(c_vals, dtype=float), counts
+
+
+def mcnemar_exact(base: np.ndarray, cand: np.ndarray) -> tuple[float, tuple[int, int]]:
+    """Two-sided exact McNemar p-value on 0/1 pairs and the discordant counts (lost, gained)."""
+    from scipy.stats import binomtest
+
+    lost = int(np.sum((base == 1) & (cand == 0)))
+    gained = int(np.sum((base == 0) & (cand == 1)))
+    if lost + gained == 0:
+        return 1.0, (lost, gained)
+    return float(binomtest(lost, lost + gained, 0.5).pvalue), (lost, gained)
+
+
+def _seed_for(seed: int, *names: str) -> int:
+    """A distinct, stable bootstrap seed per (seed, task, judge, metric)."""
+    return (seed * 1_000_003 + zlib.crc32("/".join(names).encode())) % (2**32)
+
+
+def verdict(
+    diff: float, significant: bool, direction: Direction | None, min_effect: float
+) -> tuple[Verdict, str]:
+    """The rule of the module docstring, with a note saying why when it matters."""
+    big = abs(diff) + _EPS >= min_effect
+    if direction not in ("higher", "lower"):
+        if significant and big:
+            why = "descriptive metric" if direction == "none" else "direction unknown: pass --direction"
+            return "changed", why
+        return "no significant change", ""
+    delta = diff if direction == "higher" else -diff
+    if significant and big:
+        return ("better" if delta > 0 else "worse"), ""
+    if significant:
+        return "no significant change", f"significant but |change| < min effect {min_effect:g}"
+    return "no significant change", ""
+
+
+def compare_metric(
+    task: str,
+    judge: str,
+    metric: str,
+    base: Mapping[str, ScoreRecord],
+    cand: Mapping[str, ScoreRecord],
+    options: CompareOptions,
+) -> MetricComparison:
+    """Pair, test and judge one metric."""
+    b, c, counts = pair_items(base, cand, metric)
+    result = MetricComparison(task, judge, metric, options.direction(judge, metric), counts)
+    if counts.shared == 0:
+        result.note = "no shared scored items"
+        return result
+    diffs = c - b
+    result.base_mean, result.cand_mean = float(b.mean()), float(c.mean())
+    result.diff = float(diffs.mean())
+    level = 1 - options.alpha
+    seed = _seed_for(options.seed, task, judge, metric)
+    result.ci_low, result.ci_high = bootstrap_ci(diffs, seed, level=level, resamples=options.resamples)
+    result.binary = bool(np.isin(b, (0.0, 1.0)).all() and np.isin(c, (0.0, 1.0)).all())
+    if result.binary:
+        result.p_value, result.discordant = mcnemar_exact(b, c)
+        result.significant = result.p_value < options.alpha
+    elif result.ci_low is not None and result.ci_high is not None:
+        result.significant = result.ci_low > 0 or result.ci_high < 0
+    if counts.shared < 2 and not result.binary:
+        result.note = "one shared item: no interval"
+    result.verdict, note = verdict(result.diff, result.significant, result.direction, options.min_effect)
+    result.note = "; ".join(n for n in (result.note, note) if n)
+    return result
+
+
+# -- the whole comparison ---------------------------------------------------------------------------
+@dataclass
+class Comparison:
+    base: str
+    cand: str
+    base_model: str
+    cand_model: str
+    options: CompareOptions
+    metrics: list[MetricComparison]
+    tasks_only_base: list[str]
+    tasks_only_cand: list[str]
+    judges_not_compared: list[str]
+    run_notes: list[str]
+
+    @property
+    def regressions(self) -> list[MetricComparison]:
+        return [m for m in self.metrics if m.verdict == "worse"]
+
+    @property
+    def improvements(self) -> list[MetricComparison]:
+        return [m for m in self.metrics if m.verdict == "better"]
+
+    @property
+    def unknown_directions(self) -> list[str]:
+        return sorted({f"{m.judge}/{m.metric}" for m in self.metrics if m.direction is None})
+
+    @property
+    def exit_code(self) -> int:
+        """1 when any metric regressed significantly, else 0 (bad input never gets this far: 2)."""
+        return 1 if self.regressions else 0
+
+    def verdicts(self) -> dict[str, dict[str, str]]:
+        """task -> ``judge/metric`` -> verdict: the compact form the nightly history keeps."""
+        out: dict[str, dict[str, str]] = {}
+        for m in self.metrics:
+            out.setdefault(m.task, {})[f"{m.judge}/{m.metric}"] = m.verdict
+        return out
+
+
+def _metric_names(records: Iterable[ScoreRecord]) -> list[str]:
+    names: dict[str, None] = {}
+    for rec in records:
+        names.update(dict.fromkeys(rec.score.metrics))
+    return list(names)
+
+
+def _judges_of(run: LoadedRun, task: str) -> list[str]:
+    listed = list(run.tasks()[task].get("judges", []))
+    seen = [j for (t, j) in run.scores if t == task and j not in listed]
+    return listed + seen
+
+
+def _status_notes(run: LoadedRun, role: str) -> list[str]:
+    status = run.manifest.get("status")
+    if status not in (None, "completed"):
+        other = "cand" if role == "base" else "base"
+        return [f"{role} run status is {status!r}: its missing items count as only-{other}"]
+    return []
+
+
+def compare_runs(base_dir: Path, cand_dir: Path, options: CompareOptions | None = None) -> Comparison:
+    """Compare two run directories (``EvalkitError`` for missing runs or different datasets)."""
+    options = options or CompareOptions()
+    base, cand = load_run(base_dir), load_run(cand_dir)
+    tasks = check_same_datasets(base, cand)
+    metrics: list[MetricComparison] = []
+    not_compared: list[str] = []
+    for task in tasks:
+        cand_judges = _judges_of(cand, task)
+        for judge in _judges_of(base, task):
+            if judge not in cand_judges:
+                not_compared.append(f"{task}: {judge} (base only)")
+                continue
+            b_recs, c_recs = base.scores.get((task, judge), {}), cand.scores.get((task, judge), {})
+            names = _metric_names([*b_recs.values(), *c_recs.values()])
+            metrics.extend(compare_metric(task, judge, m, b_recs, c_recs, options) for m in names)
+        base_judges = _judges_of(base, task)
+        not_compared.extend(f"{task}: {j} (cand only)" for j in cand_judges if j not in base_judges)
+    return Comparison(
+        base=base.label,
+        cand=cand.label,
+        base_model=str(base.manifest.get("model", {}).get("spec", "?")),
+        cand_model=str(cand.manifest.get("model", {}).get("spec", "?")),
+        options=options,
+        metrics=metrics,
+        tasks_only_base=[t for t in base.tasks() if t not in tasks],
+        tasks_only_cand=[t for t in cand.tasks() if t not in base.tasks()],
+        judges_not_compared=not_compared,
+        run_notes=_status_notes(base, "base") + _status_notes(cand, "cand"),
+    )
+
+
+# -- rendering --------------------------------------------------------------------------------------
+VERDICT_MARK = {"better": "better", "worse": "WORSE", "no significant change": "no significant change"}
+_MD_ESCAPES = {
+    "\\": "\\\\",
+    "|": "\\|",
+    "`": "\\`",
+    "*": "\\*",
+    "&": "&amp;",
+    "<": "&lt;",
+    ">": "&gt;",
+    "\n": " ",
+    "\r": " ",
+}
+
+
+def md_escape(text: object) -> str:
+    """Text safe inside a GitHub-flavoured markdown table cell: no cell breaks (``|``), no raw HTML,
+    no links or emphasis from names that users (and plug-ins) choose."""
+    escaped = "".join(_MD_ESCAPES.get(ch, ch) for ch in str(text))
+    return escaped.replace("](", "\\](")  # "[x](url)" is the only bracket form that links unaided
+
+
+def fmt(value: float | None, digits: int = 3, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def fmt_p(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
+
+
+def direction_label(direction: Direction | None) -> str:
+    return {"higher": "↑", "lower": "↓", "none": "·"}.get(direction or "", "?")
+
+
+def counts_label(c: ItemCounts) -> tuple[str, str, str, str]:
+    errored = f"{c.errored} ({c.errored_base}/{c.errored_cand})" if c.errored else "0"
+    return str(c.shared), str(c.only_base), str(c.only_cand), errored
+
+
+def rule_text(options: CompareOptions) -> str:
+    """The verdict rule in one sentence, printed with every comparison."""
+    return (
+        f"worse/better = significant (exact McNemar p under {options.alpha:g} for 0/1 metrics; "
+        f"{1 - options.alpha:.0%} paired bootstrap CI excludes 0 otherwise) and the point difference, "
+        f"signed by the metric's direction, at least {options.min_effect:g} against/for the candidate"
+    )
+
+
+def _md_header(cmp: Comparison) -> list[str]:
+    lines = [
+        "# evalkit compare",
+        "",
+        f"- base: {md_escape(cmp.base)} ({md_escape(cmp.base_model)})",
+        f"- cand: {md_escape(cmp.cand)} ({md_escape(cmp.cand_model)})",
+        f"- result: **{len(cmp.regressions)} worse, {len(cmp.improvements)} better**, "
+        f"{len(cmp.metrics)} metrics compared",
+        f"- rule: {md_escape(rule_text(cmp.options))}",
+    ]
+    lines.extend(f"- note: {md_escape(n)}" for n in cmp.run_notes)
+    if cmp.tasks_only_base or cmp.tasks_only_cand:
+        only = [
+            *(f"{t} (base only)" for t in cmp.tasks_only_base),
+            *(f"{t} (cand only)" for t in cmp.tasks_only_cand),
+        ]
+        lines.append(f"- tasks not compared: {md_escape(', '.join(only))}")
+    if cmp.judges_not_compared:
+        lines.append(f"- judges not compared: {md_escape(', '.join(cmp.judges_not_compared))}")
+    if cmp.unknown_directions:
+        lines.append(
+            "- direction unknown (never judged better/worse): "
+            f"{md_escape(', '.join(cmp.unknown_directions))}; declare it with --direction METRIC=higher|lower"
+        )
+    return lines
+
+
+TABLE_HEAD = (
+    "judge / metric",
+    "dir",
+    "base",
+    "cand",
+    "diff [CI]",
+    "p (McNemar)",
+    "shared",
+    "only base",
+    "only cand",
+    "errored (base/cand)",
+    "verdict",
+    "note",
+)
+
+
+def table_row(m: MetricComparison) -> list[str]:
+    """One metric's cells as plain text (escaped by each renderer)."""
+    ci = "" if m.ci_low is None else f" [{fmt(m.ci_low, signed=True)}, {fmt(m.ci_high, signed=True)}]"
+    return [
+        f"{m.judge} / {m.metric}",
+        direction_label(m.direction),
+        fmt(m.base_mean),
+        fmt(m.cand_mean),
+        fmt(m.diff, signed=True) + ci,
+        fmt_p(m.p_value) if m.binary else "–",
+        *counts_label(m.counts),
+        VERDICT_MARK.get(m.verdict, m.verdict),
+        m.note,
+    ]
+
+
+def to_markdown(cmp: Comparison) -> str:
+    """The comparison as GitHub-flavoured markdown: a header, then one table per task."""
+    lines = _md_header(cmp)
+    tasks = list(dict.fromkeys(m.task for m in cmp.metrics))
+    for task in tasks:
+        lines += ["", f"## {md_escape(task)}", "", "| " + " | ".join(TABLE_HEAD) + " |"]
+        lines.append("|" + "---|" * len(TABLE_HEAD))
+        for m in (m for m in cmp.metrics if m.task == task):
+            lines.append("| " + " | ".join(md_escape(cell) for cell in table_row(m)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+HTML_TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>evalkit compare: {{ cmp.base_model }} vs {{ cmp.cand_model }}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2em; }
+table { border-collapse: collapse; margin-bottom: 2em; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
+td:first-child, th:first-child, td:last-child { text-align: left; }
+tr.worse { background: #fdd; } tr.better { background: #dfd; } tr.changed { background: #ffd; }
+code { background: #f4f4f4; }
+</style></head><body>
+<h1>evalkit compare</h1>
+<ul>
+<li>base: <code>{{ cmp.base }}</code> ({{ cmp.base_model }})</li>
+<li>cand: <code>{{ cmp.cand }}</code> ({{ cmp.cand_model }})</li>
+<li>result: <strong>{{ cmp.regressions|length }} worse, {{ cmp.improvements|length }} better</strong>,
+{{ cmp.metrics|length }} metrics compared</li>
+<li>rule: {{ rule }}</li>
+{% for note in cmp.run_notes %}<li>note: {{ note }}</li>{% endfor %}
+{% if not_compared %}<li>not compared: {{ not_compared|join(", ") }}</li>{% endif %}
+{% if cmp.unknown_directions %}<li>direction unknown (never judged better/worse):
+{{ cmp.unknown_directions|join(", ") }}; declare it with --direction METRIC=higher|lower</li>{% endif %}
+</ul>
+{% for task, rows in tasks %}
+<h2>{{ task }}</h2>
+<table>
+<thead><tr>{% for h in head %}<th>{{ h }}</th>{% endfor %}</tr></thead>
+<tbody>
+{% for verdict, cells in rows %}<tr class="{{ verdict }}">
+{% for c in cells %}<td>{{ c }}</td>{% endfor %}</tr>
+{% endfor %}</tbody>
+</table>
+{% endfor %}
+</body></html>
+"""
+
+
+def to_html(cmp: Comparison) -> str:
+    """The comparison as one self-contained HTML page; every name is escaped (jinja2 autoescape)."""
+    from jinja2 import Environment
+
+    env = Environment(autoescape=True, keep_trailing_newline=True)
+    tasks = []
+    for task in dict.fromkeys(m.task for m in cmp.metrics):
+        rows = [(m.verdict.split()[0], table_row(m)) for m in cmp.metrics if m.task == task]
+        tasks.append((task, rows))
+    not_compared = [
+        *(f"task {t} (base only)" for t in cmp.tasks_only_base),
+        *(f"task {t} (cand only)" for t in cmp.tasks_only_cand),
+        *cmp.judges_not_compared,
+    ]
+    return env.from_string(HTML_TEMPLATE).render(
+        cmp=cmp, rule=rule_text(cmp.options), tasks=tasks, head=TABLE_HEAD, not_compared=not_compared
+    )
