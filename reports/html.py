@@ -1,28 +1,52 @@
-"""Render ``report.html`` for a run directory: summary table with 95% CIs, per-group breakdowns,
-every sample with its turns (input audio, transcript, answer, reasoning collapsed, spoken output,
-judge verdicts) and every error.
+"""Render ``report.html`` for a run directory: a page people read to judge a run.
 
-Self-contained: audio is embedded as data URIs while the total stays under ``EMBED_LIMIT_BYTES``
-(beyond that, files are linked relative to the report so the run folder still works when moved).
-All model text goes through jinja2's autoescape.
+What it shows, top to bottom: the run header (model and card, dataset versions, package versions,
+seed, hardware, duration, throughput, token cost), per-task metric tables with 95% CIs and per-group
+breakdowns, charts (score by category, reasoning length vs. score, per-turn trajectories), the
+errors, and a sample browser (filter by task and by correct / incorrect / parse failure / error)
+with audio players for every input and output turn, reasoning collapsed, judge explanations.
+
+Self-contained and offline: plotly.js is inlined once (figures are JSON handed to
+``Plotly.newPlot``), filtering is a few lines of inline JS, and audio is embedded as data URIs
+while the total stays under ``EMBED_LIMIT_BYTES`` (beyond that, files are linked relative to the
+report so the run folder still works when moved). All model text goes through jinja2's
+autoescape, and JSON inside ``<script>`` is escaped so ``</script>`` in model text cannot end it.
+Large runs: the sample browser holds the first ``max_samples`` samples (``EVALKIT_REPORT_MAX_SAMPLES``)
+and says so; tables and charts always cover the whole run.
 """
 
 from __future__ import annotations
 
 import base64
 import os
-from collections import defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+from evalkit.errors import EvalkitError
 from evalkit.records import ResponseRecord, ScoreRecord
 from evalkit.store import RunStore, atomic_write_text
 
 EMBED_LIMIT_BYTES = 64 * 2**20
+#: samples shown in the browser unless ``EVALKIT_REPORT_MAX_SAMPLES`` or ``max_samples`` says otherwise
+DEFAULT_MAX_SAMPLES = 1000
+STATUSES = ("correct", "incorrect", "parse-failure", "error")
+_AUDIO_MIME = {
+    ".wav": "audio/wav",
+    ".flac": "audio/flac",
+    ".mp3": "audio/mpeg",
+    ".ogg": "audio/ogg",
+    ".opus": "audio/ogg",
+    ".m4a": "audio/mp4",
+    ".webm": "audio/webm",
+}
 
 
 class AudioLinker:
-    """Turns audio paths into ``src`` values: data URIs until the budget is spent, then links."""
+    """Turns audio paths into ``src`` values: data URIs until the budget is spent, then links
+    relative to the run directory (where report.html lives), so audio plays from file:// and
+    still plays after the run folder is copied elsewhere."""
 
     def __init__(self, run_root: Path, budget: int = EMBED_LIMIT_BYTES):
         self.run_root = run_root
@@ -39,10 +63,28 @@ class AudioLinker:
         size = file.stat().st_size
         if size <= self.budget:
             self.budget -= size
-            return "data:audio/wav;base64," + base64.b64encode(file.read_bytes()).decode("ascii")
-        return os.path.relpath(file, self.run_root)
+            mime = _AUDIO_MIME.get(file.suffix.lower(), "audio/wav")
+            return f"data:{mime};base64," + base64.b64encode(file.read_bytes()).decode("ascii")
+        return quote(Path(os.path.relpath(file, self.run_root)).as_posix())
 
 
+def max_samples_setting(explicit: int | None = None) -> int:
+    """The sample browser's cap: the argument, else ``EVALKIT_REPORT_MAX_SAMPLES``, else the default."""
+    if explicit is not None:
+        return explicit
+    raw = os.environ.get("EVALKIT_REPORT_MAX_SAMPLES")
+    if raw is None:
+        return DEFAULT_MAX_SAMPLES
+    try:
+        value = int(raw)
+    except ValueError:
+        raise EvalkitError(f"EVALKIT_REPORT_MAX_SAMPLES={raw!r} is not a whole number") from None
+    if value < 0:
+        raise EvalkitError(f"EVALKIT_REPORT_MAX_SAMPLES={raw!r} must be 0 or more")
+    return value
+
+
+# -- formatting filters ------------------------------------------------------------------------------
 def _fmt(value: Any) -> str:
     if value is None:
         return "–"
@@ -51,49 +93,87 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _samples(
-    responses: list[ResponseRecord], scores: list[ScoreRecord], linker: AudioLinker
-) -> list[dict[str, Any]]:
-    by_sample: dict[tuple[str, str], dict[str, Any]] = {}
+def _fmt_int(value: Any) -> str:
+    return "–" if value is None else f"{int(value):,}"
 
-    def row_of(rec: ResponseRecord | ScoreRecord) -> dict[str, Any]:
-        return by_sample.setdefault(
-            (rec.task, rec.sample_id),
-            {
-                "task": rec.task,
-                "id": rec.sample_id,
-                "index": rec.sample_index,
-                "turns": [],
-                "scores": [],
-                "meta": {},
-            },
-        )
 
-    for rec in responses:
-        out = rec.output
-        row_of(rec)["turns"].append(
-            {
-                "turn": rec.turn,
-                "input_text": rec.input.text,
-                "input_transcript": rec.input.transcript,
-                "input_audio": linker.src(rec.input.audio_path),
-                "text": out.text,
-                "reasoning": out.reasoning,
-                "audio": linker.src(out.audio.path) if out.audio is not None else None,
-                "trace": out.trace,
-                "error": out.error,
-                "cached": rec.cached,
-                "latency": out.timing.total,
-            }
-        )
-    for rec in scores:
-        row = row_of(rec)
-        row["meta"] = rec.meta
-        row["scores"].append(rec.score)
-    rows = sorted(by_sample.values(), key=lambda r: (r["task"], r["index"]))
-    for row in rows:
-        row["status"] = _status(row)
-    return rows
+def _fmt_seconds(value: Any) -> str:
+    if value is None:
+        return "–"
+    seconds = float(value)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {rest:02.0f} s"
+
+
+# -- the run header ----------------------------------------------------------------------------------
+def _token_totals(summary: dict[str, Any]) -> dict[str, int]:
+    totals: Counter[str] = Counter()
+    for task in summary.get("tasks", {}).values():
+        totals.update((task.get("requests") or {}).get("tokens") or {})
+    return dict(totals)
+
+
+def _request_totals(summary: dict[str, Any]) -> dict[str, int]:
+    totals: Counter[str] = Counter()
+    for task in summary.get("tasks", {}).values():
+        requests = task.get("requests") or {}
+        totals.update({k: requests.get(k, 0) for k in ("n_requests", "n_errors", "n_cached")})
+    return dict(totals)
+
+
+def run_header(manifest: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """The facts a reader needs to trust and reproduce the numbers, gathered from manifest.json
+    (model, card, datasets, versions, seed, hardware, timing) and summary.json (token cost)."""
+    model = manifest.get("model") or {}
+    session = manifest.get("last_session") or {}
+    seconds = session.get("seconds")
+    tokens = _token_totals(summary)
+    requests = _request_totals(summary)
+    generated = (tokens.get("completion_tokens") or 0) if seconds else 0
+    return {
+        "model": model,
+        "card": model.get("card"),
+        "datasets": [{"task": t.get("name"), **(t.get("dataset") or {})} for t in manifest.get("tasks", [])],
+        "versions": manifest.get("versions") or {},
+        "seed": manifest.get("seed"),
+        "hardware": manifest.get("hardware") or {},
+        "session": session,
+        "seconds": seconds,
+        "samples_per_s": session.get("samples_per_s"),
+        "requests_per_s": session.get("requests") / seconds if seconds and session.get("requests") else None,
+        "completion_tokens_per_s": generated / seconds if seconds and generated else None,
+        "tokens": tokens,
+        "requests": requests,
+    }
+
+
+# -- the sample browser ------------------------------------------------------------------------------
+def _turn_view(rec: ResponseRecord, linker: AudioLinker) -> dict[str, Any]:
+    out = rec.output
+    input_audio = linker.src(rec.input.audio_path)
+    output_path = out.audio.path if out.audio is not None else None
+    audio = linker.src(output_path)
+    return {
+        "turn": rec.turn,
+        "input_text": rec.input.text,
+        "input_transcript": rec.input.transcript,
+        "input_audio": input_audio,
+        # a recorded path whose file is gone is said, not silently dropped
+        "input_audio_missing": rec.input.audio_path if rec.input.audio_path and not input_audio else None,
+        "text": out.text,
+        "reasoning": out.reasoning,
+        "reasoning_tokens": out.usage.reasoning_tokens,
+        "audio": audio,
+        "audio_missing": output_path if output_path and not audio else None,
+        "trace": out.trace,
+        "error": out.error,
+        "cached": rec.cached,
+        "latency": out.timing.total,
+        "first_token": out.timing.first_token,
+    }
 
 
 def _status(row: dict[str, Any]) -> str:
@@ -107,7 +187,43 @@ def _status(row: dict[str, Any]) -> str:
     return "correct"
 
 
-def render(store: RunStore) -> str:
+def sample_rows(responses: list[ResponseRecord], scores: list[ScoreRecord]) -> list[dict[str, Any]]:
+    """Every sample of the run with its response records and scores, in run order, with a status."""
+    by_sample: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def row_of(rec: ResponseRecord | ScoreRecord) -> dict[str, Any]:
+        key = (rec.task, rec.sample_id)
+        if key not in by_sample:
+            by_sample[key] = {
+                "task": rec.task,
+                "id": rec.sample_id,
+                "index": rec.sample_index,
+                "records": [],
+                "scores": [],
+                "meta": {},
+            }
+        return by_sample[key]
+
+    for rec in responses:
+        row_of(rec)["records"].append(rec)
+    for rec in scores:
+        row = row_of(rec)
+        row["meta"] = rec.meta
+        row["scores"].append(rec.score)
+    rows = sorted(by_sample.values(), key=lambda r: (r["task"], r["index"]))
+    for row in rows:
+        row["status"] = _status({"turns": [{"error": r.output.error} for r in row["records"]], **row})
+    return rows
+
+
+def _with_audio(rows: list[dict[str, Any]], linker: AudioLinker) -> list[dict[str, Any]]:
+    """Attach display turns (audio resolved) only to the samples that are shown, so the embedding
+    budget is spent on what the page holds."""
+    return [{**row, "turns": [_turn_view(r, linker) for r in row["records"]]} for row in rows]
+
+
+# -- rendering ---------------------------------------------------------------------------------------
+def _environment():
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     env = Environment(
@@ -116,28 +232,49 @@ def render(store: RunStore) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["fmt"] = _fmt
+    env.filters.update(fmt=_fmt, fmt_int=_fmt_int, fmt_seconds=_fmt_seconds)
+    return env
+
+
+def render(store: RunStore, max_samples: int | None = None, embed_limit: int = EMBED_LIMIT_BYTES) -> str:
+    """The report page. ``embed_limit`` is the audio bytes embedded as data URIs (then links)."""
+    from markupsafe import Markup
+
+    from evalkit.reports.charts import build_charts, plotly_js
+
+    cap = max_samples_setting(max_samples)
     manifest = store.read_manifest()
     summary = store.read_summary()
     responses = store.responses()
     scores = store.scores()
     errors = [r for r in responses if r.output.error is not None]
     judge_errors = [r for r in scores if r.score.error is not None and r.score.error.kind != "model_error"]
-    counts: dict[str, int] = defaultdict(int)
-    samples = _samples(responses, scores, AudioLinker(store.root))
-    for row in samples:
-        counts[row["status"]] += 1
-    return env.get_template("report.html.j2").render(
-        manifest=manifest,
-        summary=summary,
-        samples=samples,
-        errors=errors,
-        judge_errors=judge_errors,
-        status_counts=dict(counts),
+    rows = sample_rows(responses, scores)
+    shown = _with_audio(rows[:cap], AudioLinker(store.root, embed_limit))
+    charts = build_charts(summary, responses, scores)
+    has_figures = any(c.figure_json for c in charts)
+    return (
+        _environment()
+        .get_template("report.html.j2")
+        .render(
+            manifest=manifest,
+            summary=summary,
+            header=run_header(manifest, summary),
+            charts=charts,
+            plotly_js=Markup(plotly_js().replace("</script", "<\\/script")) if has_figures else None,
+            samples=shown,
+            n_samples=len(rows),
+            tasks=sorted({r["task"] for r in rows}),
+            statuses=STATUSES,
+            status_counts=Counter(r["status"] for r in rows),
+            shown_counts=Counter(r["status"] for r in shown),
+            errors=errors,
+            judge_errors=judge_errors,
+        )
     )
 
 
-def write_report(store: RunStore) -> Path:
+def write_report(store: RunStore, max_samples: int | None = None) -> Path:
     path = store.root / "report.html"
-    atomic_write_text(path, render(store))
+    atomic_write_text(path, render(store, max_samples))
     return path

@@ -1,0 +1,476 @@
+"""The charts of ``report.html``, computed from what a run wrote (summary.json, scores.jsonl,
+responses.jsonl) and drawn with plotly.
+
+Two layers, so that the numbers can be tested without a browser and plotly is imported only when a
+report is actually rendered: ``*_series`` / ``quantile_bins`` turn run records into plain data, and
+``build_charts`` turns that data into plotly figures serialised as JSON (the page loads plotly.js
+once and calls ``Plotly.newPlot`` per figure). A chart whose data is missing is never faked: it is
+replaced by a ``Chart`` with only a note saying why it is absent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from evalkit.records import ResponseRecord, ScoreRecord
+from evalkit.stats import metric_summary
+
+#: quantile bins of the reasoning-length curve (fewer when there are fewer distinct lengths)
+REASONING_BINS = 5
+#: per-turn prosody features worth a trajectory (units differ, so each gets its own panel)
+PROSODY_FEATURES = (
+    ("f0_median_hz", "median F0 (Hz)"),
+    ("pitch_sd_st", "pitch SD (st)"),
+    ("energy_sd_db", "energy SD (dB)"),
+    ("syllable_rate_sps", "syllables / s"),
+)
+_TOKENISH = re.compile(r"\w+|[^\w\s]")
+
+
+@dataclass
+class Chart:
+    """One chart slot of the report: a figure (script-safe JSON) or, when the run has no data for
+    it, only ``note`` explaining the absence."""
+
+    id: str
+    section: str
+    title: str
+    figure_json: str | None = None
+    note: str | None = None
+
+
+@dataclass
+class Series:
+    """Points with optional 95% CIs and counts: one bar group or one line of a chart."""
+
+    name: str
+    x: list[Any]
+    y: list[float | None]
+    ci_low: list[float | None] = field(default_factory=list)
+    ci_high: list[float | None] = field(default_factory=list)
+    n: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Bin:
+    """One quantile bin of reasoning length: its range, mean length, mean metric and count."""
+
+    low: float
+    high: float
+    mean_length: float
+    value: float
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+
+
+# -- data -------------------------------------------------------------------------------------------
+def _primary(task: dict[str, Any]) -> tuple[str, str] | None:
+    primary = task.get("primary") or {}
+    if not primary.get("judge"):
+        return None
+    return primary["judge"], primary.get("metric") or "accuracy"
+
+
+def category_series(summary: dict[str, Any]) -> list[tuple[str, str, Series]]:
+    """(task, group key, series of the primary metric per group value) for every breakdown the
+    summary holds, values and CIs exactly as summary.json has them."""
+    out = []
+    for task_name, task in summary.get("tasks", {}).items():
+        primary = _primary(task)
+        if primary is None:
+            continue
+        judge, metric = primary
+        for key, groups in task["judges"].get(judge, {}).get("groups", {}).items():
+            rows = [(value, metrics[metric]) for value, metrics in groups.items() if metric in metrics]
+            if not rows:
+                continue
+            out.append(
+                (
+                    task_name,
+                    key,
+                    Series(
+                        name=f"{task_name} · {metric}",
+                        x=[value for value, _ in rows],
+                        y=[m["value"] for _, m in rows],
+                        ci_low=[m["ci_low"] for _, m in rows],
+                        ci_high=[m["ci_high"] for _, m in rows],
+                        n=[m["n"] for _, m in rows],
+                    ),
+                )
+            )
+    return out
+
+
+def reasoning_length(output_usage_tokens: int | None, reasoning: str | None) -> int:
+    """Reasoning tokens as the server counted them; without that, a token-like count of the
+    reasoning text (words and punctuation marks), so models that do not report usage still plot."""
+    if output_usage_tokens is not None:
+        return int(output_usage_tokens)
+    return len(_TOKENISH.findall(reasoning or ""))
+
+
+def reasoning_points(
+    summary: dict[str, Any], responses: list[ResponseRecord], scores: list[ScoreRecord]
+) -> dict[str, list[tuple[int, float]]]:
+    """Per task: (reasoning length summed over the sample's turns, primary metric of the sample) for
+    every sample the primary judge scored. Samples whose model call or judge failed have no metric
+    and are left out, as in summary.json."""
+    lengths: dict[tuple[str, str], int] = defaultdict(int)
+    for rec in responses:
+        if rec.output.error is None:
+            usage = rec.output.usage.reasoning_tokens
+            lengths[(rec.task, rec.sample_id)] += reasoning_length(usage, rec.output.reasoning)
+    out: dict[str, list[tuple[int, float]]] = {}
+    for task_name, task in summary.get("tasks", {}).items():
+        primary = _primary(task)
+        if primary is None:
+            continue
+        judge, metric = primary
+        points = [
+            (lengths.get((rec.task, rec.sample_id), 0), float(rec.score.metrics[metric]))
+            for rec in scores
+            if rec.task == task_name
+            and rec.score.judge == judge
+            and rec.score.error is None
+            and rec.score.metrics.get(metric) is not None
+        ]
+        if points:
+            out[task_name] = points
+    return out
+
+
+def quantile_bins(points: list[tuple[int, float]], n_bins: int = REASONING_BINS, seed: int = 0) -> list[Bin]:
+    """Split samples into (at most) ``n_bins`` bins of about equal count by reasoning length and
+    average the metric per bin, with a seeded bootstrap CI. Equal lengths never straddle two bins,
+    so with few distinct lengths there are fewer bins."""
+    if not points:
+        return []
+    lengths = np.array([p[0] for p in points], dtype=float)
+    values = np.array([p[1] for p in points], dtype=float)
+    edges = np.unique(np.quantile(lengths, np.linspace(0, 1, n_bins + 1)))
+    if len(edges) == 1:
+        index = np.zeros(len(lengths), dtype=int)
+    else:
+        # right-closed bins (edges[i], edges[i+1]], the first one also holding the minimum
+        index = np.clip(np.searchsorted(edges, lengths, side="left") - 1, 0, len(edges) - 2)
+    bins = []
+    for b in range(int(index.max()) + 1):
+        mask = index == b
+        if not mask.any():
+            continue
+        summary = metric_summary(values[mask].tolist(), seed + b)
+        bins.append(
+            Bin(
+                low=float(lengths[mask].min()),
+                high=float(lengths[mask].max()),
+                mean_length=float(lengths[mask].mean()),
+                value=float(summary["value"]),
+                ci_low=summary["ci_low"],
+                ci_high=summary["ci_high"],
+                n=int(mask.sum()),
+            )
+        )
+    return bins
+
+
+def turn_accuracy_series(summary: dict[str, Any]) -> list[Series]:
+    """Accuracy per answered turn (summary.json's ``by_turn``) of every judge that has one."""
+    out = []
+    for task_name, task in summary.get("tasks", {}).items():
+        for judge_name, judge in task.get("judges", {}).items():
+            by_turn = judge.get("by_turn") or {}
+            if not by_turn:
+                continue
+            turns = sorted(by_turn, key=int)
+            out.append(
+                Series(
+                    name=f"{task_name} · {judge_name}",
+                    x=[int(t) for t in turns],
+                    y=[by_turn[t]["value"] for t in turns],
+                    ci_low=[by_turn[t]["ci_low"] for t in turns],
+                    ci_high=[by_turn[t]["ci_high"] for t in turns],
+                    n=[by_turn[t]["n"] for t in turns],
+                )
+            )
+    return out
+
+
+def _mean_by_turn(rows: list[tuple[int, float]], name: str) -> Series:
+    by_turn: dict[int, list[float]] = defaultdict(list)
+    for turn, value in rows:
+        by_turn[turn].append(value)
+    turns = sorted(by_turn)
+    return Series(
+        name=name,
+        x=turns,
+        y=[float(np.mean(by_turn[t])) for t in turns],
+        n=[len(by_turn[t]) for t in turns],
+    )
+
+
+def _turn_rows(scores: list[ScoreRecord], detail: str, field_name: str) -> dict[tuple[str, str], list]:
+    """(task, judge) -> [(turn, value)] of one numeric field of per-turn detail rows."""
+    rows: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
+    for rec in scores:
+        if rec.score.error is not None:
+            continue
+        for row in rec.score.details.get(detail) or []:
+            value = row.get(field_name) if isinstance(row, dict) else None
+            if isinstance(value, int | float) and "turn" in row:
+                rows[(rec.task, rec.score.judge)].append((int(row["turn"]), float(value)))
+    return rows
+
+
+def prosody_series(scores: list[ScoreRecord]) -> dict[tuple[str, str], list[tuple[str, Series]]]:
+    """(task, judge) -> [(panel label, mean per model turn)] from prosody judges' per-turn rows
+    (``details["turn_features"]``), recognised by that shape rather than by judge name."""
+    out: dict[tuple[str, str], list[tuple[str, Series]]] = defaultdict(list)
+    for feature, label in PROSODY_FEATURES:
+        for scope, rows in _turn_rows(scores, "turn_features", feature).items():
+            out[scope].append((label, _mean_by_turn(rows, label)))
+    return dict(out)
+
+
+def arousal_series(scores: list[ScoreRecord]) -> dict[tuple[str, str], list[Series]]:
+    """(task, judge) -> model and user arousal per turn from emotion judges' ``details["per_turn"]``."""
+    out: dict[tuple[str, str], list[Series]] = defaultdict(list)
+    for field_name, label in (("arousal", "model arousal"), ("user_arousal", "user arousal")):
+        for scope, rows in _turn_rows(scores, "per_turn", field_name).items():
+            out[scope].append(_mean_by_turn(rows, label))
+    return dict(out)
+
+
+# -- figures --------------------------------------------------------------------------------------------
+def script_safe_json(text: str) -> str:
+    """JSON that can sit inside ``<script>``: ``</script>``, ``<!--`` and ``&`` in model text (or in
+    a category name) cannot end the element, and U+2028/2029 cannot break old parsers."""
+    return (
+        text.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
+
+
+def _error_bars(series: Series) -> dict[str, Any] | None:
+    if not series.ci_low:
+        return None
+    plus = [None if h is None or v is None else h - v for v, h in zip(series.y, series.ci_high, strict=True)]
+    minus = [
+        None if lo is None or v is None else v - lo for v, lo in zip(series.y, series.ci_low, strict=True)
+    ]
+    return {"type": "data", "array": plus, "arrayminus": minus, "visible": True}
+
+
+def _figure_json(fig: Any, height: int = 360) -> str:
+    import plotly.io as pio
+
+    fig.update_layout(template="plotly_white", margin={"l": 60, "r": 20, "t": 50, "b": 50}, height=height)
+    return script_safe_json(pio.to_json(fig, validate=False, pretty=False))
+
+
+def _category_figure(task: str, key: str, series: Series) -> str:
+    import plotly.graph_objects as go
+
+    bar = go.Bar(
+        x=[str(x) for x in series.x],
+        y=series.y,
+        error_y=_error_bars(series),
+        text=[f"n={n}" for n in series.n],
+        textposition="outside",
+        name=series.name,
+        hovertemplate="%{x}: %{y:.3f} (%{text})<extra></extra>",
+    )
+    fig = go.Figure(bar)
+    fig.update_layout(title=f"{task}: {series.name.split(' · ')[-1]} by {key}", showlegend=False)
+    fig.update_yaxes(title=series.name.split(" · ")[-1], rangemode="tozero")
+    fig.update_xaxes(title=key, type="category")
+    return _figure_json(fig)
+
+
+def _reasoning_figure(curves: dict[str, list[Bin]], metric_names: dict[str, str]) -> str:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for task, bins in curves.items():
+        series = Series(
+            name=task,
+            x=[b.mean_length for b in bins],
+            y=[b.value for b in bins],
+            ci_low=[b.ci_low for b in bins],
+            ci_high=[b.ci_high for b in bins],
+            n=[b.n for b in bins],
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=series.x,
+                y=series.y,
+                mode="lines+markers+text",
+                name=f"{task} ({metric_names[task]})",
+                error_y=_error_bars(series),
+                text=[f"n={b.n}" for b in bins],
+                textposition="top center",
+                customdata=[[b.low, b.high] for b in bins],
+                hovertemplate="reasoning %{customdata[0]:.0f}–%{customdata[1]:.0f} tokens: "
+                "%{y:.3f} (%{text})<extra></extra>",
+            )
+        )
+    fig.update_layout(title="Reasoning length vs. score (quantile bins)")
+    fig.update_xaxes(title="reasoning tokens per sample (bin mean)")
+    fig.update_yaxes(title="score", rangemode="tozero")
+    return _figure_json(fig)
+
+
+def _turn_accuracy_figure(series: list[Series]) -> str:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for s in series:
+        fig.add_trace(
+            go.Scatter(
+                x=s.x,
+                y=s.y,
+                mode="lines+markers",
+                name=s.name,
+                error_y=_error_bars(s),
+                text=[f"n={n}" for n in s.n],
+                hovertemplate="turn %{x}: %{y:.3f} (%{text})<extra></extra>",
+            )
+        )
+    fig.update_layout(title="Accuracy by answered turn")
+    fig.update_xaxes(title="answered turn", dtick=1)
+    fig.update_yaxes(title="accuracy", rangemode="tozero")
+    return _figure_json(fig)
+
+
+def _panels_figure(title: str, panels: list[tuple[str, list[Series]]]) -> str:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, subplot_titles=[p[0] for p in panels])
+    for row, (_, series) in enumerate(panels, start=1):
+        for s in series:
+            fig.add_trace(
+                go.Scatter(
+                    x=s.x,
+                    y=s.y,
+                    mode="lines+markers",
+                    name=s.name,
+                    text=[f"n={n}" for n in s.n],
+                    hovertemplate="turn %{x}: %{y:.3f} (%{text})<extra></extra>",
+                ),
+                row=row,
+                col=1,
+            )
+    fig.update_xaxes(title="model turn", dtick=1, row=len(panels), col=1)
+    fig.update_layout(title=title)
+    return _figure_json(fig, height=max(360, 220 * len(panels)))
+
+
+def _category_charts(summary: dict[str, Any]) -> list[Chart]:
+    found = category_series(summary)
+    if not found:
+        return [
+            Chart(
+                "chart-category",
+                "category",
+                "Score by category",
+                note="No per-group breakdown in summary.json (the tasks define no group keys).",
+            )
+        ]
+    return [
+        Chart(
+            f"chart-category-{i}",
+            "category",
+            f"{task} by {key}",
+            figure_json=_category_figure(task, key, series),
+        )
+        for i, (task, key, series) in enumerate(found)
+    ]
+
+
+def _reasoning_chart(
+    summary: dict[str, Any], responses: list[ResponseRecord], scores: list[ScoreRecord]
+) -> Chart:
+    title = "Reasoning length vs. score"
+    points = reasoning_points(summary, responses, scores)
+    with_reasoning = {t: p for t, p in points.items() if any(length > 0 for length, _ in p)}
+    if not with_reasoning:
+        return Chart("chart-reasoning", "reasoning", title, note="No reasoning was recorded in this run.")
+    seed = int(summary.get("seed", 0))
+    curves = {t: quantile_bins(p, seed=seed) for t, p in with_reasoning.items()}
+    curves = {t: bins for t, bins in curves.items() if len(bins) >= 2}
+    if not curves:
+        return Chart(
+            "chart-reasoning",
+            "reasoning",
+            title,
+            note="Every sample reasoned for the same length; there is no curve to draw.",
+        )
+    metrics = {t: (_primary(summary["tasks"][t]) or ("", "score"))[1] for t in curves}
+    skipped = sorted(set(points) - set(curves))
+    note = f"Tasks without varying reasoning length: {', '.join(skipped)}." if skipped else None
+    return Chart(
+        "chart-reasoning", "reasoning", title, figure_json=_reasoning_figure(curves, metrics), note=note
+    )
+
+
+def _turn_charts(summary: dict[str, Any], scores: list[ScoreRecord]) -> list[Chart]:
+    charts = []
+    accuracy = turn_accuracy_series(summary)
+    if accuracy:
+        charts.append(
+            Chart(
+                "chart-turn-accuracy",
+                "turns",
+                "Accuracy by turn",
+                figure_json=_turn_accuracy_figure(accuracy),
+            )
+        )
+    for i, ((task, judge), panels) in enumerate(sorted(prosody_series(scores).items())):
+        title = f"{task} · {judge}: prosody per turn"
+        figure = _panels_figure(title, [(label, [s]) for label, s in panels])
+        charts.append(Chart(f"chart-prosody-{i}", "turns", title, figure_json=figure))
+    for i, ((task, judge), series) in enumerate(sorted(arousal_series(scores).items())):
+        title = f"{task} · {judge}: arousal per turn"
+        charts.append(
+            Chart(
+                f"chart-arousal-{i}", "turns", title, figure_json=_panels_figure(title, [("arousal", series)])
+            )
+        )
+    if not charts:
+        charts.append(
+            Chart(
+                "chart-turns",
+                "turns",
+                "Per-turn trajectories",
+                note="No per-turn data: no multi-turn accuracy breakdown and no prosody or emotion judge.",
+            )
+        )
+    return charts
+
+
+def build_charts(
+    summary: dict[str, Any], responses: list[ResponseRecord], scores: list[ScoreRecord]
+) -> list[Chart]:
+    """Every chart of the report in display order: score by category, reasoning length vs. score,
+    per-turn trajectories."""
+    return [
+        *_category_charts(summary),
+        _reasoning_chart(summary, responses, scores),
+        *_turn_charts(summary, scores),
+    ]
+
+
+def plotly_js() -> str:
+    """plotly.js itself, to be inlined once per report (works offline, from file://)."""
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
