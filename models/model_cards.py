@@ -199,7 +199,11 @@ class CardModel(ModelAdapter):
     card_name: str = ""
 
     @classmethod
-    def from_spec(cls, arg: str, **options: Any) -> CardAdapter:
+    def from_spec(cls, arg: str, **options: Any) -> ModelAdapter:
+        if isinstance(options.get("base_url"), list | tuple):  # --base-url repeated: one replica each
+            from evalkit.models.replica_pool import replicate_over_urls
+
+            return replicate_over_urls(cls.from_spec, arg, options, cls.card_name)
         card = get_card(cls.card_name)
         where = f"model spec '{card.name}:{arg}'"
         body, sep, spec_url = arg.rpartition("@")

@@ -304,9 +304,14 @@ class OpenAIChatAdapter(ModelAdapter):
         self._client_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
-    def from_spec(cls, arg: str, **options: Any) -> OpenAIChatAdapter:
+    def from_spec(cls, arg: str, **options: Any) -> ModelAdapter:
         """``MODEL@BASE_URL``; without ``@``: the ``base_url`` option (``--base-url``), else
-        ``OPENAI_BASE_URL``, else OpenAI's own. A URL in both places must agree."""
+        ``OPENAI_BASE_URL``, else OpenAI's own. A URL in both places must agree. A list of URLs
+        (``--base-url`` repeated) gives a ``ReplicaPool`` with one adapter per server."""
+        if isinstance(options.get("base_url"), list | tuple):
+            from evalkit.models.replica_pool import replicate_over_urls
+
+            return replicate_over_urls(cls.from_spec, arg, options, "openai")
         model, sep, base_url = arg.rpartition("@")
         option_url = options.get("base_url")
         if not sep:
