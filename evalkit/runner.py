@@ -25,11 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.audio import AudioError
+from evalkit.batching import MicroBatcher
 from evalkit.cache import ResponseCache, request_key
 from evalkit.errors import EvalkitError
 from evalkit.judges.base import Judge
 from evalkit.manifest import git_revision, hardware, now_iso, package_versions, redact_command
 from evalkit.models.base import ModelAdapter, load_model
+from evalkit.models.replica_pool import ReplicaPool
 from evalkit.paths import response_cache_path
 from evalkit.progress import RunProgress
 from evalkit.records import (
@@ -43,6 +45,7 @@ from evalkit.records import (
     TurnInput,
 )
 from evalkit.retry import RetryPolicy, call_with_retries
+from evalkit.sharding import parse_shard
 from evalkit.store import RunStore
 from evalkit.summary import summarise_run
 from evalkit.tasks.base import Task, resolve_tasks
@@ -130,6 +133,7 @@ class Runner:
         self.judge_slots = asyncio.Semaphore(max(1, config.concurrency * 2))
         self.judges: dict[str, dict[str, Judge]] = {t.name: t.make_judges() for t in tasks}
         self._pool: ProcessPoolExecutor | None = None
+        self._batchers: dict[int, tuple[str, MicroBatcher]] = {}  # id(judge) -> (task, batcher)
         self._params: dict[str, GenerationParams] = {}
         self._judging: set[asyncio.Task] = set()
         self.progress = RunProgress(enabled=show_progress)
@@ -256,6 +260,8 @@ class Runner:
 
     async def _run_judge(self, judge: Judge, sample: Sample, outputs: list[ModelOutput]) -> Score:
         try:
+            if judge.batch_size > 1:  # model-based judges: one in-process model, batched calls
+                return await self._batcher(judge).submit(sample, outputs)
             if judge.cpu_heavy:
                 if self._pool is None:
                     # spawn, not fork: a forked child inherits torch/OpenMP thread pools the parent
@@ -280,8 +286,11 @@ class Runner:
 
     # -- the run ----------------------------------------------------------------------------------
     def _work(self) -> Iterator[tuple[Task, int, Sample]]:
+        shard = parse_shard(self.config.shard)
         for task in self.tasks:
             for index, sample in enumerate(task.samples(self.config.limit)):
+                if shard is not None and not shard.owns(index):
+                    continue  # another shard's sample; its index is still the task-wide one
                 if self.resume.finished(task, sample, len(task.answer_turns(sample))):
                     self.progress.advance(task.name)
                     continue
@@ -295,8 +304,10 @@ class Runner:
                 await self.process_sample(task, index, sample)
 
         with self.progress:
+            shard = parse_shard(self.config.shard)
             for task in self.tasks:
-                self.progress.add_task(task.name, task.count(self.config.limit))
+                total = task.count(self.config.limit)
+                self.progress.add_task(task.name, total if shard is None else shard.size(total))
             try:
                 await asyncio.gather(*(worker() for _ in range(max(1, self.config.concurrency))))
                 while self._judging:
@@ -304,6 +315,23 @@ class Runner:
             finally:
                 if self._pool is not None:
                     self._pool.shutdown(cancel_futures=True)
+                await self._close_batchers()
+
+    def _batcher(self, judge: Judge) -> MicroBatcher:
+        """The judge instance's micro-batcher, started on first use (evalkit.batching)."""
+        if id(judge) not in self._batchers:
+            task = next((t for t, js in self.judges.items() if any(j is judge for j in js.values())), "?")
+            self._batchers[id(judge)] = (task, MicroBatcher(judge))
+        return self._batchers[id(judge)][1]
+
+    async def _close_batchers(self) -> None:
+        """Stop the batchers and record in the manifest what each did (batch sizes, device)."""
+        if not self._batchers:
+            return
+        info = {f"{task}/{b.judge.name}": b.describe() for task, b in self._batchers.values()}
+        for _, batcher in self._batchers.values():
+            await batcher.aclose()
+        self.store.update_manifest(judge_batching=info)
 
 
 def _check_capabilities(adapter: ModelAdapter, tasks: list[Task]) -> None:
@@ -323,6 +351,20 @@ def open_cache(config: RunConfig) -> ResponseCache | None:
     return ResponseCache(Path(config.cache_path) if config.cache_path else response_cache_path())
 
 
+async def load_adapter(config: RunConfig) -> ModelAdapter:
+    """The run's model: built here (``local``), or as Ray actors behind a driver-side pool
+    (``ray``, see ``evalkit.models.ray_replicas``; Ray is imported only then)."""
+    if config.executor == "ray":
+        from evalkit.models.ray_replicas import load_on_ray
+
+        return await load_on_ray(config.model, config.model_options, config.replicas)
+    if config.executor != "local":
+        raise EvalkitError(f"unknown executor {config.executor!r}; use local or ray")
+    if config.replicas is not None:
+        raise EvalkitError("--replicas needs --executor ray (for several servers, repeat --base-url)")
+    return load_model(config.model, **config.model_options)
+
+
 async def evaluate_async(
     config: RunConfig,
     resume_dir: Path | None = None,
@@ -330,11 +372,12 @@ async def evaluate_async(
     show_progress: bool = True,
 ) -> RunStore:
     """Run (or resume) an evaluation; returns the finished run directory."""
+    parse_shard(config.shard)  # a bad --shard is a one-line error before any model loads
     if resume_dir is not None:
         store = RunStore.open_existing(resume_dir)
         manifest = store.read_manifest()
         config = RunConfig.from_manifest({**manifest["config"], "concurrency": config.concurrency})
-    adapter = load_model(config.model, **config.model_options)
+    adapter = await load_adapter(config)
     try:
         tasks = resolve_tasks(config.tasks)
         _check_capabilities(adapter, tasks)
@@ -391,6 +434,7 @@ async def evaluate_async(
                 "seconds": round(elapsed, 3),
                 **runner.counters,
                 "samples_per_s": round(runner.counters["samples"] / elapsed, 3) if elapsed else None,
+                **({"replicas": adapter.session_stats()} if isinstance(adapter, ReplicaPool) else {}),
             },
             cache=cache.stats() if cache is not None else None,
         )
@@ -407,6 +451,14 @@ def finalize(store: RunStore) -> dict[str, Any]:
     judge_order = [j for t in manifest["tasks"] for j in t["judges"]]
     store.finalize_order([t["name"] for t in manifest["tasks"]], judge_order)
     summary = summarise_run(manifest["tasks"], store.scores(), store.responses(), manifest.get("seed", 0))
+    shard = parse_shard(manifest.get("config", {}).get("shard"))
+    if shard is not None:  # a shard's numbers are over its own samples only: say so where they are read
+        summary["shard"] = {
+            "index": shard.index,
+            "count": shard.count,
+            "note": f"shard {shard} only: metrics cover this shard's samples; join all shards with "
+            "`evalkit merge` for the run's results",
+        }
     store.write_summary(summary)
     for task in manifest["tasks"]:
         module, _, qualname = task["class"].rpartition(".")

@@ -48,21 +48,28 @@ def atomic_write_text(path: Path, text: str) -> None:
 def read_jsonl(path: Path, record_type: type[R]) -> list[R]:
     """Read complete lines; a torn final line (killed mid-write) is ignored, any other bad line is
     an error naming the file and line."""
+    return [record for _, _, record in iter_jsonl(path, record_type)]
+
+
+def iter_jsonl(path: Path, record_type: type[R]) -> Iterator[tuple[int, int, R]]:
+    """``(byte offset, byte length, record)`` per complete line, one line in memory at a time:
+    finishing a run of any size must not hold all its records (``finalize_order``). Same rules as
+    ``read_jsonl``: a final line without newline (the writer was killed mid-line) is skipped."""
     if not path.exists():
-        return []
-    records: list[R] = []
-    with open(path, encoding="utf-8") as fh:
-        lines = fh.read().split("\n")
-    complete, tail = lines[:-1], lines[-1]
-    for number, line in enumerate(complete, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(record_type.model_validate_json(line))
-        except ValueError as exc:
-            raise EvalkitError(f"{path}:{number}: not a valid {record_type.__name__} line ({exc})") from None
-    del tail  # no trailing newline: the writer was killed mid-line
-    return records
+        return
+    offset = 0
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            start, offset = offset, offset + len(raw)
+            if not raw.endswith(b"\n") or not raw.strip():
+                continue
+            try:
+                record = record_type.model_validate_json(raw)
+            except ValueError as exc:
+                raise EvalkitError(
+                    f"{path}:{number}: not a valid {record_type.__name__} line ({exc})"
+                ) from None
+            yield start, len(raw), record
 
 
 def _latest(records: list[R], key: Callable[[R], Hashable]) -> Iterator[R]:
@@ -234,21 +241,37 @@ class RunStore:
         self.close_streams()
         task_rank = {t: i for i, t in enumerate(task_order)}
         judge_rank = {j: i for i, j in enumerate(judge_order)}
-        responses = sorted(
-            self.iter_latest_responses(),
-            key=lambda r: (task_rank.get(r.task, len(task_rank)), r.task, r.sample_index, r.turn),
-        )
-        scores = sorted(
-            self.iter_latest_scores(),
-            key=lambda r: (
-                task_rank.get(r.task, len(task_rank)),
-                r.task,
-                r.sample_index,
-                judge_rank.get(r.score.judge, len(judge_rank)),
-                r.score.judge,
-            ),
-        )
-        for name, records in ((RESPONSES, responses), (SCORES, scores)):
-            atomic_write_text(
-                self.root / name, "".join(r.model_dump_json(exclude_none=True) + "\n" for r in records)
-            )
+
+        def response_key(r: ResponseRecord) -> tuple[Hashable, tuple]:
+            rank = task_rank.get(r.task, len(task_rank))
+            return (r.task, r.sample_id, r.turn), (rank, r.task, r.sample_index, r.turn)
+
+        def score_key(r: ScoreRecord) -> tuple[Hashable, tuple]:
+            judge = judge_rank.get(r.score.judge, len(judge_rank))
+            rank = task_rank.get(r.task, len(task_rank))
+            return (r.task, r.sample_id, r.score.judge), (rank, r.task, r.sample_index, judge, r.score.judge)
+
+        self._rewrite_sorted(self.root / RESPONSES, ResponseRecord, response_key)
+        self._rewrite_sorted(self.root / SCORES, ScoreRecord, score_key)
+
+    @staticmethod
+    def _rewrite_sorted(path: Path, record_type: type[R], key: Callable[[R], tuple[Hashable, tuple]]) -> None:
+        """Keep the latest line per identity, sorted, through an atomic rename. Only (sort key,
+        offset, length) stay in memory; each kept line is read back and written one at a time, so
+        finishing a 10k-sample run costs no more memory than a 1k one beyond those small tuples."""
+        latest: dict[Hashable, tuple[tuple, int, int]] = {}
+        for start, length, record in iter_jsonl(path, record_type):
+            identity, order = key(record)
+            latest[identity] = (order, start, length)
+        if not path.exists():
+            path.write_text("", encoding="utf-8")  # as before: a run with no records has empty files
+            return
+        tmp = path.with_name(path.name + ".tmp")
+        with open(path, "rb") as src, open(tmp, "w", encoding="utf-8") as out:
+            for _, start, length in sorted(latest.values(), key=lambda item: item[0]):
+                src.seek(start)
+                record = record_type.model_validate_json(src.read(length))
+                out.write(record.model_dump_json(exclude_none=True) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
