@@ -15,7 +15,15 @@ is not counted (its load time is printed apart). It prints, per judge: seconds, 
 ASR (audio / the sum of their seconds: they all run on every reply) against the target. A judge
 that is not registered is printed as missing, and the combined factor is then marked incomplete.
 
-    python benchmarks/judges_speed.py [--minutes 10] [--json OUT]
+Then, for the batchable model judges (``asr``, ``naturalness``), per-item vs batched throughput
+in the same run: the same conversations scored with ``score`` one at a time, then with
+``score_batch`` in batches of ``--batch`` conversations (what the runner's micro-batcher does),
+with the ratio. On this CPU tier (one thread) batching mostly saves per-call overhead; the GPU
+numbers, where batching is meant to pay, need a GPU machine (judges pick cuda by themselves):
+
+    python benchmarks/judges_speed.py --minutes 10 --threads 8 --json benchmarks/results/judges_gpu.json
+
+    python benchmarks/judges_speed.py [--minutes 10] [--batch 8] [--threads 1] [--json OUT]
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUME
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -34,6 +43,7 @@ from pathlib import Path  # noqa: E402
 
 CPU_JUDGES = ("prosody", "emotion", "voice", "naturalness")
 ASR_JUDGE = "asr"
+BATCHED_JUDGES = ("asr", "naturalness")
 TARGET_RTF = 20.0
 VERSION = "v1"
 TURNS_PER_CONVERSATION = 4
@@ -128,22 +138,70 @@ def measure(name: str, work: list[tuple], audio_s: float) -> dict:
     }
 
 
+def measure_batching(name: str, work: list[tuple], audio_s: float, batch: int) -> dict:
+    """Per-item ``score`` vs ``score_batch`` over the same conversations, after a warm-up of each;
+    also checks that the two give the same metrics (exact for ASR; 1e-4 for MOS)."""
+    from evalkit.judges.base import load_judge
+
+    judge = load_judge(name)
+    judge.score(*work[0])
+    judge.score_batch(work[:batch])  # warm both paths (model load, allocator)
+    started = time.perf_counter()
+    single = [judge.score(*item) for item in work]
+    single_s = time.perf_counter() - started
+    started = time.perf_counter()
+    batched = [s for i in range(0, len(work), batch) for s in judge.score_batch(work[i : i + batch])]
+    batch_s = time.perf_counter() - started
+    tolerance = 0.0 if name == ASR_JUDGE else 1e-4
+    worst = max(
+        (
+            abs(a - b)
+            for one, many in zip(single, batched, strict=True)
+            for key, a in one.metrics.items()
+            if (b := many.metrics.get(key)) is not None and a is not None and not math.isnan(a)
+        ),
+        default=0.0,
+    )
+    return {
+        "judge": name,
+        "device": judge.describe().get("device", judge.describe().get("distillmos_device")),
+        "batch": batch,
+        "per_item_s": round(single_s, 2),
+        "batched_s": round(batch_s, 2),
+        "per_item_rtf": round(audio_s / single_s, 2),
+        "batched_rtf": round(audio_s / batch_s, 2),
+        "speedup": round(single_s / batch_s, 3),
+        "max_metric_diff": worst,
+        "equal_within_tolerance": worst <= tolerance,
+        "errors": sum(s.error is not None for s in single) + sum(s.error is not None for s in batched),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="minutes of speech to judge")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--batch", type=int, default=8, help="conversations per batched call")
+    parser.add_argument("--threads", type=int, default=1, help="torch / CTranslate2 / ONNX threads")
+    parser.add_argument("--skip-per-judge", action="store_true", help="only the batching comparison")
     args = parser.parse_args(argv)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
 
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     clips, audio_s = build_corpus(args.minutes)
     work = conversations(clips)
-    print(f"{len(clips)} clips, {audio_s / 60:.1f} min of speech, {len(work)} conversations, 1 thread")
+    print(
+        f"{len(clips)} clips, {audio_s / 60:.1f} min of speech, {len(work)} conversations, "
+        f"{args.threads} thread(s)"
+    )
 
-    rows = [measure(name, work, audio_s) for name in (*CPU_JUDGES, ASR_JUDGE)]
-    print(f"\n{'judge':<12} {'seconds':>9} {'x real time':>12} {'load s':>8} {'errors':>7}")
+    rows = [] if args.skip_per_judge else [measure(name, work, audio_s) for name in (*CPU_JUDGES, ASR_JUDGE)]
+    if rows:
+        print(f"\n{'judge':<12} {'seconds':>9} {'x real time':>12} {'load s':>8} {'errors':>7}")
     for row in rows:
         if row["status"] == "missing":
             print(f"{row['judge']:<12} {'missing (not registered)':>38}")
@@ -164,9 +222,20 @@ def main(argv: list[str] | None = None) -> int:
             f"\ncombined CPU judges without ASR: {combined:.1f}x real time, {verdict} the "
             f"{TARGET_RTF:.0f}x target{note}"
         )
+    batching = [measure_batching(name, work, audio_s, args.batch) for name in BATCHED_JUDGES]
+    print(f"\n{'judge':<12} {'device':>6} {'per-item s':>11} {'batched s':>10} {'ratio':>7} {'max diff':>9}")
+    for row in batching:
+        print(
+            f"{row['judge']:<12} {row['device']:>6} {row['per_item_s']:>11.1f} {row['batched_s']:>10.1f} "
+            f"{row['speedup']:>6.2f}x {row['max_metric_diff']:>9.2g}"
+            + ("" if row["equal_within_tolerance"] else "  NOT EQUAL")
+        )
+    if all(row["device"] == "cpu" for row in batching):
+        print("(cpu only: the GPU side-by-side needs a GPU machine; see the module docstring)")
     result = {
         "audio_s": round(audio_s, 1),
-        "threads": 1,
+        "threads": args.threads,
+        "batching": batching,
         "rows": rows,
         "combined_rtf_without_asr": round(combined, 2) if combined is not None else None,
         "missing": missing,

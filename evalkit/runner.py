@@ -97,7 +97,7 @@ class ResumeState:
         for rec in store.iter_latest_responses():
             if rec.output.ok:
                 self.outputs[(rec.task, rec.sample_id)][rec.turn] = rec.output
-        for rec in store.scores():
+        for rec in store.iter_scores():
             if rec.score.error is None:
                 self.scored.add((rec.task, rec.sample_id, rec.score.judge))
 
@@ -450,7 +450,10 @@ def finalize(store: RunStore) -> dict[str, Any]:
     manifest = store.read_manifest()
     judge_order = [j for t in manifest["tasks"] for j in t["judges"]]
     store.finalize_order([t["name"] for t in manifest["tasks"]], judge_order)
-    summary = summarise_run(manifest["tasks"], store.scores(), store.responses(), manifest.get("seed", 0))
+    # streamed off the files: summarising keeps compact numbers, never every record (flat memory)
+    summary = summarise_run(
+        manifest["tasks"], store.iter_scores(), store.iter_responses(), manifest.get("seed", 0)
+    )
     shard = parse_shard(manifest.get("config", {}).get("shard"))
     if shard is not None:  # a shard's numbers are over its own samples only: say so where they are read
         summary["shard"] = {

