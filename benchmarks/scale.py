@@ -16,10 +16,14 @@ samples) against a zero-delay loopback server, each size in a fresh subprocess, 
 that subprocess (``ru_maxrss`` from ``os.wait4``) is compared. Samples are streamed and records are
 appended to disk as they are made, so the generation phase must not grow with N; the child also
 reports its peak at the moment generation ended (before ``finalize``), so that the run's end
-(ordering the streams, summary, report.html) is shown apart.
+(ordering the streams, summary, report.html) is shown apart. The run's end streams too: the
+summary and the report read the record files line by line and keep compact numbers (plus the
+records of the samples the report's browser shows), so the whole-run peak must stay flat as well.
 
     python benchmarks/scale.py [--delay 0.1] [--capacity 4] [--requests 400] [--sizes 1000 10000]
-                               [--json benchmarks/results/scale.json]
+                               [--json benchmarks/results/scale.json] [--only memory|throughput]
+
+``--only`` runs one part and keeps the other part's numbers from the existing JSON file.
 """
 
 from __future__ import annotations
@@ -209,6 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--endpoints", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000], help="memory run sizes")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
+    parser.add_argument(
+        "--only",
+        choices=("throughput", "memory"),
+        default=None,
+        help="run one part; the other part's numbers are kept from the existing --json file",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--url", default=None, help=argparse.SUPPRESS)
@@ -221,28 +231,44 @@ def main(argv: list[str] | None = None) -> int:
         memory_child(args.memory_child, args.url, args.out)
         return 0
 
-    throughput = [measure_endpoints(k, args.delay, args.capacity, args.requests) for k in args.endpoints]
-    base = throughput[0]["achieved_rps"] / throughput[0]["endpoints"]
-    for row in throughput:
-        row["speedup"] = round(row["achieved_rps"] / throughput[0]["achieved_rps"], 3)
-        row["ratio_to_ideal"] = round(row["achieved_rps"] / (base * row["endpoints"]), 3)
-        row["ratio_to_endpoint_capacity"] = round(row["achieved_rps"] / row["ideal_rps"], 3)
+    previous = json.loads(args.json.read_text(encoding="utf-8")) if args.json.is_file() else {}
+    if args.only == "memory":
+        if "throughput" not in previous:
+            raise SystemExit(f"--only memory keeps the throughput part of {args.json}, which has none")
+        kept = previous["throughput"]
+        args.delay, args.capacity, throughput = kept["delay_s"], kept["capacity"], kept["runs"]
+        args.requests = throughput[0].get("requests", args.requests)
+    else:
+        throughput = [measure_endpoints(k, args.delay, args.capacity, args.requests) for k in args.endpoints]
+        base = throughput[0]["achieved_rps"] / throughput[0]["endpoints"]
+        for row in throughput:
+            row["speedup"] = round(row["achieved_rps"] / throughput[0]["achieved_rps"], 3)
+            row["ratio_to_ideal"] = round(row["achieved_rps"] / (base * row["endpoints"]), 3)
+            row["ratio_to_endpoint_capacity"] = round(row["achieved_rps"] / row["ideal_rps"], 3)
 
-    from evalkit.testing.openai_server import start_subprocess
+    if args.only == "throughput":
+        if "memory" not in previous:
+            raise SystemExit(f"--only throughput keeps the memory part of {args.json}, which has none")
+        memory, ratios = previous["memory"]["runs"], previous["memory"]["ratio"]
+        small, large = memory[0], memory[-1]
+    else:
+        from evalkit.testing.openai_server import start_subprocess
 
-    server, url = start_subprocess(delay=0.0)
-    try:
-        memory = [measure_memory(n, url) for n in args.sizes]
-    finally:
-        stop([server])
-    small, large = memory[0], memory[-1]
-    ratios = {
-        "peak_rss": round(large["peak_rss_mib"] / small["peak_rss_mib"], 3),
-        "generation_peak_rss": round(large["generation_peak_rss_mib"] / small["generation_peak_rss_mib"], 3),
-        "rss_at_generation_end": round(
-            large["rss_at_generation_end_mib"] / small["rss_at_generation_end_mib"], 3
-        ),
-    }
+        server, url = start_subprocess(delay=0.0)
+        try:
+            memory = [measure_memory(n, url) for n in args.sizes]
+        finally:
+            stop([server])
+        small, large = memory[0], memory[-1]
+        ratios = {
+            "peak_rss": round(large["peak_rss_mib"] / small["peak_rss_mib"], 3),
+            "generation_peak_rss": round(
+                large["generation_peak_rss_mib"] / small["generation_peak_rss_mib"], 3
+            ),
+            "rss_at_generation_end": round(
+                large["rss_at_generation_end_mib"] / small["rss_at_generation_end_mib"], 3
+            ),
+        }
 
     print(
         f"(a) throughput: {args.requests} requests, each endpoint {args.capacity} at once x {args.delay}s "

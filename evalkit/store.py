@@ -72,12 +72,23 @@ def iter_jsonl(path: Path, record_type: type[R]) -> Iterator[tuple[int, int, R]]
             yield start, len(raw), record
 
 
-def _latest(records: list[R], key: Callable[[R], Hashable]) -> Iterator[R]:
-    """The last record for each key, in order of each key's first appearance."""
-    latest: dict[Hashable, R] = {}
-    for rec in records:
-        latest[key(rec)] = rec
-    yield from latest.values()
+def _iter_latest(path: Path, record_type: type[R], key: Callable[[R], Hashable]) -> Iterator[R]:
+    """The last record for each key, in order of each key's first appearance, streamed: a first pass
+    keeps only (key -> offset, length) of the latest line, a second reads those lines back one at a
+    time. A file without repeated keys (every finished run) is simply read again in order."""
+    latest: dict[Hashable, tuple[int, int]] = {}
+    repeated = False
+    for start, length, record in iter_jsonl(path, record_type):
+        identity = key(record)
+        repeated = repeated or identity in latest
+        latest[identity] = (start, length)
+    if not repeated:
+        yield from (record for _, _, record in iter_jsonl(path, record_type))
+        return
+    with open(path, "rb") as fh:
+        for start, length in latest.values():
+            fh.seek(start)
+            yield record_type.model_validate_json(fh.read(length))
 
 
 class JsonlAppender:
@@ -202,13 +213,25 @@ class RunStore:
     def scores(self) -> list[ScoreRecord]:
         return read_jsonl(self.root / SCORES, ScoreRecord)
 
+    def iter_responses(self) -> Iterator[ResponseRecord]:
+        """Every response line, streamed (``responses()`` without holding them all)."""
+        return (record for _, _, record in iter_jsonl(self.root / RESPONSES, ResponseRecord))
+
+    def iter_scores(self) -> Iterator[ScoreRecord]:
+        """Every score line, streamed (``scores()`` without holding them all)."""
+        return (record for _, _, record in iter_jsonl(self.root / SCORES, ScoreRecord))
+
     def iter_latest_responses(self) -> Iterator[ResponseRecord]:
         """The last record per (task, sample, turn): a resumed run appends a retry after a failure."""
-        yield from _latest(self.responses(), lambda r: (r.task, r.sample_id, r.turn))
+        yield from _iter_latest(
+            self.root / RESPONSES, ResponseRecord, lambda r: (r.task, r.sample_id, r.turn)
+        )
 
     def iter_latest_scores(self) -> Iterator[ScoreRecord]:
         """The last record per (task, sample, judge), for the same reason."""
-        yield from _latest(self.scores(), lambda r: (r.task, r.sample_id, r.score.judge))
+        yield from _iter_latest(
+            self.root / SCORES, ScoreRecord, lambda r: (r.task, r.sample_id, r.score.judge)
+        )
 
     # -- audio ------------------------------------------------------------------------------------
     def save_output_audio(self, task: str, sample_id: str, turn: int, output: ModelOutput) -> ModelOutput:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,12 @@ PROSODY_FEATURES = (
     ("pitch_sd_st", "pitch SD (st)"),
     ("energy_sd_db", "energy SD (dB)"),
     ("syllable_rate_sps", "syllables / s"),
+)
+_AROUSAL_FIELDS = (("arousal", "model arousal"), ("user_arousal", "user arousal"))
+#: (details key, row field) pairs of per-turn judge rows the trajectory charts read
+_TURN_FIELDS = (
+    *(("turn_features", feature) for feature, _ in PROSODY_FEATURES),
+    *(("per_turn", field_name) for field_name, _ in _AROUSAL_FIELDS),
 )
 _TOKENISH = re.compile(r"\w+|[^\w\s]")
 
@@ -115,34 +122,86 @@ def reasoning_length(output_usage_tokens: int | None, reasoning: str | None) -> 
     return len(_TOKENISH.findall(reasoning or ""))
 
 
+class ChartData:
+    """The compact numbers behind the record-based charts, gathered in one streamed pass: per
+    sample a reasoning length (tasks with a primary judge only), per task the (length, metric)
+    points, per (task, judge) the per-turn rows of prosody and emotion judges. Records are not
+    kept, so a report of a 10k-sample run does not hold its 10k records for the charts.
+
+    Feed every response (``add_response``) before any score (``add_score``): a score's point
+    needs its sample's summed reasoning length."""
+
+    def __init__(self, summary: dict[str, Any]):
+        self.primary: dict[str, tuple[str, str]] = {}
+        for task_name, task in summary.get("tasks", {}).items():
+            primary = _primary(task)
+            if primary is not None:
+                self.primary[task_name] = primary
+        self.lengths: dict[tuple[str, str], int] = defaultdict(int)
+        self.points: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        #: (detail, field) -> (task, judge) -> [(turn, value)], in record order
+        self.turn_rows: dict[tuple[str, str], dict[tuple[str, str], list[tuple[int, float]]]] = {
+            spec: defaultdict(list) for spec in _TURN_FIELDS
+        }
+
+    def add_response(self, rec: ResponseRecord) -> None:
+        if rec.output.error is None and rec.task in self.primary:
+            usage = rec.output.usage.reasoning_tokens
+            self.lengths[(rec.task, rec.sample_id)] += reasoning_length(usage, rec.output.reasoning)
+
+    def add_score(self, rec: ScoreRecord) -> None:
+        if rec.score.error is not None:
+            return
+        primary = self.primary.get(rec.task)
+        if primary is not None and rec.score.judge == primary[0]:
+            value = rec.score.metrics.get(primary[1])
+            if value is not None:
+                length = self.lengths.get((rec.task, rec.sample_id), 0)
+                self.points[rec.task].append((length, float(value)))
+        for (detail, field_name), by_scope in self.turn_rows.items():
+            for row in rec.score.details.get(detail) or []:
+                value = row.get(field_name) if isinstance(row, dict) else None
+                if isinstance(value, int | float) and "turn" in row:
+                    by_scope[(rec.task, rec.score.judge)].append((int(row["turn"]), float(value)))
+
+    def reasoning_points(self) -> dict[str, list[tuple[int, float]]]:
+        """Per task (summary order): (reasoning length, primary metric) of every scored sample."""
+        return {t: self.points[t] for t in self.primary if self.points.get(t)}
+
+    def prosody_series(self) -> dict[tuple[str, str], list[tuple[str, Series]]]:
+        out: dict[tuple[str, str], list[tuple[str, Series]]] = defaultdict(list)
+        for feature, label in PROSODY_FEATURES:
+            for scope, rows in self.turn_rows[("turn_features", feature)].items():
+                out[scope].append((label, _mean_by_turn(rows, label)))
+        return dict(out)
+
+    def arousal_series(self) -> dict[tuple[str, str], list[Series]]:
+        out: dict[tuple[str, str], list[Series]] = defaultdict(list)
+        for field_name, label in _AROUSAL_FIELDS:
+            for scope, rows in self.turn_rows[("per_turn", field_name)].items():
+                out[scope].append(_mean_by_turn(rows, label))
+        return dict(out)
+
+    @classmethod
+    def of(
+        cls, summary: dict[str, Any], responses: Iterable[ResponseRecord], scores: Iterable[ScoreRecord]
+    ) -> ChartData:
+        """Fed from any iterables (each read once)."""
+        data = cls(summary)
+        for response in responses:
+            data.add_response(response)
+        for score in scores:
+            data.add_score(score)
+        return data
+
+
 def reasoning_points(
-    summary: dict[str, Any], responses: list[ResponseRecord], scores: list[ScoreRecord]
+    summary: dict[str, Any], responses: Iterable[ResponseRecord], scores: Iterable[ScoreRecord]
 ) -> dict[str, list[tuple[int, float]]]:
     """Per task: (reasoning length summed over the sample's turns, primary metric of the sample) for
     every sample the primary judge scored. Samples whose model call or judge failed have no metric
     and are left out, as in summary.json."""
-    lengths: dict[tuple[str, str], int] = defaultdict(int)
-    for rec in responses:
-        if rec.output.error is None:
-            usage = rec.output.usage.reasoning_tokens
-            lengths[(rec.task, rec.sample_id)] += reasoning_length(usage, rec.output.reasoning)
-    out: dict[str, list[tuple[int, float]]] = {}
-    for task_name, task in summary.get("tasks", {}).items():
-        primary = _primary(task)
-        if primary is None:
-            continue
-        judge, metric = primary
-        points = [
-            (lengths.get((rec.task, rec.sample_id), 0), float(rec.score.metrics[metric]))
-            for rec in scores
-            if rec.task == task_name
-            and rec.score.judge == judge
-            and rec.score.error is None
-            and rec.score.metrics.get(metric) is not None
-        ]
-        if points:
-            out[task_name] = points
-    return out
+    return ChartData.of(summary, responses, scores).reasoning_points()
 
 
 def quantile_bins(points: list[tuple[int, float]], n_bins: int = REASONING_BINS, seed: int = 0) -> list[Bin]:
@@ -214,36 +273,15 @@ def _mean_by_turn(rows: list[tuple[int, float]], name: str) -> Series:
     )
 
 
-def _turn_rows(scores: list[ScoreRecord], detail: str, field_name: str) -> dict[tuple[str, str], list]:
-    """(task, judge) -> [(turn, value)] of one numeric field of per-turn detail rows."""
-    rows: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
-    for rec in scores:
-        if rec.score.error is not None:
-            continue
-        for row in rec.score.details.get(detail) or []:
-            value = row.get(field_name) if isinstance(row, dict) else None
-            if isinstance(value, int | float) and "turn" in row:
-                rows[(rec.task, rec.score.judge)].append((int(row["turn"]), float(value)))
-    return rows
-
-
-def prosody_series(scores: list[ScoreRecord]) -> dict[tuple[str, str], list[tuple[str, Series]]]:
+def prosody_series(scores: Iterable[ScoreRecord]) -> dict[tuple[str, str], list[tuple[str, Series]]]:
     """(task, judge) -> [(panel label, mean per model turn)] from prosody judges' per-turn rows
     (``details["turn_features"]``), recognised by that shape rather than by judge name."""
-    out: dict[tuple[str, str], list[tuple[str, Series]]] = defaultdict(list)
-    for feature, label in PROSODY_FEATURES:
-        for scope, rows in _turn_rows(scores, "turn_features", feature).items():
-            out[scope].append((label, _mean_by_turn(rows, label)))
-    return dict(out)
+    return ChartData.of({}, [], scores).prosody_series()
 
 
-def arousal_series(scores: list[ScoreRecord]) -> dict[tuple[str, str], list[Series]]:
+def arousal_series(scores: Iterable[ScoreRecord]) -> dict[tuple[str, str], list[Series]]:
     """(task, judge) -> model and user arousal per turn from emotion judges' ``details["per_turn"]``."""
-    out: dict[tuple[str, str], list[Series]] = defaultdict(list)
-    for field_name, label in (("arousal", "model arousal"), ("user_arousal", "user arousal")):
-        for scope, rows in _turn_rows(scores, "per_turn", field_name).items():
-            out[scope].append(_mean_by_turn(rows, label))
-    return dict(out)
+    return ChartData.of({}, [], scores).arousal_series()
 
 
 # -- figures --------------------------------------------------------------------------------------------
@@ -396,11 +434,9 @@ def _category_charts(summary: dict[str, Any]) -> list[Chart]:
     ]
 
 
-def _reasoning_chart(
-    summary: dict[str, Any], responses: list[ResponseRecord], scores: list[ScoreRecord]
-) -> Chart:
+def _reasoning_chart(summary: dict[str, Any], data: ChartData) -> Chart:
     title = "Reasoning length vs. score"
-    points = reasoning_points(summary, responses, scores)
+    points = data.reasoning_points()
     with_reasoning = {t: p for t, p in points.items() if any(length > 0 for length, _ in p)}
     if not with_reasoning:
         return Chart("chart-reasoning", "reasoning", title, note="No reasoning was recorded in this run.")
@@ -422,7 +458,7 @@ def _reasoning_chart(
     )
 
 
-def _turn_charts(summary: dict[str, Any], scores: list[ScoreRecord]) -> list[Chart]:
+def _turn_charts(summary: dict[str, Any], data: ChartData) -> list[Chart]:
     charts = []
     accuracy = turn_accuracy_series(summary)
     if accuracy:
@@ -434,11 +470,11 @@ def _turn_charts(summary: dict[str, Any], scores: list[ScoreRecord]) -> list[Cha
                 figure_json=_turn_accuracy_figure(accuracy),
             )
         )
-    for i, ((task, judge), panels) in enumerate(sorted(prosody_series(scores).items())):
+    for i, ((task, judge), panels) in enumerate(sorted(data.prosody_series().items())):
         title = f"{task} · {judge}: prosody per turn"
         figure = _panels_figure(title, [(label, [s]) for label, s in panels])
         charts.append(Chart(f"chart-prosody-{i}", "turns", title, figure_json=figure))
-    for i, ((task, judge), series) in enumerate(sorted(arousal_series(scores).items())):
+    for i, ((task, judge), series) in enumerate(sorted(data.arousal_series().items())):
         title = f"{task} · {judge}: arousal per turn"
         charts.append(
             Chart(
@@ -458,14 +494,19 @@ def _turn_charts(summary: dict[str, Any], scores: list[ScoreRecord]) -> list[Cha
 
 
 def build_charts(
-    summary: dict[str, Any], responses: list[ResponseRecord], scores: list[ScoreRecord]
+    summary: dict[str, Any], responses: Iterable[ResponseRecord], scores: Iterable[ScoreRecord]
 ) -> list[Chart]:
     """Every chart of the report in display order: score by category, reasoning length vs. score,
     per-turn trajectories."""
+    return build_charts_from(summary, ChartData.of(summary, responses, scores))
+
+
+def build_charts_from(summary: dict[str, Any], data: ChartData) -> list[Chart]:
+    """``build_charts`` from numbers already gathered (the report streams records into ``data``)."""
     return [
         *_category_charts(summary),
-        _reasoning_chart(summary, responses, scores),
-        *_turn_charts(summary, scores),
+        _reasoning_chart(summary, data),
+        *_turn_charts(summary, data),
     ]
 
 

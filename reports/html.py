@@ -20,12 +20,15 @@ from __future__ import annotations
 import base64
 import os
 from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from evalkit.errors import EvalkitError
 from evalkit.records import ResponseRecord, ScoreRecord
+from evalkit.reports.charts import ChartData
 from evalkit.store import RunStore, atomic_write_text
 
 EMBED_LIMIT_BYTES = 64 * 2**20
@@ -187,7 +190,7 @@ def _status(row: dict[str, Any]) -> str:
     return "correct"
 
 
-def sample_rows(responses: list[ResponseRecord], scores: list[ScoreRecord]) -> list[dict[str, Any]]:
+def sample_rows(responses: Iterable[ResponseRecord], scores: Iterable[ScoreRecord]) -> list[dict[str, Any]]:
     """Every sample of the run with its response records and scores, in run order, with a status."""
     by_sample: dict[tuple[str, str], dict[str, Any]] = {}
 
@@ -216,6 +219,72 @@ def sample_rows(responses: list[ResponseRecord], scores: list[ScoreRecord]) -> l
     return rows
 
 
+#: status flags of a sample, folded in record by record (the order of ``_status``'s checks)
+_ERROR, _PARSE, _WRONG = 1, 2, 4
+
+
+def _status_of(flags: int) -> str:
+    if flags & _ERROR:
+        return "error"
+    if flags & _PARSE:
+        return "parse-failure"
+    if flags & _WRONG:
+        return "incorrect"
+    return "correct"
+
+
+@dataclass
+class _Scan:
+    """What one streamed pass over a run's records leaves for the page: per sample only its
+    task, index and status flags (to count statuses and pick the browser's first ``cap``), the
+    failed records the errors section lists, and the charts' compact numbers."""
+
+    samples: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
+    errors: list[ResponseRecord] = field(default_factory=list)
+    judge_errors: list[ScoreRecord] = field(default_factory=list)
+
+    def sample(self, rec: ResponseRecord | ScoreRecord) -> list[Any]:
+        key = (rec.task, rec.sample_id)
+        entry = self.samples.get(key)
+        if entry is None:
+            entry = self.samples[key] = [rec.task, rec.sample_index, 0]
+        return entry
+
+    def rows(self) -> list[tuple[tuple[str, str], str, str]]:
+        """(key, task, status) per sample in ``sample_rows`` order (task, index; stable)."""
+        ordered = sorted(self.samples.items(), key=lambda kv: (kv[1][0], kv[1][1]))
+        return [(key, entry[0], _status_of(entry[2])) for key, entry in ordered]
+
+
+def _scan(store: RunStore, charts: ChartData) -> _Scan:
+    scan = _Scan()
+    for rec in store.iter_responses():
+        entry = scan.sample(rec)
+        if rec.output.error is not None:
+            entry[2] |= _ERROR
+            scan.errors.append(rec)
+        charts.add_response(rec)
+    for score in store.iter_scores():
+        entry = scan.sample(score)
+        s = score.score
+        if s.error is not None:
+            entry[2] |= _ERROR
+            if s.error.kind != "model_error":
+                scan.judge_errors.append(score)
+        entry[2] |= (_PARSE if s.parse_failed else 0) | (_WRONG if s.passed is False else 0)
+        charts.add_score(score)
+    return scan
+
+
+def _shown_rows(store: RunStore, keys: set[tuple[str, str]]) -> list[dict[str, Any]]:
+    """``sample_rows`` of only the samples in ``keys``: a second streamed pass keeps the full
+    records of the samples the browser shows (at most its cap), and no others."""
+    return sample_rows(
+        (r for r in store.iter_responses() if (r.task, r.sample_id) in keys),
+        (r for r in store.iter_scores() if (r.task, r.sample_id) in keys),
+    )
+
+
 def _with_audio(rows: list[dict[str, Any]], linker: AudioLinker) -> list[dict[str, Any]]:
     """Attach display turns (audio resolved) only to the samples that are shown, so the embedding
     budget is spent on what the page holds."""
@@ -240,18 +309,18 @@ def render(store: RunStore, max_samples: int | None = None, embed_limit: int = E
     """The report page. ``embed_limit`` is the audio bytes embedded as data URIs (then links)."""
     from markupsafe import Markup
 
-    from evalkit.reports.charts import build_charts, plotly_js
+    from evalkit.reports.charts import build_charts_from, plotly_js
 
     cap = max_samples_setting(max_samples)
     manifest = store.read_manifest()
     summary = store.read_summary()
-    responses = store.responses()
-    scores = store.scores()
-    errors = [r for r in responses if r.output.error is not None]
-    judge_errors = [r for r in scores if r.score.error is not None and r.score.error.kind != "model_error"]
-    rows = sample_rows(responses, scores)
-    shown = _with_audio(rows[:cap], AudioLinker(store.root, embed_limit))
-    charts = build_charts(summary, responses, scores)
+    # streamed: one pass for statuses, errors and chart numbers, one for the shown samples' records
+    chart_data = ChartData(summary)
+    scan = _scan(store, chart_data)
+    rows = scan.rows()
+    shown_keys = {key for key, _, _ in rows[:cap]}
+    shown = _with_audio(_shown_rows(store, shown_keys), AudioLinker(store.root, embed_limit))
+    charts = build_charts_from(summary, chart_data)
     has_figures = any(c.figure_json for c in charts)
     return (
         _environment()
@@ -264,12 +333,12 @@ def render(store: RunStore, max_samples: int | None = None, embed_limit: int = E
             plotly_js=Markup(plotly_js().replace("</script", "<\\/script")) if has_figures else None,
             samples=shown,
             n_samples=len(rows),
-            tasks=sorted({r["task"] for r in rows}),
+            tasks=sorted({task for _, task, _ in rows}),
             statuses=STATUSES,
-            status_counts=Counter(r["status"] for r in rows),
+            status_counts=Counter(status for _, _, status in rows),
             shown_counts=Counter(r["status"] for r in shown),
-            errors=errors,
-            judge_errors=judge_errors,
+            errors=scan.errors,
+            judge_errors=scan.judge_errors,
         )
     )
 

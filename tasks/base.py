@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -151,8 +151,9 @@ class TaskFamily:
         self.__doc__ = doc
 
 
-def fingerprint(samples: list[Sample]) -> str:
-    """sha256 over the samples' JSON and every audio file's bytes: changes if any item changes."""
+def fingerprint(samples: Iterable[Sample]) -> str:
+    """sha256 over the samples' JSON and every audio file's bytes: changes if any item changes.
+    Takes any iterable, so a streamed task hashes its samples without holding them."""
     h = hashlib.sha256()
     for sample in samples:
         h.update(sample.model_dump_json(exclude={"conversation"}).encode())

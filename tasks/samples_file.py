@@ -2,10 +2,16 @@
 ``Sample`` schema (one JSON object per line), scored by registered judges.
 
 Relative audio paths are resolved against the file's folder, so a dataset folder can be moved.
+
+The file is streamed, never held: ``samples()`` parses one line at a time as the runner pulls it,
+``count()`` only counts lines, and the manifest fingerprint hashes samples as they are read. A
+file of a million samples costs the memory of one (the issue's "memory must stay flat").
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +19,11 @@ from evalkit.errors import EvalkitError
 from evalkit.records import Sample
 from evalkit.registry import register_task
 from evalkit.specs import parse_options
-from evalkit.tasks.base import InMemoryTask, fingerprint
+from evalkit.tasks.base import Task, fingerprint
 
 
 @register_task("jsonl")
-class SamplesFileTask(InMemoryTask):
+class SamplesFileTask(Task):
     """Samples from a local JSONL file: jsonl:path=FILE,judges=numeric+choice."""
 
     name = "jsonl"
@@ -32,6 +38,7 @@ class SamplesFileTask(InMemoryTask):
         self.judges = judges
         self.group_by = group_by
         self.system_prompt = system
+        self._count: int | None = None
 
     @classmethod
     def from_spec(cls, arg: str, **options: Any) -> SamplesFileTask:
@@ -47,31 +54,45 @@ class SamplesFileTask(InMemoryTask):
             opts.get("system"),
         )
 
-    def parse(self) -> list[Sample]:
-        samples = []
+    def _sample_of(self, number: int, line: str) -> Sample:
+        """One line -> a sample of this task, audio paths made absolute; a bad line is an error
+        naming file and line (raised when the runner reaches it, after earlier samples ran)."""
+        try:
+            sample = Sample.model_validate_json(line)
+        except ValueError as exc:
+            first = str(exc).splitlines()
+            detail = " ".join(first[1:3]).strip() if len(first) > 1 else str(exc)
+            raise EvalkitError(f"{self.path}:{number}: not a valid sample ({detail})") from None
         base = self.path.parent
-        for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                sample = Sample.model_validate_json(line)
-            except ValueError as exc:
-                first = str(exc).splitlines()
-                detail = " ".join(first[1:3]).strip() if len(first) > 1 else str(exc)
-                raise EvalkitError(f"{self.path}:{number}: not a valid sample ({detail})") from None
-            turns = []
-            for turn in sample.conversation:
-                if turn.audio is not None and turn.audio.path and not Path(turn.audio.path).is_absolute():
-                    turn = turn.model_copy(
-                        update={"audio": turn.audio.model_copy(update={"path": str(base / turn.audio.path)})}
-                    )
-                turns.append(turn)
-            samples.append(sample.model_copy(update={"conversation": turns, "task": self.name}))
-        return samples
+        turns = []
+        for turn in sample.conversation:
+            if turn.audio is not None and turn.audio.path and not Path(turn.audio.path).is_absolute():
+                turn = turn.model_copy(
+                    update={"audio": turn.audio.model_copy(update={"path": str(base / turn.audio.path)})}
+                )
+            turns.append(turn)
+        return sample.model_copy(update={"conversation": turns, "task": self.name})
+
+    def _iter_all(self) -> Iterator[Sample]:
+        """Every sample in file order, one line in memory at a time."""
+        with open(self.path, encoding="utf-8") as fh:
+            for number, line in enumerate(fh, 1):
+                if line.strip():
+                    yield self._sample_of(number, line)
+
+    def samples(self, limit: int | None = None) -> Iterator[Sample]:
+        yield from islice(self._iter_all(), limit)
+
+    def count(self, limit: int | None = None) -> int:
+        """Non-blank lines, counted without parsing them (a bad line still fails in ``samples``)."""
+        if self._count is None:
+            with open(self.path, encoding="utf-8") as fh:
+                self._count = sum(1 for line in fh if line.strip())
+        return self._count if limit is None else min(self._count, limit)
 
     def dataset_info(self) -> dict[str, Any]:
         return {
             "id": str(self.path.resolve()),
             "count": self.count(),
-            "fingerprint": fingerprint(self._load()),
+            "fingerprint": fingerprint(self._iter_all()),
         }
