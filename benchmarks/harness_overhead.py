@@ -41,10 +41,11 @@ def write_samples(path: Path, n: int) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         for i in range(n):
             sample = {
-                "id": f"q{i:05d}",
+                "id": f"q{i:06d}",
                 "task": "bench",
                 "conversation": [{"role": "user", "text": f"Question {i}: please reply {i}."}],
                 "reference": {"answer": str(i)},
+                "meta": {"category": f"c{i % 7}"},
             }
             fh.write(json.dumps(sample) + "\n")
 

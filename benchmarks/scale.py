@@ -41,6 +41,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness_overhead import write_samples  # same folder: the script's directory is on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -68,14 +70,10 @@ def serve(delay: float, capacity: int) -> None:
 
 
 def start_endpoint(delay: float, capacity: int) -> tuple[subprocess.Popen, str]:
+    from evalkit.testing.openai_server import spawn_url_process
+
     cmd = [sys.executable, __file__, "--serve", "--delay", str(delay), "--capacity", str(capacity)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    if not line.startswith("http"):
-        proc.kill()
-        raise RuntimeError(f"endpoint did not start (said {line!r}, exit {proc.wait()})")
-    return proc, line
+    return spawn_url_process(cmd)
 
 
 def stop(procs: list[subprocess.Popen]) -> None:
@@ -83,20 +81,6 @@ def stop(procs: list[subprocess.Popen]) -> None:
         proc.terminate()
     for proc in procs:
         proc.wait(10)
-
-
-def write_samples(path: Path, n: int) -> None:
-    """N distinct one-turn text questions (distinct so that no request hits the cache)."""
-    with open(path, "w", encoding="utf-8") as fh:
-        for i in range(n):
-            sample = {
-                "id": f"q{i:06d}",
-                "task": "bench",
-                "conversation": [{"role": "user", "text": f"Question {i}: please reply {i}."}],
-                "reference": {"answer": str(i)},
-                "meta": {"category": f"c{i % 7}"},
-            }
-            fh.write(json.dumps(sample) + "\n")
 
 
 def check_clean(store, requests: int) -> dict[str, Any]:

@@ -21,13 +21,15 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from evalkit.errors import EvalkitError
 from evalkit.manifest import now_iso, package_versions, redact_command
 from evalkit.records import ResponseRecord, ScoreRecord
 from evalkit.sharding import Shard, parse_shard
 from evalkit.store import RESPONSES, SCORES, RunStore, _slug
+
+R = TypeVar("R", ResponseRecord, ScoreRecord)
 
 #: counters of a session (``manifest["last_session"]``) that add up across shards
 SESSION_COUNTERS = ("seconds", "requests", "cache_hits", "errors", "retries", "samples")
@@ -176,16 +178,23 @@ def _owned(run: ShardRun, path: Path, number: int, task: str, sample_index: int)
         )
 
 
+def _owned_records(run: ShardRun, name: str, record_type: type[R]) -> Iterator[tuple[str, int, str, R]]:
+    """Each line of a shard's record file with its parsed record, after checking that the record
+    belongs to this shard: (path, line number, raw line, record)."""
+    path = run.root / name
+    for number, line in _lines(path):
+        try:
+            rec = record_type.model_validate_json(line)
+        except ValueError as exc:
+            raise EvalkitError(f"{path}:{number}: not a valid {record_type.__name__} line ({exc})") from None
+        _owned(run, path, number, rec.task, rec.sample_index)
+        yield str(path), number, line, rec
+
+
 def _copy_responses(run: ShardRun, merged: RunStore, out) -> None:
     """Stream one shard's responses into the merged file, copying each spoken reply into the
     merged ``audio/`` and pointing the record at the copy (relative, like a single run's)."""
-    path = run.root / RESPONSES
-    for number, line in _lines(path):
-        try:
-            rec = ResponseRecord.model_validate_json(line)
-        except ValueError as exc:
-            raise EvalkitError(f"{path}:{number}: not a valid ResponseRecord line ({exc})") from None
-        _owned(run, path, number, rec.task, rec.sample_index)
+    for path, number, _line, rec in _owned_records(run, RESPONSES, ResponseRecord):
         audio = rec.output.audio
         if audio is not None and audio.path is not None:
             source = Path(audio.path)
@@ -214,13 +223,7 @@ def _copy_responses(run: ShardRun, merged: RunStore, out) -> None:
 
 
 def _copy_scores(run: ShardRun, out) -> None:
-    path = run.root / SCORES
-    for number, line in _lines(path):
-        try:
-            rec = ScoreRecord.model_validate_json(line)
-        except ValueError as exc:
-            raise EvalkitError(f"{path}:{number}: not a valid ScoreRecord line ({exc})") from None
-        _owned(run, path, number, rec.task, rec.sample_index)
+    for _path, _number, line, _rec in _owned_records(run, SCORES, ScoreRecord):
         out.write(line)
 
 

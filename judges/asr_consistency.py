@@ -29,9 +29,9 @@ import numpy as np
 
 from evalkit import audio as audio_io
 from evalkit.batching import judge_device
-from evalkit.judges.base import Judge, JudgeItem, judge_error
+from evalkit.judges.base import BatchedModelJudge, JudgeItem
 from evalkit.models.asr import WHISPER_RATE_HZ, WhisperTranscriber
-from evalkit.records import ModelOutput, Sample, Score
+from evalkit.records import ModelOutput, Score
 from evalkit.registry import register_judge
 
 ASR_MODEL_ENV = "EVALKIT_ASR_MODEL"
@@ -80,7 +80,7 @@ def error_rates(references: list[str], hypotheses: list[str]) -> tuple[float, fl
 
 
 @register_judge("asr")
-class AsrConsistencyJudge(Judge):
+class AsrConsistencyJudge(BatchedModelJudge):
     """Whisper transcript of the model's speech vs. the model's text: WER and CER."""
 
     name = "asr"
@@ -98,15 +98,6 @@ class AsrConsistencyJudge(Judge):
             "device": asr.device,
             "decoding": asr.batch_decoding,
         }
-
-    def score(self, sample: Sample, outputs: list[ModelOutput]) -> Score:
-        (result,) = self._score_items([(sample, outputs)])
-        if isinstance(result, Exception):
-            raise result
-        return result
-
-    def score_batch(self, items: list[JudgeItem]) -> list[Score]:
-        return [r if isinstance(r, Score) else judge_error(self.name, r) for r in self._score_items(items)]
 
     def _score_items(self, items: list[JudgeItem]) -> list[Score | Exception]:
         """Each item's score, or the exception that stops it being scored (bad audio, no text):

@@ -59,6 +59,25 @@ class Judge(ABC):
         }
 
 
+class BatchedModelJudge(Judge):
+    """A judge whose model scores many samples in one call. Subclasses implement ``_score_items``
+    (one result per item: its Score, or the exception that stopped it), so scoring one sample and
+    scoring a batch are the same code path and results never depend on batch company."""
+
+    @abstractmethod
+    def _score_items(self, items: list[JudgeItem]) -> list[Score | Exception]:
+        """Each item's score, or the exception that stops that item alone from being scored."""
+
+    def score(self, sample: Sample, outputs: list[ModelOutput]) -> Score:
+        (result,) = self._score_items([(sample, outputs)])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def score_batch(self, items: list[JudgeItem]) -> list[Score]:
+        return [r if isinstance(r, Score) else judge_error(self.name, r) for r in self._score_items(items)]
+
+
 def load_judge(name: str) -> Judge:
     from evalkit.registry import judges
 

@@ -41,8 +41,8 @@ import numpy as np
 from evalkit import audio as audio_io
 from evalkit.batching import judge_device
 from evalkit.compat import torchaudio_stand_in
-from evalkit.judges.base import Judge, JudgeItem, judge_error
-from evalkit.records import ModelOutput, Sample, Score
+from evalkit.judges.base import BatchedModelJudge, JudgeItem
+from evalkit.records import ModelOutput, Score
 from evalkit.registry import register_judge
 
 if TYPE_CHECKING:
@@ -239,7 +239,7 @@ def score_clip(samples: np.ndarray) -> dict[str, float]:
 
 
 @register_judge("naturalness")
-class NaturalnessJudge(Judge):
+class NaturalnessJudge(BatchedModelJudge):
     """Predicted MOS of each spoken reply: DistillMOS and DNSMOS (ovrl, sig, bak)."""
 
     name = "naturalness"
@@ -248,15 +248,6 @@ class NaturalnessJudge(Judge):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "distillmos_device": judge_device("torch"), "dnsmos_device": "cpu"}
-
-    def score(self, sample: Sample, outputs: list[ModelOutput]) -> Score:
-        (result,) = self._score_items([(sample, outputs)])
-        if isinstance(result, Exception):
-            raise result
-        return result
-
-    def score_batch(self, items: list[JudgeItem]) -> list[Score]:
-        return [r if isinstance(r, Score) else judge_error(self.name, r) for r in self._score_items(items)]
 
     def _score_items(self, items: list[JudgeItem]) -> list[Score | Exception]:
         """Each item's score or the exception that stops it (unreadable audio); the clips of all

@@ -29,17 +29,10 @@ from evalkit.errors import EvalkitError
 from evalkit.leaderboard.assets import PLOTLY_JS, copy_run_files, write_data, write_plotly
 from evalkit.leaderboard.runs import RunEntry, expand_inputs, load_run
 from evalkit.leaderboard.tables import OVERALL_RULE, VERSION_RULE, leaderboard_data, slugify
+from evalkit.reports.formatting import fmt_value
 
 MARKER = ".evalkit-site"
 MANAGED = ("index.html", "models", "benchmarks", "runs", "data", "assets")
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
 
 
 def _pct(value: Any) -> str:
@@ -92,7 +85,7 @@ def _env():
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["fmt"] = _fmt
+    env.filters["fmt"] = fmt_value
     env.filters["pct"] = _pct
     return env
 

@@ -29,6 +29,7 @@ from urllib.parse import quote
 from evalkit.errors import EvalkitError
 from evalkit.records import ResponseRecord, ScoreRecord
 from evalkit.reports.charts import ChartData
+from evalkit.reports.formatting import fmt_value
 from evalkit.store import RunStore, atomic_write_text
 
 EMBED_LIMIT_BYTES = 64 * 2**20
@@ -88,14 +89,6 @@ def max_samples_setting(explicit: int | None = None) -> int:
 
 
 # -- formatting filters ------------------------------------------------------------------------------
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
-
-
 def _fmt_int(value: Any) -> str:
     return "–" if value is None else f"{int(value):,}"
 
@@ -301,7 +294,7 @@ def _environment():
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(fmt=_fmt, fmt_int=_fmt_int, fmt_seconds=_fmt_seconds)
+    env.filters.update(fmt=fmt_value, fmt_int=_fmt_int, fmt_seconds=_fmt_seconds)
     return env
 
 

@@ -535,13 +535,18 @@ def start_subprocess(
     """Run the server in its own process (so it does not share a CPU-bound interpreter with the
     harness being measured); returns the process and its base URL. Stop it with ``terminate()``."""
     cmd = [sys.executable, "-m", "evalkit.testing.openai_server", "--port", "0", "--delay", str(delay)]
-    cmd += ["--model", model, *(extra_args or [])]
+    return spawn_url_process([*cmd, "--model", model, *(extra_args or [])])
+
+
+def spawn_url_process(cmd: list[str]) -> tuple[subprocess.Popen, str]:
+    """Start a server process whose first stdout line is its base URL; return it and the URL.
+    A process that says anything else is killed and reported with what it said."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
     if not line.startswith("http"):
         proc.kill()
-        raise RuntimeError(f"loopback server did not start (said {line!r}, exit {proc.wait()})")
+        raise RuntimeError(f"server {cmd[1:3]} did not start (said {line!r}, exit {proc.wait()})")
     return proc, line
 
 
