@@ -463,13 +463,26 @@ def finalize(store: RunStore) -> dict[str, Any]:
             "`evalkit merge` for the run's results",
         }
     store.write_summary(summary)
-    for task in manifest["tasks"]:
-        module, _, qualname = task["class"].rpartition(".")
-        getattr(importlib.import_module(module), qualname).write_outputs(store.root)
     from evalkit.reports.html import write_report
 
     write_report(store)
+    for task in manifest["tasks"]:
+        _task_class(store, task["class"]).write_outputs(store.root)
     return summary
+
+
+def _task_class(store: RunStore, dotted: str) -> type[Task]:
+    """The task class a run recorded, for its extra outputs (e.g. a benchmark's submission file).
+    A class that cannot be imported any more (an uninstalled plug-in) is a one-line error; the
+    summary and report are already written by then."""
+    module, _, qualname = dotted.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), qualname)
+    except (ImportError, AttributeError) as exc:
+        raise EvalkitError(
+            f"{store.root / 'manifest.json'}: task class {dotted!r} cannot be imported ({exc}); "
+            "install the package that provides it to write the task's own outputs"
+        ) from None
 
 
 def evaluate(
