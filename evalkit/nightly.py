@@ -336,9 +336,20 @@ def _check_baselines(config: NightlyConfig, state: NightlyState, config_path: Pa
             )
 
 
+def history_run_dirs(state: NightlyState) -> list[Path]:
+    """Every night's run still on disk, oldest first and each once: the site's history plots need
+    all nights, not only tonight's (tonight's runs are in the history by the time it is read)."""
+    seen: dict[Path, None] = {}
+    for record in state.history():
+        path = (state.root / record["run_dir"]).resolve()
+        if (path / "manifest.json").is_file():
+            seen.setdefault(path, None)
+    return list(seen)
+
+
 def build_site_for(run_dirs: list[Path], site: Path) -> Path:
-    """Rebuild the leaderboard site from tonight's runs (imported here: the site builder pulls in
-    templates and plotly that a night without ``site:`` never needs)."""
+    """Rebuild the leaderboard site from the nights' runs (imported here: the site builder pulls
+    in templates and plotly that a night without ``site:`` never needs)."""
     from evalkit.leaderboard.site import build_site
 
     return build_site(run_dirs, site)
@@ -364,5 +375,5 @@ def run_nightly(
     ]
     site = None
     if config.site is not None:
-        site = build_site_for([n.run_dir for n in nights], (config_path.parent / config.site).resolve())
+        site = build_site_for(history_run_dirs(state), (config_path.parent / config.site).resolve())
     return NightResult(folder=folder, models=nights, site=site)

@@ -148,6 +148,13 @@ def test_nights_baseline_history_and_a_planted_regression(server, tmp_path):
         .startswith("<!doctype")
     )
     assert rec2["comparison"] == "nights/2024-05-02/loopback.md"
+    # the site is rebuilt from every night in the history, so the model's history plot grows
+    data = json.loads((tmp_path / "site" / "data" / "leaderboard.json").read_text(encoding="utf-8"))
+    [model_history] = data["history"].values()
+    assert len(model_history) == len(TASKS)
+    for line in model_history:  # both nights, oldest first (not only tonight's run)
+        assert len(line["points"]) == 2
+        assert line["points"][0]["started"] < line["points"][1]["started"]
 
     # night 3: the server breaks: every answer wrong -> significant regression, exit 1
     server.answer = lambda body: Reply("The answer is 99999.")
