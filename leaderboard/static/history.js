@@ -26,9 +26,9 @@
     };
   });
   Plotly.newPlot(element, traces, {
-    margin: {t: 20, r: 20, b: 50, l: 50},
+    margin: {t: 50, r: 20, b: 50, l: 50},
     xaxis: {title: {text: "run start"}},
     yaxis: {title: {text: "primary metric"}},
-    legend: {orientation: "h"}
+    legend: {orientation: "h", x: 0, y: 1.02, yanchor: "bottom"}
   }, {displaylogo: false, responsive: true});
 })();
