@@ -366,22 +366,27 @@ def _reasoning_figure(curves: dict[str, list[Bin]], metric_names: dict[str, str]
     return _figure_json(fig)
 
 
+def _turn_trace(s: Series, **extra: Any) -> Any:
+    """One per-turn line (turn on x, value on y, n in the hover), shared by the turn charts."""
+    import plotly.graph_objects as go
+
+    return go.Scatter(
+        x=s.x,
+        y=s.y,
+        mode="lines+markers",
+        name=s.name,
+        text=[f"n={n}" for n in s.n],
+        hovertemplate="turn %{x}: %{y:.3f} (%{text})<extra></extra>",
+        **extra,
+    )
+
+
 def _turn_accuracy_figure(series: list[Series]) -> str:
     import plotly.graph_objects as go
 
     fig = go.Figure()
     for s in series:
-        fig.add_trace(
-            go.Scatter(
-                x=s.x,
-                y=s.y,
-                mode="lines+markers",
-                name=s.name,
-                error_y=_error_bars(s),
-                text=[f"n={n}" for n in s.n],
-                hovertemplate="turn %{x}: %{y:.3f} (%{text})<extra></extra>",
-            )
-        )
+        fig.add_trace(_turn_trace(s, error_y=_error_bars(s)))
     fig.update_layout(title="Accuracy by answered turn")
     fig.update_xaxes(title="answered turn", dtick=1)
     fig.update_yaxes(title="accuracy", rangemode="tozero")
@@ -389,24 +394,12 @@ def _turn_accuracy_figure(series: list[Series]) -> str:
 
 
 def _panels_figure(title: str, panels: list[tuple[str, list[Series]]]) -> str:
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, subplot_titles=[p[0] for p in panels])
     for row, (_, series) in enumerate(panels, start=1):
         for s in series:
-            fig.add_trace(
-                go.Scatter(
-                    x=s.x,
-                    y=s.y,
-                    mode="lines+markers",
-                    name=s.name,
-                    text=[f"n={n}" for n in s.n],
-                    hovertemplate="turn %{x}: %{y:.3f} (%{text})<extra></extra>",
-                ),
-                row=row,
-                col=1,
-            )
+            fig.add_trace(_turn_trace(s), row=row, col=1)
     fig.update_xaxes(title="model turn", dtick=1, row=len(panels), col=1)
     fig.update_layout(title=title)
     return _figure_json(fig, height=max(360, 220 * len(panels)))
