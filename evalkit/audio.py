@@ -90,6 +90,24 @@ def to_base64_wav(ref: AudioRef, sample_rate: int | None = 16000) -> str:
     return base64.b64encode(to_wav_bytes(ref, sample_rate=sample_rate)).decode("ascii")
 
 
+def reencoded_wav(path: Path) -> bytes:
+    """The file decoded and written again as 16-bit WAV at its own rate and channel count: what a
+    report embeds and a leaderboard copies, so only sound ever leaves a file, never the raw bytes
+    of whatever a path names. ``AudioError`` when it does not decode as audio."""
+    samples, rate = load(AudioRef(path=str(path)), mono=False)
+    return wav_bytes(samples, rate)
+
+
+def is_audio_header(path: Path) -> bool:
+    """Whether the file opens as audio (header only; no samples decoded): the cheap check before
+    a report links a file too large to embed."""
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, OSError):
+        return False
+    return info.frames > 0
+
+
 def write(path: Path, data: bytes) -> Path:
     """Write encoded audio bytes to ``path`` (creating folders); returns the path."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,15 @@ generation parameters). Only successful outputs are stored: a failed request is 
 Audio a model spoke is stored beside the database as ``blobs/<sha256>.wav`` and referenced by path,
 keeping rows small. WAL mode lets many runs share one cache file.
 
+Identity (``cache_scope``): an answer is only as reusable as the model's name is exact. A URL and
+a served name say nothing about which weights answer behind them (a server restarted with another
+checkpoint keeps both), so entries are shared across runs only when the model is *pinned*: by
+``--model-revision TAG``, or by an adapter that knows its weights exactly (``pinned_revision``:
+a local model folder's content digest, a hub snapshot's commit, a bundled model's package
+version). An unpinned model's entries are scoped to the run that made them: they serve that run's
+``--resume`` and nothing else. Each entry records the run that made it, so a run's manifest can
+say where its answers came from (``answer_sources``).
+
 Writes are committed in batches (every ``FLUSH_ROWS`` rows or ``FLUSH_SECONDS``, and at close):
 one transaction per response cost a measurable share of the harness's per-request CPU. A process
 killed between flushes loses only cache entries, never results: the run directory's
@@ -18,11 +27,13 @@ import json
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from evalkit.audio import AudioError
 from evalkit.records import AudioRef, ChatRequest, ModelOutput
+from evalkit.store import temp_path
 
 FLUSH_ROWS = 256
 FLUSH_SECONDS = 1.0
@@ -32,9 +43,62 @@ CREATE TABLE IF NOT EXISTS responses (
     key TEXT PRIMARY KEY,
     model_spec TEXT NOT NULL,
     output TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    run_id TEXT,
+    scope TEXT
 )
 """
+#: columns added after the first schema (an older cache file gets them on open)
+ADDED_COLUMNS = {"run_id": "TEXT", "scope": "TEXT"}
+#: files of a model folder hashed in full for its digest; larger ones by name, size and mtime
+SMALL_FILE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """A cached answer and the run that produced it (None: an entry older than that record)."""
+
+    output: ModelOutput
+    run_id: str | None
+
+
+def cache_scope(revision: str | None, run_id: str) -> str:
+    """Where an entry may be reused: ``revision=TAG`` (any run of the pinned model) or ``run=ID``
+    (only that run, i.e. its ``--resume``)."""
+    return f"revision={revision}" if revision else f"run={run_id}"
+
+
+def scoped_key(request_hash: str, scope: str) -> str:
+    """The cache key of a request within a scope (the request hash itself stays the record's)."""
+    return hashlib.sha256(f"{scope}\n{request_hash}".encode()).hexdigest()
+
+
+def folder_digest(folder: Path) -> str:
+    """A content digest of a local model folder: small files (configs, tokenizers) hashed in
+    full, weight files by relative name, size and modification time (hashing gigabytes per run
+    costs minutes; rewriting a weight file changes its mtime)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(str(path.relative_to(folder)).encode() + b"\0")
+        if stat.st_size <= SMALL_FILE_BYTES:
+            digest.update(path.read_bytes())
+        else:
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def model_folder_revision(name: str) -> str | None:
+    """The pinned revision of an in-process model named by ``name``: a hub snapshot folder's
+    commit (``.../snapshots/<sha>``), else a local folder's content digest; None for a bare hub
+    id, whose latest revision can change under the same name."""
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        return None
+    path = path.resolve()
+    if path.parent.name == "snapshots" and len(path.name) == 40:
+        return f"commit={path.name}"
+    return f"digest={folder_digest(path)}"
 
 
 def request_key(model_spec: str, request: ChatRequest) -> str:
@@ -61,32 +125,50 @@ class ResponseCache:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(SCHEMA)
-        self._pending: dict[str, tuple[str, str, str, float]] = {}
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(responses)")}
+        for column, kind in ADDED_COLUMNS.items():
+            if column not in present:
+                self._db.execute(f"ALTER TABLE responses ADD COLUMN {column} {kind}")
+        self._pending: dict[str, tuple[str, str, str, float, str | None, str | None]] = {}
         self._last_flush = time.monotonic()
 
     def get(self, key: str) -> ModelOutput | None:
+        entry = self.get_entry(key)
+        return None if entry is None else entry.output
+
+    def get_entry(self, key: str) -> CacheEntry | None:
+        """The answer stored under ``key`` and the run that made it, or None."""
         with self._lock:
             pending = self._pending.get(key)
             if pending is not None:
-                text = pending[2]
+                text, run_id = pending[2], pending[4]
             else:
-                row = self._db.execute("SELECT output FROM responses WHERE key = ?", (key,)).fetchone()
+                row = self._db.execute(
+                    "SELECT output, run_id FROM responses WHERE key = ?", (key,)
+                ).fetchone()
                 if row is None:
                     return None
-                text = row[0]
+                text, run_id = row
         output = ModelOutput.model_validate_json(text)
         if output.audio is not None and output.audio.path and not Path(output.audio.path).exists():
             return None  # blob was cleaned away: treat as a miss rather than return a dangling path
-        return output
+        return CacheEntry(output, run_id)
 
-    def put(self, key: str, model_spec: str, output: ModelOutput) -> None:
+    def put(
+        self,
+        key: str,
+        model_spec: str,
+        output: ModelOutput,
+        run_id: str | None = None,
+        scope: str | None = None,
+    ) -> None:
         if not output.ok:
             return
         stored = output.model_copy()
         if output.audio is not None and output.audio.data is not None:
             stored.audio = self._store_blob(output.audio)
         with self._lock:
-            self._pending[key] = (key, model_spec, stored.to_json(), time.time())
+            self._pending[key] = (key, model_spec, stored.to_json(), time.time(), run_id, scope)
             if len(self._pending) >= FLUSH_ROWS or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
                 self._flush_locked()
 
@@ -99,7 +181,8 @@ class ResponseCache:
             self._db.execute("BEGIN")  # one transaction for the batch (the connection autocommits)
             try:
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO responses (key, model_spec, output, created) VALUES (?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO responses (key, model_spec, output, created, run_id, scope) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
                     list(self._pending.values()),
                 )
             except BaseException:
@@ -114,7 +197,7 @@ class ResponseCache:
         path = self.blob_dir / f"{hashlib.sha256(data).hexdigest()}.wav"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
+            tmp = temp_path(path)
             tmp.write_bytes(data)
             tmp.replace(path)
         return AudioRef(path=str(path), sample_rate=ref.sample_rate, mime=ref.mime)
@@ -126,6 +209,36 @@ class ResponseCache:
 
     def stats(self) -> dict[str, Any]:
         return {"path": str(self.path), "entries": len(self)}
+
+    def info(self) -> dict[str, Any]:
+        """What ``evalkit cache info`` prints: entries per model and per kind of scope, blobs."""
+        with self._lock:
+            self._flush_locked()
+            rows = self._db.execute(
+                "SELECT model_spec, CASE WHEN scope LIKE 'revision=%' THEN 'pinned' "
+                "WHEN scope LIKE 'run=%' THEN 'one run' ELSE 'unscoped (older evalkit)' END, COUNT(*) "
+                "FROM responses GROUP BY 1, 2 ORDER BY 1, 2"
+            ).fetchall()
+        blobs = list(self.blob_dir.glob("*.wav")) if self.blob_dir.is_dir() else []
+        return {
+            "path": str(self.path),
+            "entries": sum(r[2] for r in rows),
+            "models": [{"model": r[0], "scope": r[1], "entries": r[2]} for r in rows],
+            "blobs": len(blobs),
+            "blob_bytes": sum(b.stat().st_size for b in blobs),
+        }
+
+    def clear(self) -> int:
+        """Delete every entry and audio blob; returns how many entries there were."""
+        with self._lock:
+            self._pending.clear()
+            count = self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+            self._db.execute("DELETE FROM responses")
+            self._db.execute("VACUUM")
+        if self.blob_dir.is_dir():
+            for blob in self.blob_dir.glob("*.wav"):
+                blob.unlink()
+        return int(count)
 
     def close(self) -> None:
         with self._lock:

@@ -22,12 +22,16 @@ app = typer.Typer(
 
 
 def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
+    """One ``error:`` line, with URL credentials and the API key's value redacted."""
+    from evalkit.manifest import redact_text, secret_values
+
+    typer.echo(f"error: {redact_text(message, secret_values(['OPENAI_API_KEY']))}", err=True)
     raise typer.Exit(code)
 
 
 @app.command()
 def run(
+    ctx: typer.Context,
     model: Annotated[
         str,
         typer.Option(
@@ -49,7 +53,22 @@ def run(
     out: Annotated[Path, typer.Option(help="Folder that receives the run directory")] = Path("runs"),
     resume: Annotated[Path | None, typer.Option(help="Finish an interrupted run directory")] = None,
     seed: Annotated[int, typer.Option(help="Seed for generation and bootstrap CIs")] = 0,
-    max_tokens: Annotated[int | None, typer.Option(help="Override the tasks' max_tokens", min=1)] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Token budget per reply; beats the model card and the task", min=1)
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="Sampling temperature; beats the model card and the task", min=0)
+    ] = None,
+    top_p: Annotated[
+        float | None, typer.Option(help="Nucleus sampling; beats the model card and the task", min=0, max=1)
+    ] = None,
+    reasoning_budget: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Sweep: one run per budget N (max_tokens = N), repeatable or a comma list; "
+            "lay them side by side with `evalkit report --compare-budgets RUN...`"
+        ),
+    ] = None,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Do not read or write the response cache")
     ] = False,
@@ -80,11 +99,42 @@ def run(
         typer.Option(help="Model replicas for --executor ray (default: one per GPU, or 2 on CPU)", min=1),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar")] = True,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds one attempt of a request may take in all (a wall-clock deadline, not an idle "
+            "one); default: the model card's timeout, else 600 for HTTP models",
+            min=0.001,
+        ),
+    ] = None,
+    request_budget: Annotated[
+        float | None,
+        typer.Option(help="Seconds one request may take across all its retries and waits", min=0.001),
+    ] = None,
+    model_revision: Annotated[
+        str | None,
+        typer.Option(
+            help="Pin the model's identity (a checkpoint tag or commit you vouch for): only a pinned "
+            "model's cached answers serve other runs; unpinned, the cache serves --resume only"
+        ),
+    ] = None,
+    allow_path: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Also let samples name files in DIR (repeatable); by default a path must stay "
+            "inside its dataset's folder, and anything outside is an input_path error, never read"
+        ),
+    ] = None,
 ) -> None:
     """Run an evaluation (or --resume one) and write a run directory with report.html."""
     from evalkit.errors import EvalkitError
-    from evalkit.runner import RunConfig, evaluate
+    from evalkit.runner import RunConfig, Terminated, evaluate
 
+    if resume is not None:
+        try:
+            check_resume_options(ctx)
+        except EvalkitError as exc:
+            _fail(str(exc))
     if data is not None:
         try:
             tasks = with_data_option(tasks, data)
@@ -98,30 +148,89 @@ def run(
         seed=seed,
         out_dir=str(out),
         max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
         use_cache=not no_cache,
         cache_path=str(cache_path) if cache_path else None,
         max_attempts=retries,
-        model_options=model_options(api_key_env, base_url),
+        model_options=model_options(api_key_env, base_url, timeout),
         shard=shard,
         executor=executor,
         replicas=replicas,
+        timeout=timeout,
+        request_budget=request_budget,
+        model_revision=model_revision,
+        allow_paths=[str(p.expanduser().absolute()) for p in allow_path or []],
     )
     try:
-        store = evaluate(config, resume_dir=resume, argv=sys.argv, show_progress=progress)
+        configs = budget_configs(config, reasoning_budget, resume)
+        stores = [evaluate(c, resume_dir=resume, argv=sys.argv, show_progress=progress) for c in configs]
     except EvalkitError as exc:
         _fail(str(exc))
-    except KeyboardInterrupt:
-        typer.echo("interrupted: finished requests are saved; continue with --resume RUN_DIR", err=True)
-        raise typer.Exit(130) from None
-    _print_summary(store)
-    typer.echo(f"report: {store.root / 'report.html'}")
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated): the same, resumable stop
+        signal_name = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        typer.echo(f"{signal_name}: finished requests are saved; continue with --resume RUN_DIR", err=True)
+        raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
+    for store in stores:
+        _print_summary(store)
+        typer.echo(f"report: {store.root / 'report.html'}")
+    if reasoning_budget:
+        runs = " ".join(str(s.root) for s in stores)
+        typer.echo(f"compare the budgets: evalkit report --compare-budgets {runs}")
 
 
-def model_options(api_key_env: str, base_url: list[str] | str | None) -> dict[str, Any]:
+def budget_configs(config: Any, budgets: list[str] | None, resume: Path | None) -> list[Any]:
+    """One run per ``--reasoning-budget`` value (its max_tokens = the budget, so the manifest
+    records it with source ``cli``); without the option, the run itself."""
+    from dataclasses import replace
+
+    from evalkit.errors import EvalkitError
+
+    if not budgets:
+        return [config]
+    if resume is not None or config.max_tokens is not None:
+        raise EvalkitError("--reasoning-budget sets max_tokens per run: drop --max-tokens / --resume")
+    values = [piece.strip() for item in budgets for piece in item.split(",") if piece.strip()]
+    if not values or not all(v.isdigit() and int(v) > 0 for v in values):
+        raise EvalkitError(
+            f"--reasoning-budget {','.join(budgets)!r}: give positive token counts, e.g. 1024,4096"
+        )
+    return [replace(config, max_tokens=int(v)) for v in dict.fromkeys(values)]
+
+
+#: the only options a ``--resume`` may set: they pace or show the session, never change an answer
+RESUME_OPTIONS = frozenset({"resume", "concurrency", "progress"})
+
+
+def check_resume_options(ctx: typer.Context) -> None:
+    """``--resume`` continues a run with the settings its manifest recorded; any other option given
+    on the command line would be silently ignored (or, worse, half applied), so it is refused."""
+    from click.core import ParameterSource
+
+    from evalkit.errors import EvalkitError
+
+    given = [
+        p for p in ctx.command.params
+        if p.name not in RESUME_OPTIONS and ctx.get_parameter_source(p.name) is ParameterSource.COMMANDLINE
+    ]
+    if given:
+        flags = ", ".join(p.opts[0] for p in given)
+        raise EvalkitError(
+            f"--resume continues a run with the settings in its manifest; {flags} cannot be changed on "
+            "resume (only --concurrency and --progress can): drop it, or start a new run"
+        )
+
+
+def model_options(
+    api_key_env: str, base_url: list[str] | str | None, timeout: float | None = None
+) -> dict[str, Any]:
     """Options handed to the model adapter (and kept in the manifest, so ``--resume`` reaches the
     same servers). ``base_url`` only when given: adapters that are not HTTP clients never see it.
-    One URL stays a string; several become a list (one replica each)."""
+    One URL stays a string; several become a list (one replica each). ``timeout`` (``--timeout``)
+    also sets an HTTP client's own timeout, so that it is never tighter than the deadline."""
     options: dict[str, Any] = {"api_key_env": api_key_env}
+    if timeout is not None:
+        options["timeout"] = timeout
     urls = [base_url] if isinstance(base_url, str) else list(base_url or [])
     if len(urls) == 1:
         options["base_url"] = urls[0]
@@ -172,6 +281,10 @@ def _print_summary(store) -> None:
                     errors,
                 )
     Console(stderr=False).print(table)
+    from evalkit.summary import truncation_warnings
+
+    for line in truncation_warnings(summary):
+        typer.echo(line, err=True)
     typer.echo(f"run directory: {store.root}")
 
 
@@ -188,22 +301,44 @@ def list_(kind: Annotated[str, typer.Argument(help="models, tasks or judges")]) 
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="A run directory")]) -> None:
-    """(Re)build summary.json and report.html of a run directory."""
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories")],
+    compare_budgets: Annotated[
+        bool,
+        typer.Option(
+            "--compare-budgets",
+            help="The runs are one --reasoning-budget sweep: write the accuracy vs reasoning tokens chart",
+        ),
+    ] = False,
+    out: Annotated[Path, typer.Option(help="With --compare-budgets: the page to write")] = Path(
+        "budgets.html"
+    ),
+) -> None:
+    """(Re)build summary.json and report.html of run directories, or (--compare-budgets) lay a
+    reasoning-budget sweep side by side."""
     from evalkit.errors import EvalkitError
     from evalkit.runner import finalize
     from evalkit.store import RunStore
 
     try:
-        store = RunStore.open_existing(run_dir)
-        finalize(store)
+        if compare_budgets:
+            from evalkit.reports.budgets import budget_table, write_budget_report
+
+            page, sweep = write_budget_report(run_dirs, out)
+            typer.echo(budget_table(sweep))
+            typer.echo(f"budgets: {page}")
+            return
+        for run_dir in run_dirs:
+            with RunStore.open_existing(run_dir).locked() as store:  # never beside a live run's writer
+                finalize(store)
+            typer.echo(f"report: {run_dir / 'report.html'}")
     except EvalkitError as exc:
         _fail(str(exc))
-    typer.echo(f"report: {run_dir / 'report.html'}")
 
 
 def _register_subcommands() -> None:
     """Commands kept in evalkit/commands/ (one module each, imports lazy inside the command)."""
+    from evalkit.commands.cache_cmd import cache_app
     from evalkit.commands.compare_cmd import compare
     from evalkit.commands.leaderboard_cmd import leaderboard_app
     from evalkit.commands.merge_cmd import merge
@@ -213,6 +348,7 @@ def _register_subcommands() -> None:
     app.command()(nightly)
     app.command()(merge)
     app.add_typer(leaderboard_app, name="leaderboard")
+    app.add_typer(cache_app, name="cache")
 
 
 _register_subcommands()

@@ -46,10 +46,31 @@ higher-is-better, lower-is-better, or descriptive (prosody features, where neith
 A descriptive metric or one of unknown direction (a plug-in judge's) can only be "changed", never
 better or worse, and unknown ones are listed in the report with the fix (``--direction
 METRIC=higher|lower``). Runs of different datasets are refused (``check_same_datasets``).
+
+Gates (``check_gates``), per (task, judge), before any statistic is trusted: a candidate that
+answered too little cannot be "no significant change", since the items it lost are not in the
+pairs. Each failed gate makes the comparison exit 1 and prints one line naming the task, the
+counts and the flag:
+
+- coverage: items the candidate scored / items either run attempted < ``min_coverage`` (0.98);
+  a task of the base missing from the candidate has coverage 0;
+- errors: the candidate's model-error (or judge-error) rate over the items it attempted exceeds the
+  base's by more than ``max_error_increase`` (0.02);
+- shared: items scored in both runs / items the base scored < ``min_shared`` (0.95).
+
+Power: every metric also gets its *minimum detectable effect* (``min_detectable_effect``), the
+smallest change the test could detect at this n and alpha with 80% power, from the observed
+paired differences (for 0/1 metrics never below the exact McNemar floor: ``k / n``, the fewest
+one-sided discordant pairs that can reach ``p < alpha``). A "no significant change" whose MDE is
+larger than ``min_effect`` is marked *underpowered*: a drop of ``min_effect`` would have passed.
+
+The two manifests' settings that differ (model, generation, judges, retries, versions; not the
+run's own bookkeeping such as ids and times) are listed with every comparison (``config_diff``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import zlib
 from collections.abc import Iterable, Mapping
@@ -133,6 +154,12 @@ class CompareOptions:
     resamples: int = DEFAULT_RESAMPLES
     seed: int = 0
     directions: Mapping[str, Direction] = field(default_factory=dict)
+    #: gates (module docstring): the candidate's coverage, error-rate increase and shared share
+    min_coverage: float = 0.98
+    max_error_increase: float = 0.02
+    min_shared: float = 0.95
+    #: power of the minimum detectable effect
+    power: float = 0.8
 
     def direction(self, judge: str, metric: str) -> Direction | None:
         """The direction of a metric: user overrides first, then the built-in map; None = unknown."""
@@ -243,6 +270,10 @@ class MetricComparison:
     significant: bool = False
     verdict: Verdict = "no significant change"
     note: str = ""
+    #: smallest change detectable at this n and alpha (module docstring); None: none is
+    mde: float | None = None
+    #: "no significant change" although a change of min_effect could not have been detected
+    underpowered: bool = False
 
 
 def _value(rec: ScoreRecord | None, metric: str) -> float | None:
@@ -344,8 +375,201 @@ def compare_metric(
     if counts.shared < 2 and not result.binary:
         result.note = "one shared item: no interval"
     result.verdict, note = verdict(result.diff, result.significant, result.direction, options.min_effect)
+    result.mde = min_detectable_effect(diffs, result.binary, options.alpha, options.power)
+    result.underpowered = result.verdict == "no significant change" and (
+        result.mde is None or result.mde > options.min_effect + _EPS
+    )
+    if result.underpowered:
+        note = "; ".join(
+            n for n in (note, f"underpowered: a change of {options.min_effect:g} is not detectable") if n
+        )
     result.note = "; ".join(n for n in (result.note, note) if n)
     return result
+
+
+def mcnemar_floor(n: int, alpha: float) -> float:
+    """The smallest |mean difference| the exact two-sided McNemar test can call significant on
+    ``n`` pairs: ``k`` discordant pairs all one way give ``p = 2 * 0.5**k``, so ``k`` is the least
+    integer with that below alpha."""
+    k = math.floor(math.log2(2 / alpha)) + 1
+    return k / n
+
+
+def min_detectable_effect(diffs: np.ndarray, binary: bool, alpha: float, power: float = 0.8) -> float | None:
+    """Minimum detectable effect of the paired test at this n and alpha: ``(z_{1-alpha/2} +
+    z_power) * sd(d) / sqrt(n)`` from the observed differences; for 0/1 metrics at least
+    ``mcnemar_floor`` (with no discordant pair the sd is 0, yet a handful of items can never show
+    a change). None when no change is detectable (under two pairs of a continuous metric)."""
+    from scipy.stats import norm
+
+    n = int(diffs.size)
+    if n == 0 or (n < 2 and not binary):
+        return None
+    sd = float(diffs.std(ddof=1)) if n > 1 else 0.0
+    approx = (float(norm.ppf(1 - alpha / 2)) + float(norm.ppf(power))) * sd / math.sqrt(n)
+    return max(approx, mcnemar_floor(n, alpha)) if binary else approx
+
+
+# -- gates --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GateFailure:
+    """One failed gate: which task (and judge), which flag, and the line that says so."""
+
+    task: str
+    judge: str | None
+    flag: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SideCounts:
+    """One run's items of one (task, judge): attempted, scored, and the two kinds of errors."""
+
+    attempted: int
+    scored: int
+    model_errors: int
+    judge_errors: int
+
+    @classmethod
+    def of(cls, records: Mapping[str, ScoreRecord]) -> SideCounts:
+        kinds = [r.score.error.kind for r in records.values() if r.score.error is not None]
+        model = sum(1 for k in kinds if k == "model_error")
+        return cls(len(records), len(records) - len(kinds), model, len(kinds) - model)
+
+    def rate(self, errors: int) -> float:
+        return errors / self.attempted if self.attempted else 0.0
+
+
+def check_gates(
+    task: str,
+    judge: str,
+    base: Mapping[str, ScoreRecord],
+    cand: Mapping[str, ScoreRecord],
+    options: CompareOptions,
+) -> list[GateFailure]:
+    """The coverage, error-increase and shared-items gates of one (task, judge) (module docstring)."""
+    b, c = SideCounts.of(base), SideCounts.of(cand)
+    where = f"task {task!r} judge {judge!r}"
+    failures: list[GateFailure] = []
+    total = len(set(base) | set(cand))
+    coverage = c.scored / total if total else 1.0
+    if coverage + _EPS < options.min_coverage:
+        failures.append(
+            GateFailure(
+                task,
+                judge,
+                "--min-coverage",
+                f"gate failed: {where}: the candidate scored {c.scored} of {total} items "
+                f"(coverage {coverage:.3f}) < --min-coverage {options.min_coverage:g}",
+            )
+        )
+    for label, flag_errors in (("model-error", "model_errors"), ("judge-error", "judge_errors")):
+        cand_errors, base_errors = getattr(c, flag_errors), getattr(b, flag_errors)
+        increase = c.rate(cand_errors) - b.rate(base_errors)
+        if increase > options.max_error_increase + _EPS:
+            failures.append(
+                GateFailure(
+                    task,
+                    judge,
+                    "--max-error-increase",
+                    f"gate failed: {where}: candidate {label} rate {cand_errors}/{c.attempted} = "
+                    f"{c.rate(cand_errors):.3f} vs base {base_errors}/{b.attempted} = "
+                    f"{b.rate(base_errors):.3f}, up {increase:.3f} > --max-error-increase "
+                    f"{options.max_error_increase:g}",
+                )
+            )
+    shared = sum(
+        1
+        for sid, rec in base.items()
+        if rec.score.error is None and sid in cand and cand[sid].score.error is None
+    )
+    if b.scored and shared / b.scored + _EPS < options.min_shared:
+        failures.append(
+            GateFailure(
+                task,
+                judge,
+                "--min-shared",
+                f"gate failed: {where}: {shared} items scored in both runs = {shared / b.scored:.3f} "
+                f"of the base's {b.scored} scored items < --min-shared {options.min_shared:g}",
+            )
+        )
+    return failures
+
+
+def missing_task_gate(task: str, base: LoadedRun, options: CompareOptions) -> GateFailure:
+    """A task the base ran and the candidate did not: coverage 0 of the base's items."""
+    n = max((len(recs) for (t, _), recs in base.scores.items() if t == task), default=0)
+    return GateFailure(
+        task,
+        None,
+        "--min-coverage",
+        f"gate failed: task {task!r}: not in the candidate run (scored 0 of {n} items, coverage 0) "
+        f"< --min-coverage {options.min_coverage:g}",
+    )
+
+
+# -- what differs between the two runs' settings ----------------------------------------------------
+#: manifest keys that are a run's bookkeeping, not its settings: never a "config difference"
+_BOOKKEEPING = frozenset(
+    {
+        "run_id",
+        "command",
+        "started",
+        "ended",
+        "status",
+        "resumed",
+        "last_session",
+        "hardware",
+        "cache",
+        "answer_sources",
+        "judge_batching",
+        "merged",
+    }
+)
+#: settings that only place or pace a run (its numbers do not depend on them)
+_PLACEMENT = frozenset({"config.out_dir", "config.cache_path", "config.concurrency", "config.judge_workers"})
+MAX_DIFF_LINES = 40
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    """Dotted keys of nested mappings; tasks are keyed by name, other lists kept whole."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _flatten(item, f"{prefix}.{key}" if prefix else str(key), out)
+    elif prefix == "tasks" and isinstance(value, list):
+        for task in value:
+            if isinstance(task, Mapping):
+                _flatten(task, f"tasks[{task.get('name')}]", out)
+    else:
+        out[prefix] = value
+
+
+def config_diff(base: Mapping[str, Any], cand: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(key, base value, cand value)`` for every setting the two manifests disagree on (model,
+    generation, judges, retries, package versions...), bookkeeping and placement left out."""
+    flat_b: dict[str, Any] = {}
+    flat_c: dict[str, Any] = {}
+    _flatten({k: v for k, v in base.items() if k not in _BOOKKEEPING}, "", flat_b)
+    _flatten({k: v for k, v in cand.items() if k not in _BOOKKEEPING}, "", flat_c)
+    keys = dict.fromkeys([*flat_b, *flat_c])
+    return [
+        (k, flat_b.get(k), flat_c.get(k))
+        for k in keys
+        if k not in _PLACEMENT and flat_b.get(k) != flat_c.get(k)
+    ]
+
+
+def _diff_value(value: Any) -> str:
+    text = "(absent)" if value is None else json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def diff_lines(diffs: list[tuple[str, Any, Any]]) -> list[str]:
+    """The differences as ``key: base -> cand`` lines, at most ``MAX_DIFF_LINES``."""
+    lines = [f"{k}: {_diff_value(b)} -> {_diff_value(c)}" for k, b, c in diffs[:MAX_DIFF_LINES]]
+    if len(diffs) > MAX_DIFF_LINES:
+        lines.append(f"... and {len(diffs) - MAX_DIFF_LINES} more")
+    return lines
 
 
 # -- the whole comparison ---------------------------------------------------------------------------
@@ -361,6 +585,8 @@ class Comparison:
     tasks_only_cand: list[str]
     judges_not_compared: list[str]
     run_notes: list[str]
+    gate_failures: list[GateFailure] = field(default_factory=list)
+    config_differences: list[tuple[str, Any, Any]] = field(default_factory=list)
 
     @property
     def regressions(self) -> list[MetricComparison]:
@@ -375,9 +601,14 @@ class Comparison:
         return sorted({f"{m.judge}/{m.metric}" for m in self.metrics if m.direction is None})
 
     @property
+    def underpowered(self) -> list[MetricComparison]:
+        return [m for m in self.metrics if m.underpowered]
+
+    @property
     def exit_code(self) -> int:
-        """1 when any metric regressed significantly, else 0 (bad input never gets this far: 2)."""
-        return 1 if self.regressions else 0
+        """1 when any metric regressed significantly or any gate failed, else 0 (bad input never
+        gets this far: 2)."""
+        return 1 if self.regressions or self.gate_failures else 0
 
     def verdicts(self) -> dict[str, dict[str, str]]:
         """task -> ``judge/metric`` -> verdict: the compact form the nightly history keeps."""
@@ -415,6 +646,7 @@ def compare_runs(base_dir: Path, cand_dir: Path, options: CompareOptions | None 
     tasks = check_same_datasets(base, cand)
     metrics: list[MetricComparison] = []
     not_compared: list[str] = []
+    gates: list[GateFailure] = []
     for task in tasks:
         cand_judges = _judges_of(cand, task)
         for judge in _judges_of(base, task):
@@ -422,6 +654,7 @@ def compare_runs(base_dir: Path, cand_dir: Path, options: CompareOptions | None 
                 not_compared.append(f"{task}: {judge} (base only)")
                 continue
             b_recs, c_recs = base.scores.get((task, judge), {}), cand.scores.get((task, judge), {})
+            gates.extend(check_gates(task, judge, b_recs, c_recs, options))
             names = _metric_names([*b_recs.values(), *c_recs.values()])
             metrics.extend(compare_metric(task, judge, m, b_recs, c_recs, options) for m in names)
         base_judges = _judges_of(base, task)
@@ -437,6 +670,8 @@ def compare_runs(base_dir: Path, cand_dir: Path, options: CompareOptions | None 
         tasks_only_cand=[t for t in cand.tasks() if t not in base.tasks()],
         judges_not_compared=not_compared,
         run_notes=_status_notes(base, "base") + _status_notes(cand, "cand"),
+        gate_failures=gates + [missing_task_gate(t, base, options) for t in base.tasks() if t not in tasks],
+        config_differences=config_diff(base.manifest, cand.manifest),
     )
 
 
@@ -492,17 +727,35 @@ def rule_text(options: CompareOptions) -> str:
     )
 
 
+def gate_text(options: CompareOptions) -> str:
+    """The gates in one sentence, printed with every comparison."""
+    return (
+        f"candidate coverage at least {options.min_coverage:g} (--min-coverage), model/judge-error "
+        f"rate at most {options.max_error_increase:g} above the base's (--max-error-increase), items "
+        f"scored in both at least {options.min_shared:g} of the base's (--min-shared); MDE = smallest "
+        f"change detectable at alpha {options.alpha:g} with {options.power:.0%} power"
+    )
+
+
 def _md_header(cmp: Comparison) -> list[str]:
     lines = [
         "# evalkit compare",
         "",
         f"- base: {md_escape(cmp.base)} ({md_escape(cmp.base_model)})",
         f"- cand: {md_escape(cmp.cand)} ({md_escape(cmp.cand_model)})",
-        f"- result: **{len(cmp.regressions)} worse, {len(cmp.improvements)} better**, "
-        f"{len(cmp.metrics)} metrics compared",
+        f"- result: **{len(cmp.regressions)} worse, {len(cmp.improvements)} better, "
+        f"{len(cmp.gate_failures)} gates failed**, {len(cmp.metrics)} metrics compared"
+        + (f", {len(cmp.underpowered)} underpowered" if cmp.underpowered else ""),
         f"- rule: {md_escape(rule_text(cmp.options))}",
+        f"- gates: {md_escape(gate_text(cmp.options))}",
     ]
+    lines.extend(f"- **{md_escape(g.message)}**" for g in cmp.gate_failures)
     lines.extend(f"- note: {md_escape(n)}" for n in cmp.run_notes)
+    if cmp.config_differences:
+        lines.append("- settings that differ (base -> cand):")
+        lines.extend(f"  - {md_escape(line)}" for line in diff_lines(cmp.config_differences))
+    else:
+        lines.append("- settings that differ: none")
     if cmp.tasks_only_base or cmp.tasks_only_cand:
         only = [
             *(f"{t} (base only)" for t in cmp.tasks_only_base),
@@ -526,6 +779,7 @@ TABLE_HEAD = (
     "cand",
     "diff [CI]",
     "p (McNemar)",
+    "MDE",
     "shared",
     "only base",
     "only cand",
@@ -545,8 +799,9 @@ def table_row(m: MetricComparison) -> list[str]:
         fmt(m.cand_mean),
         fmt(m.diff, signed=True) + ci,
         fmt_p(m.p_value) if m.binary else "–",
+        fmt(m.mde),
         *counts_label(m.counts),
-        VERDICT_MARK.get(m.verdict, m.verdict),
+        VERDICT_MARK.get(m.verdict, m.verdict) + (" (underpowered)" if m.underpowered else ""),
         m.note,
     ]
 
@@ -578,10 +833,15 @@ code { background: #f4f4f4; }
 <ul>
 <li>base: <code>{{ cmp.base }}</code> ({{ cmp.base_model }})</li>
 <li>cand: <code>{{ cmp.cand }}</code> ({{ cmp.cand_model }})</li>
-<li>result: <strong>{{ cmp.regressions|length }} worse, {{ cmp.improvements|length }} better</strong>,
-{{ cmp.metrics|length }} metrics compared</li>
+<li>result: <strong>{{ cmp.regressions|length }} worse, {{ cmp.improvements|length }} better,
+{{ cmp.gate_failures|length }} gates failed</strong>, {{ cmp.metrics|length }} metrics compared
+{%- if cmp.underpowered %}, {{ cmp.underpowered|length }} underpowered{% endif %}</li>
 <li>rule: {{ rule }}</li>
+<li>gates: {{ gates }}</li>
+{% for g in cmp.gate_failures %}<li class="worse"><strong>{{ g.message }}</strong></li>{% endfor %}
 {% for note in cmp.run_notes %}<li>note: {{ note }}</li>{% endfor %}
+<li>settings that differ (base -&gt; cand):{% if not diffs %} none{% endif %}
+{% if diffs %}<ul>{% for d in diffs %}<li><code>{{ d }}</code></li>{% endfor %}</ul>{% endif %}</li>
 {% if not_compared %}<li>not compared: {{ not_compared|join(", ") }}</li>{% endif %}
 {% if cmp.unknown_directions %}<li>direction unknown (never judged better/worse):
 {{ cmp.unknown_directions|join(", ") }}; declare it with --direction METRIC=higher|lower</li>{% endif %}
@@ -615,5 +875,11 @@ def to_html(cmp: Comparison) -> str:
         *cmp.judges_not_compared,
     ]
     return env.from_string(HTML_TEMPLATE).render(
-        cmp=cmp, rule=rule_text(cmp.options), tasks=tasks, head=TABLE_HEAD, not_compared=not_compared
+        cmp=cmp,
+        rule=rule_text(cmp.options),
+        gates=gate_text(cmp.options),
+        diffs=diff_lines(cmp.config_differences),
+        tasks=tasks,
+        head=TABLE_HEAD,
+        not_compared=not_compared,
     )

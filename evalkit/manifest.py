@@ -1,8 +1,13 @@
 """What a run records about itself so that its numbers can be reproduced and trusted: the
-command (secrets redacted), package versions, git revision, hardware, seeds and timing."""
+command (secrets redacted), package versions, git revision, hardware, seeds and timing.
+
+Redaction lives here, once: the values of ``--*key*/--*token*/--*secret*/--*password*`` flags,
+credentials inside URLs (``http://user:pass@host`` -> ``http://***@host``) and the API key's
+value itself wherever a reply or an error message carries it (``scrub_output``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -12,6 +17,8 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+from evalkit.records import ModelOutput
 
 TRACKED_PACKAGES = (
     "evalkit",
@@ -45,6 +52,11 @@ TRACKED_PACKAGES = (
     "resemblyzer",
 )
 _SECRET_FLAG = re.compile(r"(--?[\w-]*(?:key|token|secret|password)[\w-]*)(=|\s+)(\S+)", re.IGNORECASE)
+#: ``scheme://userinfo@``: everything between the scheme and the last ``@`` before the host's path
+_URL_CREDENTIALS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
+#: shorter values are not scrubbed: a placeholder key ("EMPTY") would mangle ordinary words
+MIN_SECRET_LENGTH = 8
+REDACTED = "***"
 
 
 def package_versions() -> dict[str, str]:
@@ -96,8 +108,41 @@ def hardware() -> dict[str, Any]:
 
 
 def redact_command(argv: list[str]) -> str:
-    """The command line with values of --*key*/--*token* flags replaced."""
-    return _SECRET_FLAG.sub(lambda m: f"{m.group(1)}{m.group(2)}***", " ".join(argv))
+    """The command line with values of --*key*/--*token* flags and URL credentials replaced."""
+    return redact_urls(_SECRET_FLAG.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", " ".join(argv)))
+
+
+def redact_urls(text: str) -> str:
+    """``http://user:pass@host/v1`` -> ``http://***@host/v1``, anywhere in ``text``."""
+    return _URL_CREDENTIALS.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
+
+
+def secret_values(env_names: list[str]) -> list[str]:
+    """The values of the named environment variables that are long enough to be real secrets."""
+    values = (os.environ.get(name) or "" for name in env_names)
+    return [v for v in dict.fromkeys(values) if len(v) >= MIN_SECRET_LENGTH]
+
+
+def redact_text(text: str, secrets: list[str]) -> str:
+    """``text`` with every secret value and URL credential replaced."""
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return redact_urls(text)
+
+
+def scrub_output(output: ModelOutput, secrets: list[str]) -> ModelOutput:
+    """The output with every secret value replaced wherever it appears (answer, reasoning, trace,
+    error message): a server that echoes the API key back must not get it into responses.jsonl,
+    the cache or the report. Untouched (the same object) when no secret occurs."""
+    if not secrets:
+        return output
+    text = output.model_dump_json()
+    escaped = [json.dumps(s)[1:-1] for s in secrets]  # as the value appears inside JSON strings
+    if not any(s in text for s in escaped):
+        return output
+    for secret in escaped:
+        text = text.replace(secret, REDACTED)
+    return ModelOutput.model_validate_json(text)
 
 
 def now_iso() -> str:

@@ -4,7 +4,8 @@ a history.
 One night, for every model of the config: ``evaluate`` the config's tasks (one run directory per
 model, all tasks in it), compare that run with the model's stored baseline run
 (``evalkit.compare``), write the comparison (markdown + HTML) into the night's folder, and append
-one record to the history. The exit code is compare's: 1 when any model regressed on any metric.
+one record to the history. The exit code is compare's: 1 when any model regressed on any metric
+or failed a gate (coverage, error rates, shared items: ``evalkit.compare``).
 
 The state folder (``out:`` in the config, relative to the config file) holds::
 
@@ -55,6 +56,8 @@ class ModelEntry(_Strict):
     name: str | None = None
     base_url: str | list[str] | None = None
     api_key_env: str = "OPENAI_API_KEY"
+    #: pins the model's identity for the response cache (``evalkit run --model-revision``)
+    model_revision: str | None = None
 
     @property
     def label(self) -> str:
@@ -72,6 +75,8 @@ class RunOptions(_Strict):
     retries: int = Field(default=5, ge=1)
     cache: bool = False
     judge_workers: int = Field(default=2, ge=1)
+    timeout: float | None = Field(default=None, gt=0)
+    request_budget: float | None = Field(default=None, gt=0)
 
 
 class CompareSettings(_Strict):
@@ -82,6 +87,9 @@ class CompareSettings(_Strict):
     resamples: int = Field(default=2000, ge=100)
     seed: int = 0
     directions: dict[str, Literal["higher", "lower", "none"]] = Field(default_factory=dict)
+    min_coverage: float = Field(default=0.98, ge=0, le=1)
+    max_error_increase: float = Field(default=0.02, ge=0)
+    min_shared: float = Field(default=0.95, ge=0, le=1)
 
 
 class NightlyConfig(_Strict):
@@ -249,7 +257,10 @@ def _run_model(entry: ModelEntry, config: NightlyConfig, state: NightlyState, sh
         use_cache=run.cache,
         max_attempts=run.retries,
         judge_workers=run.judge_workers,
-        model_options=model_options(entry.api_key_env, entry.base_url),
+        model_options=model_options(entry.api_key_env, entry.base_url, run.timeout),
+        timeout=run.timeout,
+        request_budget=run.request_budget,
+        model_revision=entry.model_revision,
     )
     store = evaluate(run_config, argv=["evalkit", "nightly", entry.label], show_progress=show_progress)
     return store.root
@@ -264,6 +275,9 @@ def _compare_options(settings: CompareSettings):
         resamples=settings.resamples,
         seed=settings.seed,
         directions=parse_directions(f"{k}={v}" for k, v in settings.directions.items()),
+        min_coverage=settings.min_coverage,
+        max_error_increase=settings.max_error_increase,
+        min_shared=settings.min_shared,
     )
 
 
@@ -309,6 +323,7 @@ def night_for_model(
         "regressions": [f"{m.task}: {m.judge}/{m.metric}" for m in comparison.regressions]
         if comparison
         else [],
+        "gate_failures": [g.message for g in comparison.gate_failures] if comparison else [],
         "exit_code": comparison.exit_code if comparison is not None else 0,
         "comparison": None if md_path is None else os.path.relpath(md_path, state.root),
         "git_revision": manifest.get("git_revision") or git_revision(),

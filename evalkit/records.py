@@ -12,7 +12,7 @@ import hashlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, model_validator
 
 Role = Literal["system", "user", "assistant"]
 
@@ -176,7 +176,12 @@ class ModelOutput(Record):
     """What a model produced for one turn. ``text`` is the answer with reasoning removed;
     ``reasoning`` keeps the thinking separately; ``trace`` holds adapter details worth showing
     (e.g. the cascade's ASR transcript). Exactly one of ``text``/``error`` is meaningful: a failure
-    is never an empty string."""
+    is never an empty string. An empty ``text`` on a successful call *is* the answer (the model said
+    nothing after its reasoning, or was cut off): judges score it by the task's rule.
+
+    ``finish_reason`` is why generation stopped, as the server or library says it (``stop``,
+    ``length`` ...; None when the adapter cannot know); ``length`` (the token budget ran out) sets
+    ``truncated``, which summary.json counts (``n_truncated``) and the report marks."""
 
     text: str | None = None
     reasoning: str | None = None
@@ -184,12 +189,27 @@ class ModelOutput(Record):
     usage: Usage = Field(default_factory=Usage)
     timing: Timing = Field(default_factory=Timing)
     model: str | None = None
+    finish_reason: str | None = None
+    truncated: bool = False
     trace: dict[str, Any] = Field(default_factory=dict)
     error: ErrorInfo | None = None
+
+    @model_validator(mode="after")
+    def _length_means_truncated(self) -> ModelOutput:
+        """One rule for every adapter: a reply stopped by the token limit is truncated."""
+        if self.finish_reason == "length":
+            self.truncated = True
+        return self
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def empty(self) -> bool:
+        """A successful call whose answer (reasoning removed) is blank and that spoke no audio:
+        scored by the judges like any answer, and counted apart (``n_empty``)."""
+        return self.error is None and self.audio is None and not (self.text or "").strip()
 
 
 class Score(Record):
@@ -225,6 +245,8 @@ class ResponseRecord(Record):
     turn: int
     request_hash: str
     cached: bool = False
+    #: the run whose response-cache entry served this answer (None: asked in this run)
+    cached_from: str | None = None
     input: TurnInput = Field(default_factory=TurnInput)
     output: ModelOutput
 

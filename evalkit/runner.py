@@ -12,13 +12,16 @@ the run directory the moment it exists; ``--resume`` reads them back and repeats
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib
+import itertools
 import multiprocessing
+import signal
 import sys
 import time
 import traceback
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,10 +29,20 @@ from typing import Any
 
 from evalkit.audio import AudioError
 from evalkit.batching import MicroBatcher
-from evalkit.cache import ResponseCache, request_key
+from evalkit.cache import ResponseCache, cache_scope, request_key, scoped_key
+from evalkit.confine import INPUT_PATH_KIND, PathEscapeError
 from evalkit.errors import EvalkitError
+from evalkit.generation import resolve_generation
 from evalkit.judges.base import Judge
-from evalkit.manifest import git_revision, hardware, now_iso, package_versions, redact_command
+from evalkit.manifest import (
+    git_revision,
+    hardware,
+    now_iso,
+    package_versions,
+    redact_command,
+    scrub_output,
+    secret_values,
+)
 from evalkit.models.base import ModelAdapter, load_model
 from evalkit.models.replica_pool import ReplicaPool
 from evalkit.paths import response_cache_path
@@ -62,6 +75,8 @@ class RunConfig:
     seed: int = 0
     out_dir: str = "runs"
     max_tokens: int | None = None
+    temperature: float | None = None  # --temperature: beats the model card and the task
+    top_p: float | None = None  # --top-p: beats the model card and the task
     use_cache: bool = True
     cache_path: str | None = None
     max_attempts: int = 5
@@ -70,6 +85,10 @@ class RunConfig:
     shard: str | None = None  # "I/N": this process runs shard I (1-based) of N; `evalkit merge` joins them
     executor: str = "local"  # "local" or "ray" (model replicas as Ray actors)
     replicas: int | None = None  # replicas for the ray executor (None: one per GPU, or 2 on CPU)
+    allow_paths: list[str] = field(default_factory=list)  # --allow-path: folders samples may also name
+    timeout: float | None = None  # --timeout: whole-attempt deadline (s); None: the adapter's (card's)
+    request_budget: float | None = None  # --request-budget: seconds per request across all its retries
+    model_revision: str | None = None  # --model-revision: pins the model, so the cache serves other runs
 
     @classmethod
     def from_manifest(cls, data: dict[str, Any]) -> RunConfig:
@@ -123,7 +142,16 @@ class Runner:
         self.tasks = tasks
         self.cache = cache
         self.resume = resume
-        self.retry = RetryPolicy(max_attempts=config.max_attempts)
+        self.retry = RetryPolicy(
+            max_attempts=config.max_attempts,
+            attempt_timeout=config.timeout if config.timeout is not None else adapter.request_timeout,
+            budget=config.request_budget,
+        )
+        self.run_id = str(store.read_manifest().get("run_id", store.run_id))
+        #: where cache entries of this run may be reused (``evalkit.cache``: pinned or this run only)
+        self.cache_scope = cache_scope(config.model_revision or adapter.pinned_revision, self.run_id)
+        #: values never stored: the API key, should a server echo it back
+        self.secrets = secret_values([config.model_options.get("api_key_env", "OPENAI_API_KEY")])
         slots = (
             config.concurrency
             if adapter.max_concurrency is None
@@ -135,27 +163,44 @@ class Runner:
         self._pool: ProcessPoolExecutor | None = None
         self._batchers: dict[int, tuple[str, MicroBatcher]] = {}  # id(judge) -> (task, batcher)
         self._params: dict[str, GenerationParams] = {}
+        #: per task, each resolved generation setting with its source (manifest["generation"])
+        self.generation: dict[str, dict[str, dict[str, Any]]] = {}
         self._judging: set[asyncio.Task] = set()
         self.progress = RunProgress(enabled=show_progress)
         self.counters = {"requests": 0, "cache_hits": 0, "errors": 0, "retries": 0, "samples": 0}
 
     # -- requests ---------------------------------------------------------------------------------
     def _params_for(self, task: Task) -> GenerationParams:
-        """The task's parameters with the run's seed and max_tokens; computed once per task."""
+        """The task's requests' parameters: command line > model card > task > defaults
+        (``evalkit.generation``), with the run's seed; computed once per task, sources kept."""
         params = self._params.get(task.name)
         if params is None:
-            update: dict[str, Any] = {"seed": self.config.seed}
-            if self.config.max_tokens is not None:
-                update["max_tokens"] = self.config.max_tokens
-            params = self._params[task.name] = task.params.model_copy(update=update)
+            cli = {
+                "max_tokens": self.config.max_tokens,
+                "temperature": self.config.temperature,
+                "top_p": self.config.top_p,
+            }
+            card = self.adapter.describe().get("generation_defaults", {})
+            params, sources = resolve_generation(task.params, card, cli, self.config.seed)
+            self._params[task.name] = params
+            self.generation[task.name] = sources
         return params
 
-    async def _generate(self, request_hash: str, request) -> tuple[ModelOutput, bool]:
+    def generation_manifest(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Every task's effective generation settings and where each came from."""
+        for task in self.tasks:
+            self._params_for(task)
+        return dict(self.generation)
+
+    async def _generate(self, request_hash: str, request) -> tuple[ModelOutput, str | bool]:
+        """The answer and where it came from: False = asked now, else the run id whose cache entry
+        served it (``cache_scope`` decides which entries this run may see)."""
+        key = scoped_key(request_hash, self.cache_scope)
         if self.cache is not None:
-            hit = self.cache.get(request_hash)
-            if hit is not None:
+            entry = self.cache.get_entry(key)
+            if entry is not None:
                 self.counters["cache_hits"] += 1
-                return hit, True
+                return scrub_output(entry.output, self.secrets), entry.run_id or "(unrecorded run)"
 
         def count_retry(_exc, _attempt) -> None:
             self.counters["retries"] += 1
@@ -163,20 +208,23 @@ class Runner:
         async with self.model_slots:
             self.counters["requests"] += 1
             output = await call_with_retries(lambda: self.adapter.generate(request), self.retry, count_retry)
+        output = scrub_output(output, self.secrets)
         if self.cache is not None:
-            self.cache.put(request_hash, self.adapter.spec, output)
+            self.cache.put(key, self.adapter.spec, output, run_id=self.run_id, scope=self.cache_scope)
         return output, False
 
     async def _answer_turn(self, task: Task, sample: Sample, turn_index: int, history: list[ModelOutput]):
         """One turn: build, hash, generate. Bad input audio and adapter bugs become error records."""
         request_hash = ""
         try:
-            request = task.build_request(sample, turn_index, history)
+            request = task.build_request(task.confine_sample(sample), turn_index, history)
             request = request.model_copy(update={"params": self._params_for(task)})
             request_hash = request_key(self.adapter.cache_identity, request)
             output, cached = await self._generate(request_hash, request)
         except AudioError as exc:
             return ModelOutput(error=ErrorInfo(kind="input_audio", message=str(exc))), request_hash, False
+        except PathEscapeError as exc:  # never read: evalkit.confine
+            return ModelOutput(error=ErrorInfo(kind=INPUT_PATH_KIND, message=str(exc))), request_hash, False
         except EvalkitError as exc:
             return ModelOutput(error=ErrorInfo(kind="input", message=str(exc))), request_hash, False
         except Exception as exc:  # an adapter bug must not sink hours of results: record it loudly
@@ -211,7 +259,8 @@ class Runner:
                     sample_index=index,
                     turn=k,
                     request_hash=request_hash,
-                    cached=cached,
+                    cached=bool(cached),
+                    cached_from=cached or None,
                     output=output,
                     input=TurnInput(
                         text=said.text,
@@ -308,10 +357,14 @@ class Runner:
             for task in self.tasks:
                 total = task.count(self.config.limit)
                 self.progress.add_task(task.name, total if shard is None else shard.size(total))
+            workers = [asyncio.ensure_future(worker()) for _ in range(max(1, self.config.concurrency))]
             try:
-                await asyncio.gather(*(worker() for _ in range(max(1, self.config.concurrency))))
+                await asyncio.gather(*workers)
                 while self._judging:
                     await asyncio.gather(*list(self._judging))
+            except BaseException:
+                await _cancel_all([*workers, *self._judging])  # none may write after the streams close
+                raise
             finally:
                 if self._pool is not None:
                     self._pool.shutdown(cancel_futures=True)
@@ -332,6 +385,14 @@ class Runner:
         for _, batcher in self._batchers.values():
             await batcher.aclose()
         self.store.update_manifest(judge_batching=info)
+
+
+async def _cancel_all(tasks: list[asyncio.Future]) -> None:
+    """Cancel ``tasks`` and wait until every one has stopped (their own errors are theirs: the
+    failure being raised is the one that stopped the run)."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _check_capabilities(adapter: ModelAdapter, tasks: list[Task]) -> None:
@@ -371,15 +432,35 @@ async def evaluate_async(
     argv: list[str] | None = None,
     show_progress: bool = True,
 ) -> RunStore:
-    """Run (or resume) an evaluation; returns the finished run directory."""
+    """Run (or resume) an evaluation; returns the finished run directory. The session holds the
+    directory's lock (``RunStore.acquire_lock``) from before its first read to after its last
+    write: a second writer, or a resume of a live run, is refused naming the holder's pid."""
+    held: list[RunStore] = []
+    try:
+        return await _evaluate_session(config, resume_dir, argv, show_progress, held)
+    finally:
+        for store in held:
+            store.release_lock()
+
+
+async def _evaluate_session(
+    config: RunConfig,
+    resume_dir: Path | None,
+    argv: list[str] | None,
+    show_progress: bool,
+    held: list[RunStore],
+) -> RunStore:
+    """``evaluate_async``'s body; every store it locks goes into ``held`` for the caller to release."""
     parse_shard(config.shard)  # a bad --shard is a one-line error before any model loads
     if resume_dir is not None:
         store = RunStore.open_existing(resume_dir)
+        store.acquire_lock()
+        held.append(store)
         manifest = store.read_manifest()
         config = RunConfig.from_manifest({**manifest["config"], "concurrency": config.concurrency})
     adapter = await load_adapter(config)
     try:
-        tasks = resolve_tasks(config.tasks)
+        tasks = resolve_tasks(config.tasks, allow_paths=config.allow_paths)
         _check_capabilities(adapter, tasks)
         await adapter.check()
     except BaseException:
@@ -388,6 +469,8 @@ async def evaluate_async(
     task_info = [t.describe() for t in tasks]
     if resume_dir is None:
         store = RunStore.create(Path(config.out_dir), adapter.spec, [t.name for t in tasks])
+        store.acquire_lock()
+        held.append(store)
         manifest = {
             "run_id": store.run_id,
             "command": redact_command(argv or sys.argv),
@@ -418,16 +501,51 @@ async def evaluate_async(
         manifest = store.update_manifest(status="running", resumed=[*manifest.get("resumed", []), now_iso()])
     cache = open_cache(config)
     runner = Runner(config, store, adapter, tasks, cache, resume, show_progress=show_progress)
+    store.update_manifest(generation=runner.generation_manifest())
     store.open_streams()
     started = time.monotonic()
     status = "interrupted"
+    disk_errors: list[OSError] = []
     try:
         await runner.run()
         status = "completed"
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        status = "failed"
+        disk_errors.append(exc)
     finally:
-        store.close_streams()
-        elapsed = time.monotonic() - started
-        store.update_manifest(
+        try:
+            _end_session(store, runner, adapter, cache, status, time.monotonic() - started, disk_errors)
+        finally:
+            await adapter.aclose()
+            if cache is not None:
+                cache.close()
+    if disk_errors:
+        raise disk_full_error(store, disk_errors)
+    finalize(store)
+    return store
+
+
+#: errors that mean "no room to write": the run stops as ``failed``, resumable once space is back
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _end_session(
+    store: RunStore,
+    runner: Runner,
+    adapter: ModelAdapter,
+    cache: ResponseCache | None,
+    status: str,
+    elapsed: float,
+    disk_errors: list[OSError],
+) -> None:
+    """Close the streams and record the session in the manifest. On a full disk either step may
+    fail too: that failure joins ``disk_errors`` (the run is reported failed, with all of them)
+    instead of hiding the first; any other error propagates."""
+    steps = (
+        store.close_streams,
+        lambda: store.update_manifest(
             status=status,
             ended=now_iso(),
             last_session={
@@ -437,12 +555,41 @@ async def evaluate_async(
                 **({"replicas": adapter.session_stats()} if isinstance(adapter, ReplicaPool) else {}),
             },
             cache=cache.stats() if cache is not None else None,
-        )
-        await adapter.aclose()
-        if cache is not None:
-            cache.close()
-    finalize(store)
-    return store
+            answer_sources=answer_sources(store),
+        ),
+    )
+    for step in steps:
+        try:
+            step()
+        except OSError as exc:
+            if exc.errno not in DISK_FULL:
+                raise
+            disk_errors.append(exc)
+
+
+def disk_full_error(store: RunStore, errors: list[OSError]) -> EvalkitError:
+    """The one line a full disk gets: what failed, that finished records are kept, how to go on."""
+    first = errors[0]
+    where = f" writing {first.filename}" if first.filename else ""
+    manifest = "" if len(errors) == 1 else "; the manifest could not be updated either (its status may still say running)"
+    return EvalkitError(
+        f"{store.root}: no space left on the device{where} ({first.strerror or first}); the run stopped "
+        f"as failed, every finished record is kept{manifest}: free space, then "
+        f"`evalkit run --resume {store.root}`"
+    )
+
+
+def answer_sources(store: RunStore) -> dict[str, Any]:
+    """Where the run's answers came from: asked in this run (``fresh``) or served by the cache
+    entry of another run (``cached_from``: run id -> answers). Latest record per turn."""
+    fresh = 0
+    cached: dict[str, int] = defaultdict(int)
+    for rec in store.iter_latest_responses():
+        if rec.cached:
+            cached[rec.cached_from or "(unrecorded run)"] += 1
+        else:
+            fresh += 1
+    return {"fresh": fresh, "cached_from": dict(cached)}
 
 
 def finalize(store: RunStore) -> dict[str, Any]:
@@ -450,6 +597,9 @@ def finalize(store: RunStore) -> dict[str, Any]:
     manifest = store.read_manifest()
     judge_order = [j for t in manifest["tasks"] for j in t["judges"]]
     store.finalize_order([t["name"] for t in manifest["tasks"]], judge_order)
+    passes = _score_passes(store, manifest)
+    if passes:
+        store.rewrite_scores(lambda records: _apply_score_passes(records, passes))
     # streamed off the files: summarising keeps compact numbers, never every record (flat memory)
     summary = summarise_run(
         manifest["tasks"], store.iter_scores(), store.iter_responses(), manifest.get("seed", 0)
@@ -471,6 +621,31 @@ def finalize(store: RunStore) -> dict[str, Any]:
     return summary
 
 
+ScorePass = Callable[[Iterator[ScoreRecord]], Iterator[ScoreRecord]]
+
+
+def _score_passes(store: RunStore, manifest: dict[str, Any]) -> dict[str, ScorePass]:
+    """Task name -> its ``finalize_scores`` pass, for the tasks that define one. A task class that
+    cannot be imported has none here: the write_outputs step of ``finalize`` names it, once the
+    summary and report are written."""
+    passes: dict[str, ScorePass] = {}
+    for task in manifest["tasks"]:
+        try:
+            cls = _task_class(store, task["class"])
+        except EvalkitError:
+            continue  # raised again, with its one-line message, after the summary is written
+        if cls.finalize_scores.__func__ is not Task.finalize_scores.__func__:
+            passes[task["name"]] = cls.finalize_scores
+    return passes
+
+
+def _apply_score_passes(records: Iterator[ScoreRecord], passes: dict[str, ScorePass]) -> Iterator[ScoreRecord]:
+    """Each task's records (contiguous and in sample order once the stream is sorted) through its
+    pass; other tasks' records unchanged."""
+    for task, group in itertools.groupby(records, key=lambda r: r.task):
+        yield from passes[task](group) if task in passes else group
+
+
 def _task_class(store: RunStore, dotted: str) -> type[Task]:
     """The task class a run recorded, for its extra outputs (e.g. a benchmark's submission file).
     A class that cannot be imported any more (an uninstalled plug-in) is a one-line error; the
@@ -485,10 +660,45 @@ def _task_class(store: RunStore, dotted: str) -> type[Task]:
         ) from None
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM stopped the run, handled exactly like Ctrl-C: the manifest says ``interrupted`` and
+    ``--resume`` finishes it (the CLI exits 143, 128 + SIGTERM)."""
+
+
 def evaluate(
     config: RunConfig,
     resume_dir: Path | None = None,
     argv: list[str] | None = None,
     show_progress: bool = True,
 ) -> RunStore:
-    return asyncio.run(evaluate_async(config, resume_dir, argv, show_progress))
+    store = asyncio.run(_terminable(evaluate_async(config, resume_dir, argv, show_progress)))
+    if store is None:
+        raise Terminated()
+    return store
+
+
+async def _terminable(work: Coroutine[Any, Any, RunStore]) -> RunStore | None:
+    """Await ``work`` with SIGTERM cancelling it as asyncio's own Ctrl-C handling does (so its
+    ``finally`` blocks write the status); None when SIGTERM stopped it. Outside the main thread
+    (no signal handlers there) ``work`` simply runs."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    terminated: list[bool] = []
+
+    def on_sigterm() -> None:
+        terminated.append(True)
+        task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return await work
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not terminated:
+            raise
+        return None
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)

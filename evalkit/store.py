@@ -5,6 +5,12 @@ line, written and flushed as soon as it exists, so a run killed at any moment lo
 requests in flight (a half-written last line is cut off on resume). When a run finishes, both files
 are rewritten once in a deterministic order (task, sample, turn/judge) through an atomic rename,
 so two runs of the same config list their records in the same order.
+
+One writer at a time: a session that writes a run directory holds its lock (``.lock``, an OS
+file lock through the ``filelock`` package, released by the OS if the process dies) and says who it
+is in ``.lock.owner``; a second run, resume or finalize of the same directory is refused with one
+line naming the holder's pid. Rewrites go through temporary files named per process and thread,
+so two processes finishing one directory never write the same temporary file.
 """
 
 from __future__ import annotations
@@ -12,8 +18,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,7 +37,18 @@ RESPONSES = "responses.jsonl"
 SCORES = "scores.jsonl"
 MANIFEST = "manifest.json"
 SUMMARY = "summary.json"
+LOCK = ".lock"
+LOCK_OWNER = ".lock.owner"
 FSYNC_INTERVAL_S = 1.0
+
+
+class RunLocked(EvalkitError):
+    """Another live process writes this run directory."""
+
+
+def temp_path(path: Path) -> Path:
+    """A temporary sibling of ``path`` that no other process or thread uses at the same time."""
+    return path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
 
 
 def _slug(text: str) -> str:
@@ -36,8 +56,8 @@ def _slug(text: str) -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write-then-rename so readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Write-then-rename so readers never see half a file (the temporary name is this process's)."""
+    tmp = temp_path(path)
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()
@@ -118,10 +138,13 @@ class JsonlAppender:
             self._last_sync = now
 
     def close(self) -> None:
+        """Flush, sync and close; the file is closed even when the flush fails (a full disk)."""
         if not self._fh.closed:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
+            try:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+            finally:
+                self._fh.close()
 
 
 class RunStore:
@@ -132,6 +155,48 @@ class RunStore:
         self.audio_dir = self.root / "audio"
         self._responses: JsonlAppender | None = None
         self._scores: JsonlAppender | None = None
+        self._lock = None
+
+    # -- the writer's lock --------------------------------------------------------------------------
+    def acquire_lock(self) -> None:
+        """Become the directory's only writer, or raise ``RunLocked`` naming the process that is."""
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self.root / LOCK))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise RunLocked(
+                f"{self.root}: in use by {self._holder()}; wait for it to finish (or stop it), "
+                "then resume"
+            ) from None
+        self._lock = lock
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        atomic_write_text(self.root / LOCK_OWNER, json.dumps(owner) + "\n")
+
+    def _holder(self) -> str:
+        """Who holds the lock, as ``.lock.owner`` says (written right after acquiring it)."""
+        try:
+            owner = json.loads((self.root / LOCK_OWNER).read_text(encoding="utf-8"))
+            return f"pid {owner['pid']} on {owner['host']} (since {owner['since']})"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another process (pid not recorded yet)"
+
+    @contextmanager
+    def locked(self) -> Iterator[RunStore]:
+        """This store, locked for the ``with`` block (``evalkit report`` rewriting a finished run)."""
+        self.acquire_lock()
+        try:
+            yield self
+        finally:
+            self.release_lock()
+
+    def release_lock(self) -> None:
+        """Give the directory up (a no-op when this store does not hold it)."""
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            (self.root / LOCK_OWNER).unlink(missing_ok=True)
+            lock.release()
 
     # -- creation and opening -------------------------------------------------------------------
     @classmethod
@@ -203,9 +268,17 @@ class RunStore:
         self._scores.append(record)
 
     def close_streams(self) -> None:
+        """Close both streams; one that fails to close (a full disk) leaves neither open, and its
+        error is raised once both are closed."""
+        errors: list[OSError] = []
         for stream in (self._responses, self._scores):
             if stream is not None:
-                stream.close()
+                try:
+                    stream.close()
+                except OSError as exc:
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def responses(self) -> list[ResponseRecord]:
         return read_jsonl(self.root / RESPONSES, ResponseRecord)
@@ -289,11 +362,26 @@ class RunStore:
         if not path.exists():
             path.write_text("", encoding="utf-8")  # as before: a run with no records has empty files
             return
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = temp_path(path)
         with open(path, "rb") as src, open(tmp, "w", encoding="utf-8") as out:
             for _, start, length in sorted(latest.values(), key=lambda item: item[0]):
                 src.seek(start)
                 record = record_type.model_validate_json(src.read(length))
+                out.write(record.model_dump_json(exclude_none=True) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+
+    def rewrite_scores(self, transform: Callable[[Iterator[ScoreRecord]], Iterator[ScoreRecord]]) -> None:
+        """Stream scores.jsonl through ``transform`` once (records in, records out, in file order)
+        and replace it through an atomic rename: a pass over the finalized stream (``Task
+        .finalize_scores``) that holds one record at a time."""
+        path = self.root / SCORES
+        if not path.exists():
+            return
+        tmp = temp_path(path)
+        with open(tmp, "w", encoding="utf-8") as out:
+            for record in transform(self.iter_scores()):
                 out.write(record.model_dump_json(exclude_none=True) + "\n")
             out.flush()
             os.fsync(out.fileno())

@@ -4,7 +4,10 @@ down by the task's group keys and by answered-turn index, with parse-failure and
 Metrics are averaged over the samples a judge could score; samples whose model call or judge
 failed are *not* folded in as zeros but counted (``n_model_errors``, ``n_judge_errors``) and shown
 beside the metric, together with ``coverage`` = scored / total. Parse failures are scored as wrong
-(the model answered, unreadably) and counted too.
+(the model answered, unreadably) and counted too. Empty answers (``n_empty``: a completed call
+with nothing after the reasoning) and replies cut by the token limit (``n_truncated``) are answers,
+scored by the judges; both are counted per task, and ``truncation_warnings`` flags a task where
+more than 5% of replies were cut.
 
 Streaming: records are consumed once, in order, and only the numbers the summary needs are kept
 (per task, judge, metric and group a packed float array, plus counters), never the records
@@ -50,6 +53,8 @@ class JudgeAccumulator:
         self.n = 0
         self.n_scored = 0
         self.n_parse_failures = 0
+        #: rubric items whose judge reply stayed unreadable after the re-asks (``details``), summed
+        self.n_judge_unreadable = 0
         self.errors: Counter[str] = Counter()
         self.metrics: dict[str, array] = defaultdict(_floats)
         #: group key -> group value -> metric -> values
@@ -66,6 +71,7 @@ class JudgeAccumulator:
             return
         self.n_scored += 1
         self.n_parse_failures += score.parse_failed
+        self.n_judge_unreadable += int(score.details.get("n_judge_unreadable", 0))
         values = [(m, float(v)) for m, v in score.metrics.items() if v is not None]
         for metric, value in values:
             self.metrics[metric].append(value)
@@ -91,6 +97,7 @@ class JudgeAccumulator:
             "n_scored": self.n_scored,
             "coverage": self.n_scored / self.n if self.n else None,
             "n_parse_failures": self.n_parse_failures,
+            "n_judge_unreadable": self.n_judge_unreadable,
             "n_model_errors": errors.pop("model_error", 0),
             "n_judge_errors": sum(errors.values()),
             "metrics": _summaries(self.metrics, seed, *scope),
@@ -124,6 +131,9 @@ class ResponseAccumulator:
         self.n_errors = 0
         self.errors_by_kind: Counter[str] = Counter()
         self.n_cached = 0
+        self.n_answered = 0  # successful calls: the denominator of the truncation share
+        self.n_empty = 0
+        self.n_truncated = 0
         self.tokens = dict.fromkeys(self._TOKEN_FIELDS, 0)
         self.totals = _floats()
         self.ttft = _floats()
@@ -136,6 +146,9 @@ class ResponseAccumulator:
             self.n_errors += 1
             self.errors_by_kind[out.error.kind] += 1
             return
+        self.n_answered += 1
+        self.n_empty += out.empty
+        self.n_truncated += out.truncated
         for f in self._TOKEN_FIELDS:
             self.tokens[f] += getattr(out.usage, f) or 0
         if not rec.cached:
@@ -151,6 +164,9 @@ class ResponseAccumulator:
             "n_errors": self.n_errors,
             "errors_by_kind": dict(self.errors_by_kind),
             "n_cached": self.n_cached,
+            "n_empty": self.n_empty,
+            "n_truncated": self.n_truncated,
+            "truncated_share": self.n_truncated / self.n_answered if self.n_answered else None,
             "tokens": dict(self.tokens),
             "latency_s": {
                 "mean": float(np.mean(totals)) if totals else None,
@@ -213,11 +229,33 @@ def summarise_run(
                 "metric": primary_metric,
                 **task_judges[primary_judge]["metrics"].get(primary_metric, {"value": None}),
             }
+        counted = requests[name].result()
         out["tasks"][name] = {
             "dataset": task.get("dataset", {}),
             "n_samples": len(sample_ids[name]),
+            # answers, not errors: scored by the judges, counted here (per answered turn)
+            "n_empty": counted["n_empty"],
+            "n_truncated": counted["n_truncated"],
             "primary": primary,
             "judges": task_judges,
-            "requests": requests[name].result(),
+            "requests": counted,
         }
     return out
+
+
+#: above this share of truncated replies a task's numbers say more about the budget than the model
+TRUNCATION_WARN_SHARE = 0.05
+
+
+def truncation_warnings(summary: dict[str, Any]) -> list[str]:
+    """One line per task whose replies were cut by the token limit more than 5% of the time,
+    naming the flag that fixes it."""
+    lines = []
+    for name, task in summary.get("tasks", {}).items():
+        share = task.get("requests", {}).get("truncated_share")
+        if share is not None and share > TRUNCATION_WARN_SHARE:
+            lines.append(
+                f"warning: {name}: {task['n_truncated']} replies ({share:.0%}) hit the token limit "
+                "(finish_reason 'length'); raise it with --max-tokens N"
+            )
+    return lines

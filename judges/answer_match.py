@@ -4,7 +4,12 @@ the reference, per answered turn.
 A sample's reference is either ``{"answer": ...}`` (judged on the last reply) or
 ``{"turns": [ref_or_null, ...]}`` aligned with the answered turns (multi-turn: each non-null entry
 is judged on its own reply). A reply the extractor cannot read is a *parse failure*: counted,
-shown, and scored as wrong; never replaced by a guess.
+shown, and scored as wrong; never replaced by a guess. The one exception is an official scorer whose
+script substitutes a fixed prediction for an unreadable reply and compares *that* (AudioBench's
+``"empty"``): such a judge sets ``unreadable_prediction`` and the verdict is the script's, while the
+parse failure is still counted.
+
+Every reply is read through ``answer_text`` (an empty answer is an answer: it reaches the rule).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from abc import abstractmethod
 from typing import Any
 
 from evalkit.judges.base import Judge
+from evalkit.judges.extract import answer_text
 from evalkit.records import ModelOutput, Sample, Score
 
 
@@ -27,8 +33,30 @@ class AnswerMatchJudge(Judge):
     def matches(self, extracted: str, reference: dict[str, Any]) -> bool:
         """Whether an extracted answer is the reference answer."""
 
+    #: what the authors' script compares in place of a reply it cannot read (None: no comparison,
+    #: the parse failure is wrong)
+    unreadable_prediction: str | None = None
+
     def expected(self, reference: dict[str, Any]) -> str:
-        return str(reference["answer"])
+        answer = reference["answer"]
+        return " | ".join(map(str, answer)) if isinstance(answer, list) else str(answer)
+
+    def alternatives(self, reference: dict[str, Any]) -> list[dict[str, Any]]:
+        """The references a reply may match, any one sufficing: one per text when ``answer`` is a
+        list of acceptable answers, else the reference itself. A judge that reproduces a script
+        with its own reading of a list overrides this to return ``[reference]``."""
+        answer = reference.get("answer")
+        if isinstance(answer, list):
+            return [{**reference, "answer": a} for a in answer]
+        return [reference]
+
+    def _verdict(self, extracted: str | None, reference: dict[str, Any]) -> bool:
+        """Correct or not: the extracted answer against the reference; an unreadable reply is
+        wrong, or, where the script substitutes a prediction for it, that prediction's verdict."""
+        prediction = extracted if extracted is not None else self.unreadable_prediction
+        if prediction is None:
+            return False
+        return any(self.matches(prediction, alt) for alt in self.alternatives(reference))
 
     def _turn_references(self, sample: Sample, n_outputs: int) -> list[dict[str, Any] | None]:
         ref = sample.reference
@@ -45,9 +73,8 @@ class AnswerMatchJudge(Judge):
         for turn, ref in enumerate(self._turn_references(sample, len(outputs))):
             if ref is None:
                 continue
-            text = outputs[turn].text or ""
-            extracted = self.extract(text, ref)
-            correct = extracted is not None and self.matches(extracted, ref)
+            extracted = self.extract(answer_text(outputs[turn]), ref)
+            correct = self._verdict(extracted, ref)
             rows.append(
                 {
                     "turn": turn,

@@ -8,6 +8,20 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
+from evalkit.models.reasoning import CLOSE, OPEN, split_reasoning
+from evalkit.records import ModelOutput
+
+def answer_text(output: ModelOutput) -> str:
+    """The reply an answer rule reads: ``output.text`` ("" when the model said nothing), with any
+    inline ``<think>...</think>`` an adapter without a reasoning parser left in it split off. Every
+    official scorer reads this string: the authors' scripts score the model's answer, and an empty
+    or think-only reply is an (empty) answer, scored by the rule like any other."""
+    text = output.text or ""
+    if OPEN in text or CLOSE in text:
+        text, _ = split_reasoning(text)
+    return text
+
+
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 ANSWER_IS = re.compile(r"the answer is", re.IGNORECASE)
 

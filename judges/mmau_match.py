@@ -2,22 +2,28 @@
 recorder for the test split whose answers are withheld.
 
 ``mmau-string-match`` re-implements ``string_match(answer, prediction, choices)`` of the official
-``evaluation.py`` (github.com/Sakshi113/MMAU) token for token, because that rule *is* the MMAU
-number and it has quirks a generic choice extractor does not share:
+``evaluation.py`` (github.com/Sakshi113/MMAU, last changed in commit
+``74682927cf7f434cc9ed585b1f8a5e6150381e91``, 2025-01-29) token for token, because that rule *is* the
+MMAU number and it has quirks a generic choice extractor does not share:
 
-- tokens are ``re.findall(r"\\b\\w+\\b", text.lower())``; the prediction is a *set* of tokens, so
-  word order is ignored ("barking dog" matches "Dog barking");
-- correct iff every token of the answer occurs in the prediction AND no token that belongs only to
-  wrong options (union of the other choices' tokens minus the answer's tokens) occurs in it; so a
-  reply naming two options is wrong, and a bare letter ("A") is wrong;
-- there is no parse step: an empty reply is simply wrong (we flag it ``parse_failed`` so it is
-  counted, which the official script does not do);
-- the official script scores the raw ``model_prediction`` string. We score ``output.text``, the
-  reply with any ``<think>`` reasoning stripped (the reasoning stays in responses.jsonl): scoring the
-  raw string would punish every reasoning model for option words it merely considered;
-- the official script counts a missing or failed prediction as wrong, never skipped. In evalkit a
-  model failure is recorded by the runner as a ``model_error`` score (shown as n_model_errors and
-  coverage < 1); for an official-comparable number, count those as wrong.
+- tokens are ``re.findall(r"\\b\\w+\\b", text.lower())`` as a *set*, so word order is ignored
+  ("barking dog" matches "Dog barking");
+- a prediction with no token at all (empty, whitespace, punctuation only) is wrong, whatever the
+  answer (the function returns False before any comparison);
+- otherwise correct iff every token of the answer occurs in the prediction AND no token that belongs
+  only to wrong options occurs in it (each choice whose token set differs from the answer's adds its
+  tokens minus the answer's); so a reply naming two options is wrong, and a bare letter ("A") is
+  wrong;
+- there is no parse step: an empty reply is simply wrong. It stays in the denominator, as in the
+  script, and is flagged ``parse_failed`` so it is counted (the script does not count it);
+- the official script scores the ``model_output`` string it is given. We score the model's answer,
+  ``output.text`` with any ``<think>`` reasoning split off (``answer_text``; the reasoning stays in
+  responses.jsonl): scoring the thoughts would punish every reasoning model for option words it
+  merely considered. A think-only or truncated reply therefore has an empty answer: wrong;
+- the script *skips* a record with no ``model_output`` key (out of the denominator) and scores an
+  empty string wrong. In evalkit every successful call is an answer (empty included) and is scored;
+  only a failed call (transport or server error) has no answer: the runner records it as a
+  ``model_error`` score (n_model_errors, coverage < 1), outside the denominator like a missing key.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any
 
 from evalkit.judges.answer_match import AnswerMatchJudge
 from evalkit.judges.base import Judge
-from evalkit.judges.extract import LETTERS, extract_choice
+from evalkit.judges.extract import LETTERS, answer_text, extract_choice
 from evalkit.records import ModelOutput, Sample, Score
 from evalkit.registry import register_judge
 
@@ -41,16 +47,14 @@ def tokenize(text: str) -> list[str]:
 
 def string_match(answer: str, prediction: str, choices: list[str]) -> tuple[bool, dict[str, Any]]:
     """The official ``string_match`` verdict plus the token sets that decided it (for details)."""
-    answer_tokens = tokenize(answer)
+    answer_tokens = set(tokenize(answer))
     prediction_tokens = set(tokenize(prediction))
     incorrect_tokens: set[str] = set()
     for choice in choices:
-        if choice != answer:
-            incorrect_tokens.update(tokenize(choice))
-    incorrect_tokens -= set(answer_tokens)
-    missing = sorted({t for t in answer_tokens if t not in prediction_tokens})
+        incorrect_tokens.update(set(tokenize(choice)) - answer_tokens)
+    missing = sorted(answer_tokens - prediction_tokens)
     wrong_hits = sorted(incorrect_tokens & prediction_tokens)
-    correct = not missing and not wrong_hits
+    correct = bool(prediction_tokens) and not missing and not wrong_hits
     return correct, {"missing_answer_tokens": missing, "incorrect_tokens_found": wrong_hits}
 
 
@@ -64,11 +68,11 @@ class MMAUStringMatchJudge(Judge):
         ref = sample.reference
         answer = str(ref["answer"])
         choices = [str(c) for c in ref["choices"]]
-        prediction = outputs[-1].text or ""
+        prediction = answer_text(outputs[-1])
         correct, details = string_match(answer, prediction, choices)
-        empty = not prediction.strip()
+        empty = not tokenize(prediction)
         explanation = (
-            "empty reply (scored wrong)"
+            "no word in the reply (scored wrong)"
             if empty
             else f"expected {answer!r}: "
             + (

@@ -12,10 +12,20 @@ separated by blank lines, empty ones left out, and ``Assistant: <the graded repl
 Why a strict parser with re-asks: a rubric score is only as good as the mapping from the judge's
 words to verdicts. A reply must be exactly one JSON object (optionally in a Markdown code fence)
 with a JSON boolean ``criteria_met`` and a string ``explanation``; anything else is re-asked (the
-parse error appended to the conversation, nothing random varied) up to ``retries`` times. An item
-still unreadable, or a judge call that fails, makes the whole conversation a judge error: never
-guessed, never scored as a zero (the official script's "parse error = not met" would bias APR/ARS
-down for reasons that have nothing to do with the model under test).
+parse error appended to the conversation, nothing random varied) up to ``retries`` times.
+
+An item whose judge reply is *still* unreadable after the re-asks: ``amc-rubric`` (the ``official``
+mode) counts it as **not met**, as the public AudioMC evaluation guide does with a reply it cannot
+parse, so APR/ARS are the published numbers; ``amc-rubric-exclude`` (mode ``exclude-unreadable``)
+leaves the item out of its conversation's APR/ARS instead (a conversation left with no readable item
+is a judge error). Either way the item is counted apart: ``details["n_judge_unreadable"]`` per
+conversation and ``n_judge_unreadable`` per judge in summary.json, beside the parse problems
+(``details["judge_parse_errors"]``). A judge *call* that fails (transport, server) makes the
+conversation a judge error in both modes: that is no verdict at all, never a zero.
+
+The grader prompt is sent as one *user* message, as the evaluation guide and HealthBench send it;
+the dataset card's code calls the same text a "system prompt" (``JUDGE_SYSTEM_PROMPT``), but the
+text itself ends with the conversation and rubric item to grade, i.e. it is the whole request.
 
 Every judge call goes through the model adapter (``load_model``) with the runner's retry policy for
 transient failures, and is cached in the shared ``ResponseCache`` under
@@ -117,6 +127,8 @@ class _ItemResult:
     attempts: int = 0
     calls_cached: list[bool] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: the judge answered every time, but never readably (after all re-asks)
+    unreadable: bool = False
 
 
 class RubricJudge(Judge):
@@ -132,6 +144,9 @@ class RubricJudge(Judge):
 
     name = "rubric"
     template = "amc_judge.j2"
+    #: an item whose judge reply stays unreadable: True counts it as not met (the evaluation
+    #: guide's rule), False leaves it out of the conversation's APR/ARS
+    unreadable_not_met: bool = True
 
     def __init__(
         self,
@@ -244,7 +259,7 @@ class RubricJudge(Judge):
                     Message(role="assistant", content=[TextPart(text=output.text or "")]),
                     Message(role="user", content=[TextPart(text=REASK.format(error=exc))]),
                 ]
-        result.error = f"judge reply unreadable after {result.attempts} attempts: {result.problems[-1]}"
+        result.unreadable = True
         return result
 
     async def ascore(self, sample: Sample, outputs: list[ModelOutput]) -> Score:
@@ -265,6 +280,12 @@ class RubricJudge(Judge):
         for i, result in enumerate(results, start=1):
             if result.error is not None:
                 return self._error(f"rubric {i} of {len(rubrics)}: {result.error}", attempts=result.attempts)
+        if not self.unreadable_not_met and all(r.unreadable for r in results):
+            return self._error(
+                f"all {len(rubrics)} rubric judge replies unreadable after the re-asks: "
+                f"{results[-1].problems[-1]}",
+                attempts=max(r.attempts for r in results),
+            )
         return self._score(rubrics, results)
 
     def score(self, sample: Sample, outputs: list[ModelOutput]) -> Score:
@@ -275,22 +296,30 @@ class RubricJudge(Judge):
     def _error(self, message: str, attempts: int) -> Score:
         return Score(judge=self.name, error=ErrorInfo(kind="judge_error", message=message, attempts=attempts))
 
+    def _item_met(self, result: _ItemResult) -> bool | None:
+        """One item's verdict: met or not, or None when it is left out (unreadable, excluded)."""
+        if result.verdict is not None:
+            return result.verdict.criteria_met
+        return False if self.unreadable_not_met else None
+
     def _score(self, rubrics: list[str], results: list[_ItemResult]) -> Score:
-        verdicts = [r.verdict for r in results]
-        assert all(v is not None for v in verdicts)
-        met = sum(v.criteria_met for v in verdicts if v is not None)
-        all_met = met == len(rubrics)
+        verdicts = [self._item_met(r) for r in results]
+        counted = [v for v in verdicts if v is not None]
+        met = sum(counted)
+        all_met = met == len(counted)
+        n_unreadable = sum(r.unreadable for r in results)
         details: dict[str, Any] = {
             "rubrics": [
                 {
                     "rubric": rubric,
-                    "criteria_met": r.verdict.criteria_met,
-                    "explanation": r.verdict.explanation,
+                    "criteria_met": verdict,
+                    "explanation": r.verdict.explanation if r.verdict is not None else None,
                     "attempts": r.attempts,
+                    "unreadable": r.unreadable,
                 }
-                for rubric, r in zip(rubrics, results, strict=True)
-                if r.verdict is not None
+                for rubric, r, verdict in zip(rubrics, results, verdicts, strict=True)
             ],
+            "n_judge_unreadable": n_unreadable,
             "judge_model": self.model_spec,
             "judge_calls": sum(len(r.calls_cached) for r in results),
             "judge_attempts": max(r.attempts for r in results),
@@ -299,11 +328,15 @@ class RubricJudge(Judge):
         problems = [f"rubric {i}: {p}" for i, r in enumerate(results, start=1) for p in r.problems]
         if problems:
             details["judge_parse_errors"] = problems
+        explanation = f"{met}/{len(counted)} rubrics met"
+        if n_unreadable:
+            treated = "counted as not met" if self.unreadable_not_met else "left out"
+            explanation += f" ({n_unreadable} judge replies unreadable after the re-asks: {treated})"
         return Score(
             judge=self.name,
-            metrics={"apr": 1.0 if all_met else 0.0, "ars": met / len(rubrics)},
+            metrics={"apr": 1.0 if all_met else 0.0, "ars": met / len(counted)},
             passed=all_met,
-            explanation=f"{met}/{len(rubrics)} rubrics met",
+            explanation=explanation,
             details=details,
         )
 
@@ -315,3 +348,12 @@ class AMCRubricJudge(RubricJudge):
 
     name = "amc-rubric"
     template = "amc_judge.j2"
+
+
+@register_judge("amc-rubric-exclude")
+class AMCRubricExcludeJudge(AMCRubricJudge):
+    """Audio MultiChallenge rubrics, but an item whose judge reply stays unreadable after the
+    re-asks is left out of its conversation's APR/ARS instead of counting as not met."""
+
+    name = "amc-rubric-exclude"
+    unreadable_not_met = False

@@ -1,7 +1,11 @@
 """Spoken-MQA's reference scorer, reproduced item by item (judge ``spoken-mqa-official``).
 
-The Spoken-MQA authors score through AudioBench (``eval_spoken_mqa.sh`` -> AudioBench commit
-``3c4e3861f36bfffffbc1c7c04689b4bf858e82ec``). Files and functions this judge follows:
+The Spoken-MQA authors score through AudioBench (their README clones AudioBench's default branch
+and runs ``eval_spoken_mqa.sh``). This judge follows AudioBench's current scorer: commit
+``420b28a419813914678d2c6e839777079e70ebc5`` ("Fix a bug in Spoken-MQA dataset", 2025-06-17; the
+branch head ``e991641d`` merges it and changes nothing more in these files). That commit made the
+reasoning splits read ``answer.text`` as a *list* of reference texts, as the hub stores them (its
+committed logs show references like ``["143550"]`` on every split). Files and functions followed:
 
 * ``src/dataset_src/spoken_mqa.py``: ``get_seperation_trigger('gsm8k')`` (the trigger phrases),
   ``spokenmqa_dataset_arithmatic.compute_score`` (short_digit, long_digit) and
@@ -21,7 +25,7 @@ The rule, as those functions apply it to one reply:
 2. Split the (kept) text on every trigger. If a trigger occurred, read the text after the *last*
    one and take the *first* candidate there; else take the *last* candidate of the whole text.
    *Quirk (answer_clean):* a trigger followed by no number reads nothing (no fallback to the rest
-   of the reply), which is a parse failure here and "empty" (wrong) there.
+   of the reply): the prediction is "empty" (step 6).
 3. Candidates: strip trailing ``.``/``/`` and spaces, delete every comma, then each match of
    ``-?\\d+/?\\.?\\d*`` (so ``.5`` reads as ``5``, ``3-2`` as ``3`` and ``-2``, ``1.5/2`` as ``1.5``
    and ``2``; ``\\d`` also matches non-ASCII digits).
@@ -36,33 +40,50 @@ The rule, as those functions apply it to one reply:
    trailing zeros are cut from that text, so integers >= 1e16 come out in scientific notation
    (``10000000000000000`` -> ``1e+16``), 17-digit integers are rounded to doubles, and an exponent
    ending in 0 loses it (``1e+20`` -> ``1e+2`` -> ``100.0``, ``1e-10`` -> ``0.1``).
-5. Strip trailing ``.`` then ``/`` (``1/`` -> ``1``). Nothing read -> parse failure. The reference
-   cuts the prediction to 100 characters (``compute_score``), as this judge does.
+5. Strip trailing ``.`` then ``/`` (``1/`` -> ``1``). The reference cuts the prediction to 100
+   characters (``compute_score``), as this judge does.
+6. *Nothing read* (an empty, whitespace-only or think-only reply, a reply with no number, a trigger
+   with no number after it): the script writes ``"empty"`` as the prediction and compares it like
+   any other (``unreadable_prediction``). It is wrong against every numeric reference, and right
+   against a reference that is itself ``"empty"`` (see below). The reply is still counted as a
+   parse failure. A missing reply (``None``) is read as ``""``: in the script it would reuse the
+   previous item's prediction (a stale variable), which no item-by-item scorer can reproduce.
 
-The expected answer (``compute_score``). *Quirk:* the two digit splits (``short_digit``,
-``long_digit``) compare with the dataset text as it is (``"12.0"`` or ``"1,234"`` can never
-match a reply, and neither can a long-digit answer >= 1e16); the reasoning splits pass it through
-``delete_extra_zero`` (after keeping the part after ``"#### "`` with commas removed, if ``####``
-is in it). There, an answer that ``eval`` turns into something other than a number (``"1,234"`` is
-a tuple) becomes ``"empty"`` and no reply can match it. Answers are dataset text, so ``float()``
-reads them as the reference does; the ``eval`` fallback is replaced by an evaluator of literal
-arithmetic (numbers, tuples, unary and binary ``+ - * /``), any other expression counting as a
-failed ``eval`` (text kept as it is).
+The reference (``compute_score``). ``answer.text`` is a list of texts (the hub) or a string (a
+flattened local copy); a string is read as a one-item list, as the arithmetic class does explicitly.
+(The reasoning class would iterate a string's characters, "12" becoming ["1", "2"]: a shape its own
+data never has, so it is not reproduced.) An empty list (or ``""``) becomes ``"empty"``.
 
-Comparison (``compare_answer_with_groundtruth``, no numeric tolerance): ``\\text{`` wrappers dropped,
-then case-insensitive string equality (a ``(a)``..``(f)`` answer matches when contained).
+* The two digit splits (``short_digit``, ``long_digit``) compare with the texts as they are
+  (*quirk:* ``"12.0"`` or ``"1,234"`` can never match a reply, nor can a long-digit answer >= 1e16).
+* The reasoning splits pass each text through ``delete_extra_zero`` (after keeping the part after
+  ``"#### "`` with commas removed, if ``####`` is in it). Answers are dataset text, so ``float()``
+  reads them as the reference does; the ``eval`` fallback is replaced by an evaluator of literal
+  arithmetic (numbers, tuples, unary and binary ``+ - * /``), any other expression counting as a
+  failed ``eval`` (text kept as it is). A text ``eval`` turns into a non-number (``"1,234"`` is a
+  tuple) normalises to None.
 
-Where this judge differs from the reference, on purpose:
+Comparison: ``compare_answer_with_groundtruth(prediction, *reference)``, so the *first* reference
+text is the ground truth string and a second one lands in ``groundtruth_num``: ``\\text{`` wrappers
+dropped, then case-insensitive string equality (a ``(a)``..``(f)`` answer matches when contained).
+A second text only matters when the first does not match: then the script evals the prediction and
+calls ``list()`` on it, which fails for every prediction ``answer_clean`` can produce (a number, an
+unevaluable token, or ``"empty"``), so the verdict is False. Hence, as the script computes it, *only
+the first acceptable answer counts*. Where the script itself stops with an exception, no verdict
+exists and this judge raises (a judge error naming the reason): three or more reference texts
+(``TypeError``: too many arguments) and a first text that normalised to None (``'\\text{' in None``).
 
-* A reply the rule cannot read is a parse failure, scored wrong. The reference writes ``"empty"``
-  and compares it like any prediction, so it would count an unreadable reply *correct* against a
-  reasoning answer that itself normalised to ``"empty"`` (``"1,234"``).
-* A missing reply (``None``) is scored as an empty one (parse failure); in the reference it reuses
-  the previous item's prediction (a stale variable), which cannot be reproduced item by item.
-* The ``knowledge`` split is not in the reference script; it gets the reasoning treatment.
+The ``knowledge`` split is not in the reference script; it gets the reasoning treatment.
 
 The split comes from ``sample.meta["split"]`` (set by the Spoken-MQA tasks) or a ``"split"`` key
 in the reference; a sample with neither is a judge error, not a zero.
+
+An earlier version of this judge followed AudioBench commit ``3c4e3861`` (one reference string per
+item) and scored an unreadable reply wrong without comparing. On a string reference that commit and
+this one agree on every reply; they differ only on a reasoning text that normalises to None (there
+``"empty"``, matched by an unreadable reply; here the script raises), which the hub does not hold.
+On the hub's lists the earlier judge compared the list's printed form (``"['53.2']"``), matching
+nothing. Neither is kept as a mode.
 """
 
 from __future__ import annotations
@@ -197,15 +218,60 @@ def normalise_reference_number(text: str | None) -> str | None:
     return None
 
 
-def expected_answer(answer: str, split: str) -> str:
-    """What compute_score compares with: the raw text on the digit splits, normalised on the others;
-    ``"empty"`` for an answer that ends up empty."""
-    value: str | None = answer
+#: what compute_score writes for a prediction or a reference that is empty
+EMPTY = "empty"
+#: compare_answer_with_groundtruth(answer, groundtruth_str, groundtruth_num=None) takes two at most
+MAX_REFERENCE_TEXTS = 2
+
+
+def acceptable_answers(answer: str | list[str]) -> list[str]:
+    """``answer.text`` as a list of reference texts: a list as it is, a string as a one-item list
+    (``""`` as none)."""
+    if isinstance(answer, str):
+        return [answer] if answer else []
+    return list(answer)
+
+
+def _normalised_reasoning_text(text: str) -> str | None:
+    """The reasoning class's treatment of one reference text: the part after ``"#### "`` with commas
+    removed when ``####`` is in it, then ``delete_extra_zero``."""
+    value: str | None = text
+    if "####" in text:
+        value = normalise_reference_number(text.split("#### ")[-1].replace(",", ""))
+    return normalise_reference_number(value)
+
+
+def expected_answers(answer: str | list[str], split: str) -> list[str | None]:
+    """What compute_score passes to the comparison: the texts as they are on the digit splits,
+    normalised on the others (None where ``delete_extra_zero`` yields no number); ``["empty"]``
+    when there is no text."""
+    texts = acceptable_answers(answer)
     if split not in RAW_ANSWER_SPLITS:
-        if "####" in answer:
-            value = normalise_reference_number(answer.split("#### ")[-1].replace(",", ""))
-        value = normalise_reference_number(value)
-    return value or "empty"
+        return [_normalised_reasoning_text(t) for t in texts] or [EMPTY]
+    return list(texts) or [EMPTY]
+
+
+def ground_truth(expected: list[str | None]) -> str:
+    """The text ``compare_answer_with_groundtruth(prediction, *expected)`` compares with: the first
+    one (a second lands in ``groundtruth_num``, which never matches; see the module docstring).
+    Raises where the script stops with an exception instead of giving a verdict."""
+    if len(expected) > MAX_REFERENCE_TEXTS:
+        raise ValueError(
+            f"{len(expected)} reference texts {expected!r}: AudioBench's compare_answer_with_groundtruth "
+            f"takes at most {MAX_REFERENCE_TEXTS} (the script stops with TypeError), so no verdict exists"
+        )
+    first = expected[0]
+    if first is None:
+        raise ValueError(
+            "the first reference text is not a number after delete_extra_zero (it returns None), so "
+            "AudioBench's comparison stops with TypeError: no verdict exists; fix the dataset row"
+        )
+    return first
+
+
+def expected_answer(answer: str | list[str], split: str) -> str:
+    """The ground truth one reply is compared with (see ``ground_truth``)."""
+    return ground_truth(expected_answers(answer, split))
 
 
 def same_answer(prediction: str, expected: str) -> bool:
@@ -224,6 +290,8 @@ class SpokenMQAOfficialJudge(AnswerMatchJudge):
     """Spoken-MQA as AudioBench scores it (answer_clean + compare_answer_with_groundtruth)."""
 
     name = "spoken-mqa-official"
+    #: compute_score: ``if not model_prediction: model_prediction = "empty"``
+    unreadable_prediction = EMPTY
 
     def _turn_references(self, sample: Sample, n_outputs: int) -> list[dict[str, Any] | None]:
         refs = super()._turn_references(sample, n_outputs)
@@ -244,5 +312,12 @@ class SpokenMQAOfficialJudge(AnswerMatchJudge):
     def extract(self, text: str, reference: dict[str, Any]) -> str | None:
         return read_prediction(text) or None
 
+    def alternatives(self, reference: dict[str, Any]) -> list[dict[str, Any]]:
+        """The script reads a list of texts itself (only the first counts): no alternatives."""
+        return [reference]
+
+    def expected(self, reference: dict[str, Any]) -> str:
+        return expected_answer(reference["answer"], reference["split"])
+
     def matches(self, extracted: str, reference: dict[str, Any]) -> bool:
-        return same_answer(extracted, expected_answer(str(reference["answer"]), reference["split"]))
+        return same_answer(extracted, self.expected(reference))

@@ -1,23 +1,32 @@
-"""Files the site carries besides its pages: each run's report (with every local file it refers
-to), plotly.js once, and the data as JSON and as JS.
+"""Files the site carries besides its pages: each run's report (with the audio it links inside
+its run folder), plotly.js once, and the data as JSON and as JS.
 
 Why copy reports: the site must work from ``file://`` and from any static host, where a link back
 into the original run folder would not resolve. ``report.html`` embeds small audio as data URIs
 and links larger files relative to the run folder, so the report is copied into
-``site/runs/<run_id>/`` together with every relative ``src``/``href`` it names that exists inside
-the run folder: the same relative links then resolve in the site.
+``site/runs/<run_id>/`` together with the relative ``src``/``href`` targets it names that are
+audio inside the run folder: the same relative links then resolve in the site.
+
+What a site may contain is deliberately narrow, because a site is published: only files inside
+the run directory (symlinks resolved, ``evalkit.confine``), and of those only audio, written
+decoded and re-encoded (never the raw bytes of whatever a link names). Every other link is
+removed from the copied report (an ``<audio>`` becomes a note) and listed as dropped.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
+from markupsafe import escape
+
+from evalkit.audio import AudioError, reencoded_wav
+from evalkit.confine import PathEscapeError, confine
 from evalkit.store import MANIFEST, SUMMARY
 
 PLOTLY_JS = "assets/plotly.min.js"
@@ -47,43 +56,80 @@ def local_refs(html: str) -> dict[str, str]:
     return parser.refs
 
 
-def copy_run_files(run_dir: Path, dest: Path) -> dict[str, Any]:
-    """Copy report.html (if any), manifest and summary, and every local file the report links.
+#: what replaces an ``<audio>`` whose file the site does not carry
+DROPPED_AUDIO_NOTE = '<span class="warn audio-not-shown">audio not copied into the site</span>'
 
-    Files inside the run folder keep their relative place, so the report's links stay as they are.
-    Files outside it (dataset audio the report links as ``../../data/x.wav``) are copied into
-    ``linked/`` beside the copy and the report's links to them are rewritten: a link climbing out
-    of ``runs/<run_id>/`` would not resolve on a static host. Returns what was copied and what the
-    report names that does not exist."""
+
+def copy_run_files(run_dir: Path, dest: Path) -> dict[str, Any]:
+    """Copy report.html (if any), manifest and summary, and the audio the report links inside
+    the run folder, re-encoded as WAV at the same relative place (a non-``.wav`` name gets
+    ``.wav`` appended and its link rewritten). Returns what was copied, what was ``dropped``
+    (``{path: why}``: outside the run folder, or not audio; its links removed from the copy) and
+    what the report names that does not exist."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in (MANIFEST, SUMMARY):
-        shutil.copy2(run_dir / name, dest / name)
-    report = run_dir / "report.html"
-    if not report.is_file():
-        return {"report": None, "copied": [], "missing": []}
-    html = report.read_text(encoding="utf-8")
+        shutil.copy2(confine(run_dir / name, [run_dir], f"{run_dir} {name}"), dest / name)
     root = run_dir.resolve()
-    copied, missing = [], []
+    try:
+        report = confine(run_dir / "report.html", [root], "report.html")
+    except PathEscapeError:
+        return {"report": None, "copied": [], "missing": [], "dropped": {"report.html": "outside the run"}}
+    if not report.is_file():
+        return {"report": None, "copied": [], "missing": [], "dropped": {}}
+    html = report.read_text(encoding="utf-8")
+    copied: list[str] = []
+    missing: list[str] = []
+    dropped: dict[str, str] = {}
     for raw, path in sorted(local_refs(html).items()):
-        source = (run_dir / path).resolve()
-        if source == report.resolve():
+        try:
+            source = confine(path, [root], "link", base=root)
+        except PathEscapeError:
+            dropped[path] = "outside the run directory"
+            html = _without_link(html, raw)
+            continue
+        if source == report:
             continue
         if not source.is_file():
             missing.append(path)
             continue
-        if source.is_relative_to(root):
-            target = dest / source.relative_to(root)
-        else:
-            digest = hashlib.sha1(str(source).encode()).hexdigest()[:10]
-            rel = f"linked/{digest}-{source.name}"
-            target = dest / rel
-            for attr in ("src", "href"):
-                html = html.replace(f'{attr}="{raw}"', f'{attr}="{quote(rel)}"')
+        try:
+            wav = reencoded_wav(source)
+        except AudioError:
+            dropped[path] = "not audio"
+            html = _without_link(html, raw)
+            continue
+        rel = source.relative_to(root).as_posix()
+        if source.suffix.lower() != ".wav":
+            rel += ".wav"
+            html = _with_link(html, raw, quote(rel))
+        target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target)
+        target.write_bytes(wav)
         copied.append(path)
     (dest / "report.html").write_text(html, encoding="utf-8")
-    return {"report": "report.html", "copied": copied, "missing": missing}
+    return {"report": "report.html", "copied": copied, "missing": missing, "dropped": dropped}
+
+
+def _attr_values(raw: str) -> set[str]:
+    """How an attribute value may be written in the page: as is, or HTML-escaped (jinja2)."""
+    return {raw, str(escape(raw))}
+
+
+def _without_link(html: str, raw: str) -> str:
+    """The page with every ``src``/``href`` of ``raw`` gone: an ``<audio>`` becomes a note, any
+    other element loses the attribute (a link to nothing rather than to a file not carried)."""
+    for value in _attr_values(raw):
+        quoted = re.escape(value)
+        html = re.sub(rf'<audio\b[^>]*\ssrc="{quoted}"[^>]*>\s*</audio>', DROPPED_AUDIO_NOTE, html)
+        html = re.sub(rf'\s(?:src|href)="{quoted}"', "", html)
+    return html
+
+
+def _with_link(html: str, raw: str, new: str) -> str:
+    for value in _attr_values(raw):
+        for attr in ("src", "href"):
+            html = html.replace(f'{attr}="{value}"', f'{attr}="{new}"')
+    return html
 
 
 def write_plotly(out: Path) -> Path:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from evalkit.confine import confine
 from evalkit.errors import EvalkitError
 from evalkit.store import MANIFEST, SUMMARY
 
@@ -176,6 +177,10 @@ def load_run(path: Path) -> RunEntry:
         raise EvalkitError(
             f"{path}: not a run directory (no {MANIFEST}); pass the folders that `evalkit run` made"
         )
+    for name in (MANIFEST, SUMMARY):  # a link to a file elsewhere would publish that file
+        if (path / name).exists():
+            fix = "replace the link by the file itself"
+            confine(path / name, [path], f"{path / name}", fix=fix)
     manifest = _read_json(path / MANIFEST, MANIFEST, "the run directory is damaged; run it again")
     summary = _read_json(path / SUMMARY, SUMMARY, REBUILD_HINT.format(path=path))
     if not isinstance(summary.get("tasks"), dict):

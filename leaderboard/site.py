@@ -123,6 +123,11 @@ def build_site(run_dirs: list[Path], out: Path) -> Path:
         reports[run.run_id] = f"runs/{run.run_id}/report.html" if copied["report"] else None
         if copied["missing"]:
             run.notes.append(f"report links files the run folder lacks: {', '.join(copied['missing'])}")
+        if copied["dropped"]:
+            run.notes.append(
+                f"{len(copied['dropped'])} file(s) the report links were not copied into the site "
+                "(only audio inside the run directory is)"
+            )
     data = leaderboard_data(runs)
     write_data(out, "leaderboard", data)
     write_data(out, "runs", _runs_data(runs, reports))

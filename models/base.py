@@ -42,6 +42,18 @@ class ModelAdapter(ABC):
         changes answers without being part of the spec (a cascade's ASR decoding, say)."""
         return self.spec
 
+    @property
+    def pinned_revision(self) -> str | None:
+        """What pins the model's weights exactly (a commit, a content digest, a package version),
+        or None when the spec alone cannot tell (a server behind a URL can change its model under
+        the same name). Only pinned models share response-cache entries across runs
+        (``evalkit.cache``); ``--model-revision`` pins any model by the user's word."""
+        return None
+
+    #: whole-attempt deadline in seconds this adapter asks for (a card's ``timeout``), when the run
+    #: gives no ``--timeout``; None: no deadline of its own
+    request_timeout: float | None = None
+
     @classmethod
     @abstractmethod
     def from_spec(cls, arg: str, **options: Any) -> ModelAdapter:

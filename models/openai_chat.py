@@ -42,6 +42,7 @@ from typing import Any
 
 from evalkit import audio as audio_io
 from evalkit.errors import EndpointUnreachable, ModelError, SpecError
+from evalkit.manifest import redact_urls
 from evalkit.models.base import Capabilities, ModelAdapter
 from evalkit.models.reasoning import split_reasoning
 from evalkit.records import (
@@ -63,46 +64,101 @@ STREAM_PCM_RATE = 24000
 CHECK_TIMEOUT_S = 15.0
 
 
+#: how a clip longer than ``chunk_seconds`` is cut (see ``chunk_bounds``)
+CHUNK_RULES = ("even", "step-audio-client")
+
+
+def order_parts(parts: Sequence[Any], text_first: bool) -> list[Any]:
+    """A message's parts in the order they are sent. ``text_first``: every text part, then every
+    audio part, each in its own order (Step-Audio's published examples put the question before
+    the clip); otherwise as the task built them."""
+    if not text_first:
+        return list(parts)
+    return [p for p in parts if not isinstance(p, AudioPart)] + [p for p in parts if isinstance(p, AudioPart)]
+
+
 def message_to_openai(
-    message: Message, audio_sample_rate: int, chunk_seconds: float | None = None
+    message: Message,
+    audio_sample_rate: int | None,
+    chunk_seconds: float | None = None,
+    *,
+    chunk_rule: str = "even",
+    mono: bool = True,
+    text_first: bool = False,
 ) -> dict[str, Any]:
     """One message in the chat-completions wire format. Text-only messages are plain strings
     (the most widely accepted form); messages with audio are part lists with ``input_audio``.
     With ``chunk_seconds``, a clip longer than that becomes several consecutive ``input_audio``
-    parts (Step-Audio's encoder takes at most 25 s per part; its own client splits the same way)."""
+    parts (Step-Audio's encoder takes at most 25 s per part; its own client splits the same way).
+    ``audio_sample_rate`` None sends the file's own rate; ``mono`` False keeps its channels."""
     if not any(isinstance(p, AudioPart) for p in message.content):
         return {"role": message.role, "content": message.text()}
     parts: list[dict[str, Any]] = []
-    for part in message.content:
+    for part in order_parts(message.content, text_first):
         if isinstance(part, AudioPart):
-            for data in audio_chunks_base64(part.audio, audio_sample_rate, chunk_seconds):
+            for data in audio_chunks_base64(part.audio, audio_sample_rate, chunk_seconds, chunk_rule, mono):
                 parts.append({"type": "input_audio", "input_audio": {"data": data, "format": "wav"}})
         else:
             parts.append({"type": "text", "text": part.text})
     return {"role": message.role, "content": parts}
 
 
-def audio_chunks_base64(ref: AudioRef, sample_rate: int, chunk_seconds: float | None) -> list[str]:
-    """Base64 WAV (mono, ``sample_rate``) of ``ref``, cut into consecutive pieces of at most
-    ``chunk_seconds`` (the last one shorter; never an empty piece). None: one piece."""
+def chunk_bounds(
+    n_frames: int, rate: int, chunk_seconds: float | None, rule: str = "even"
+) -> list[tuple[int, int]]:
+    """``[start, end)`` frame ranges of the pieces a clip of ``n_frames`` at ``rate`` is sent as.
+
+    ``even``: consecutive pieces of ``round(chunk_seconds * rate)`` frames, the last one shorter,
+    never an empty one. ``step-audio-client``: the rule of stepfun-ai/Step-Audio-R1
+    ``stepaudior1vllm.py`` (``AudioService.read_audio_file`` on a pydub segment), transcribed:
+    the duration is the clip's length in whole milliseconds (rounded); up to ``chunk_seconds`` it
+    is one piece (the whole clip); above, ``int(duration // chunk_seconds) + 1`` pieces cut at
+    multiples of ``chunk_seconds`` in milliseconds, each end capped at that rounded length. So a
+    clip of exactly 50 s is three pieces, the last one empty, as that client sends it."""
+    if rule not in CHUNK_RULES:
+        raise SpecError(f"unknown audio chunking rule {rule!r}; known: {', '.join(CHUNK_RULES)}")
     if chunk_seconds is None:
-        return [audio_io.to_base64_wav(ref, sample_rate=sample_rate)]
-    samples, rate = audio_io.load(ref, sample_rate=sample_rate)
-    step = max(1, int(round(chunk_seconds * rate)))
+        return [(0, n_frames)]
+    if rule == "even":
+        step = max(1, int(round(chunk_seconds * rate)))
+        return [(start, min(start + step, n_frames)) for start in range(0, max(n_frames, 1), step)]
+    length_ms = round(1000 * (n_frames / rate))  # pydub's len(segment)
+    if length_ms / 1000.0 <= chunk_seconds:
+        return [(0, n_frames)]
+    piece_ms = int(chunk_seconds * 1000)
+    pieces = int((length_ms / 1000.0) // chunk_seconds) + 1
+
+    def frame(ms: int) -> int:  # pydub's frame_count(ms=...), then capped by the data itself
+        return min(int(min(ms, length_ms) * (rate / 1000.0)), n_frames)
+
+    return [(frame(i * piece_ms), frame((i + 1) * piece_ms)) for i in range(pieces)]
+
+
+def audio_chunks_base64(
+    ref: AudioRef,
+    sample_rate: int | None,
+    chunk_seconds: float | None,
+    chunk_rule: str = "even",
+    mono: bool = True,
+) -> list[str]:
+    """Base64 16-bit WAV of ``ref`` (resampled to ``sample_rate`` unless None, mixed to mono
+    when ``mono``), cut into the pieces ``chunk_bounds`` names. Without ``chunk_seconds``: one."""
+    samples, rate = audio_io.load(ref, sample_rate=sample_rate, mono=mono)
     return [
-        base64.b64encode(audio_io.wav_bytes(samples[start : start + step], rate)).decode("ascii")
-        for start in range(0, len(samples), step)
+        base64.b64encode(audio_io.wav_bytes(samples[start:end], rate)).decode("ascii")
+        for start, end in chunk_bounds(len(samples), rate, chunk_seconds, chunk_rule)
     ]
 
 
-def count_audio_chunks(ref: AudioRef, chunk_seconds: float | None, sample_rate: int = 16000) -> int:
+def count_audio_chunks(
+    ref: AudioRef, chunk_seconds: float | None, sample_rate: int | None = 16000, chunk_rule: str = "even"
+) -> int:
     """How many ``input_audio`` parts ``audio_chunks_base64`` makes of ``ref`` (decodes the clip:
     the count must match the samples actually sent, not a rounded header duration)."""
     if chunk_seconds is None:
         return 1
     samples, rate = audio_io.load(ref, sample_rate=sample_rate)
-    step = max(1, int(round(chunk_seconds * rate)))
-    return max(1, -(-len(samples) // step))
+    return len(chunk_bounds(len(samples), rate, chunk_seconds, chunk_rule))
 
 
 _AUDIO_TOKEN = re.compile(r"<audio_(\d+)>")
@@ -243,6 +299,34 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> BaseException |
     return None
 
 
+def split_spec_url(arg: str) -> tuple[str, str]:
+    """``MODEL@http://HOST/v1`` -> ``(MODEL, URL)``; ``(arg, "")`` without a URL. The URL starts at
+    the first ``@http(s)://``, so a URL that itself has an ``@`` (credentials) is not cut in two."""
+    match = _SPEC_URL.search(arg)
+    if match is not None:
+        return arg[: match.start()], arg[match.start() + 1 :]
+    body, sep, tail = arg.rpartition("@")
+    return (body, tail) if sep else (arg, "")
+
+
+_SPEC_URL = re.compile(r"@https?://")
+
+
+def check_base_url(url: str, where: str, expected: str) -> None:
+    """A base URL must be http(s) and carry no credentials: a ``user:password@`` in it would be
+    written wherever the URL is (manifest, reports, error lines); the key belongs in the variable
+    named by ``--api-key-env``. Every message shows the URL redacted."""
+    from urllib.parse import urlsplit
+
+    if not url.startswith(("http://", "https://")):
+        raise SpecError(f"bad base URL {redact_urls(url)!r} in {where}: expected {expected}")
+    if "@" in urlsplit(url).netloc:
+        raise SpecError(
+            f"base URL {redact_urls(url)!r} in {where} carries credentials (user:password@); remove "
+            "them and put the API key in the environment variable named by --api-key-env"
+        )
+
+
 OPENAI_REASONING_MODEL = re.compile(r"^(?:openai/)?(?:o\d+|gpt-5)(?:[-.].*)?$")
 
 
@@ -264,9 +348,12 @@ class OpenAIChatAdapter(ModelAdapter):
         api_key_env: str = "OPENAI_API_KEY",
         timeout: float = 600.0,
         stream: bool = True,
-        audio_sample_rate: int = 16000,
+        audio_sample_rate: int | None = 16000,
         reasoning_prefilled: bool = False,
         audio_chunk_seconds: float | None = None,
+        audio_chunk_rule: str = "even",
+        audio_mono: bool = True,
+        text_before_audio: bool = False,
         default_params: dict[str, Any] | None = None,
         default_stop: Sequence[str] = (),
         default_extra: dict[str, Any] | None = None,
@@ -279,10 +366,17 @@ class OpenAIChatAdapter(ModelAdapter):
         self.base_url = base_url.rstrip("/")
         self.api_key_env = api_key_env
         self.timeout = float(timeout)
+        #: the runner's whole-attempt deadline when the run gives no --timeout (a card's default)
+        self.request_timeout = self.timeout
         self.stream = stream
-        self.audio_sample_rate = int(audio_sample_rate)
+        self.audio_sample_rate = None if audio_sample_rate is None else int(audio_sample_rate)
         self.reasoning_prefilled = reasoning_prefilled
         self.audio_chunk_seconds = audio_chunk_seconds
+        chunk_bounds(1, 1, None, audio_chunk_rule)  # an unknown rule fails when the adapter is built
+        self.audio_chunk_rule = audio_chunk_rule
+        self.audio_mono = audio_mono
+        #: every text part of a message before its audio (Step-Audio's published request shape)
+        self.text_before_audio = text_before_audio
         #: sampling defaults (max_tokens/temperature/top_p) used where the task did not set them
         self.default_params = dict(default_params or {})
         #: stop strings always sent (before the task's own); also cut from the end of a reply
@@ -312,21 +406,17 @@ class OpenAIChatAdapter(ModelAdapter):
             from evalkit.models.replica_pool import replicate_over_urls
 
             return replicate_over_urls(cls.from_spec, arg, options, "openai")
-        model, sep, base_url = arg.rpartition("@")
+        model, base_url = split_spec_url(arg)
         option_url = options.get("base_url")
-        if not sep:
-            model = arg
+        shown = redact_urls(arg)
+        if not base_url:
             base_url = option_url or os.environ.get("OPENAI_BASE_URL", DEFAULT_BASE_URL)
         elif option_url and option_url.rstrip("/") != base_url.rstrip("/"):
             raise SpecError(
-                f"model spec 'openai:{arg}' names base URL {base_url!r} but --base-url is {option_url!r}; "
-                "give it once"
+                f"model spec 'openai:{shown}' names base URL {redact_urls(base_url)!r} but --base-url is "
+                f"{redact_urls(option_url)!r}; give it once"
             )
-        if not base_url.startswith(("http://", "https://")):
-            raise SpecError(
-                f"bad base URL {base_url!r} in model spec 'openai:{arg}': "
-                "expected openai:MODEL@http(s)://HOST:PORT/v1"
-            )
+        check_base_url(base_url, f"model spec 'openai:{shown}'", "openai:MODEL@http(s)://HOST:PORT/v1")
         known = {"api_key_env", "timeout", "stream", "audio_sample_rate", "reasoning_prefilled"}
         return cls(model, base_url, **{k: v for k, v in options.items() if k in known})
 
@@ -374,10 +464,7 @@ class OpenAIChatAdapter(ModelAdapter):
         p = self.effective_params(request.params)
         payload: dict[str, Any] = {
             "model": self.model,
-            "messages": [
-                message_to_openai(m, self.audio_sample_rate, self.audio_chunk_seconds)
-                for m in request.messages
-            ],
+            "messages": [self.wire_message(m) for m in request.messages],
         }
         if is_openai_reasoning_model(self.model):
             # o-series / gpt-5 reject sampling settings and ``max_tokens``: they take the budget
@@ -392,14 +479,26 @@ class OpenAIChatAdapter(ModelAdapter):
         payload.update(p.extra)
         return payload
 
-    def effective_params(self, params: GenerationParams) -> GenerationParams:
-        """The task's parameters with this adapter's (model card's) defaults filled in.
+    def wire_message(self, message: Message) -> dict[str, Any]:
+        """One message as this adapter sends it (audio rate, channels, chunking, part order)."""
+        return message_to_openai(
+            message,
+            self.audio_sample_rate,
+            self.audio_chunk_seconds,
+            chunk_rule=self.audio_chunk_rule,
+            mono=self.audio_mono,
+            text_first=self.text_before_audio,
+        )
 
-        Precedence, highest first: what the run sets (``--seed``, ``--max-tokens``), what the task
-        sets explicitly (pydantic's ``model_fields_set``: a benchmark that fixes greedy decoding
-        keeps it), the card's defaults, ``GenerationParams``' own defaults. Stop strings are the
-        card's followed by the task's (no duplicates); extra fields are the card's updated by the
-        task's, key by key."""
+    def effective_params(self, params: GenerationParams) -> GenerationParams:
+        """The request's parameters with this adapter's (model card's) defaults filled in where the
+        caller left a field unset (pydantic's ``model_fields_set``).
+
+        In a run the precedence command line > card > task > defaults is decided once, by the
+        runner (``evalkit.generation.resolve_generation``), which sets every field explicitly, so
+        this fill-in only serves callers that build requests by hand. Stop strings are the card's
+        followed by the request's (no duplicates); extra fields are the card's updated by the
+        request's, key by key."""
         if not (self.default_params or self.default_stop or self.default_extra):
             return params
         update: dict[str, Any] = {
@@ -424,7 +523,9 @@ class OpenAIChatAdapter(ModelAdapter):
             if mapped is None:
                 raise
             raise mapped from exc
-        text, reasoning_field, audio_bytes, transcript, usage, first_token, model_name, speech = result
+        text, reasoning_field, audio_bytes, transcript, usage, first_token, model_name, speech, finish = (
+            result
+        )
         mime = "audio/wav"
         trace: dict[str, Any] = {}
         if speech:
@@ -442,8 +543,8 @@ class OpenAIChatAdapter(ModelAdapter):
         if not answer and transcript:  # OpenAI sends a spoken reply's words only as its transcript
             answer = transcript.strip()
         reasoning = "\n".join(r for r in (reasoning_field, inline_reasoning) if r) or None
-        if not answer and not reasoning and audio_bytes is None:
-            raise ModelError("empty_response", "server returned an empty completion", transient=False)
+        # an empty answer from a completed call is an answer (judges score it); only transport and
+        # server failures are model errors
         return ModelOutput(
             text=answer,
             reasoning=reasoning,
@@ -451,6 +552,7 @@ class OpenAIChatAdapter(ModelAdapter):
             usage=usage,
             timing=Timing(first_token=first_token, total=time.perf_counter() - started),
             model=model_name,
+            finish_reason=finish,
             trace=trace,
         )
 
@@ -472,7 +574,8 @@ class OpenAIChatAdapter(ModelAdapter):
             raise ModelError(
                 "bad_response", f"completion without choices: {str(data)[:300]}", transient=False
             )
-        message = data["choices"][0].get("message") or {}
+        choice = data["choices"][0]
+        message = choice.get("message") or {}
         reasoning = message.get("reasoning_content") or message.get("reasoning")
         audio_bytes = transcript = None
         spoken = message.get("audio")
@@ -483,7 +586,8 @@ class OpenAIChatAdapter(ModelAdapter):
         content = message.get("content") or ""
         speech = [message[self.speech_field]] if self.speech_field and message.get(self.speech_field) else []
         usage = _usage(data.get("usage"))
-        return content, reasoning, audio_bytes, transcript, usage, None, data.get("model"), speech
+        finish = choice.get("finish_reason")
+        return content, reasoning, audio_bytes, transcript, usage, None, data.get("model"), speech, finish
 
     async def _generate_streaming(self, payload: dict[str, Any], started: float):
         """Server-sent events, read from the client's raw streaming response: ``data: {chunk}``
@@ -502,7 +606,8 @@ class OpenAIChatAdapter(ModelAdapter):
         usage = Usage()
         model_name = None
         pending = b""
-        done = finished = False
+        done = False
+        finish: str | None = None  # the last finish_reason a chunk carried
         try:
             async for block in response.aiter_bytes():
                 *lines, pending = (pending + block).split(b"\n")
@@ -522,7 +627,7 @@ class OpenAIChatAdapter(ModelAdapter):
                     if chunk.get("usage"):
                         usage = _usage(chunk["usage"])
                     for choice in chunk.get("choices") or ():
-                        finished = finished or bool(choice.get("finish_reason"))
+                        finish = choice.get("finish_reason") or finish
                         delta = choice.get("delta") or {}
                         piece = delta.get("content") or ""
                         thought = delta.get("reasoning_content") or delta.get("reasoning") or ""
@@ -542,12 +647,12 @@ class OpenAIChatAdapter(ModelAdapter):
                     break
         finally:
             await response.aclose()
-        if not done and not finished:  # cut off mid-answer: retry rather than score half a reply
+        if not done and finish is None:  # cut off mid-answer: retry rather than score half a reply
             raise ModelError("connection", "stream ended before the completion finished", transient=True)
         audio_bytes = _pcm16_to_wav(b"".join(pcm), STREAM_PCM_RATE) if pcm else None
         said = "".join(transcript) or None
         thought = "".join(reasoning) or None
-        return "".join(text), thought, audio_bytes, said, usage, first_token, model_name, speech
+        return "".join(text), thought, audio_bytes, said, usage, first_token, model_name, speech, finish
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
@@ -566,6 +671,9 @@ class OpenAIChatAdapter(ModelAdapter):
         info.update(
             model=self.model, base_url=self.base_url, stream=self.stream, api_key_env=self.api_key_env
         )
+        defaults = {**self.default_params, **({"stop": self.default_stop} if self.default_stop else {})}
+        if defaults:  # what the runner's precedence rule takes as the model card's layer
+            info["generation_defaults"] = defaults
         return info
 
 

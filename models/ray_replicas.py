@@ -93,6 +93,8 @@ class ModelReplica:
         return {
             "spec": self.adapter.spec,
             "cache_identity": self.adapter.cache_identity,
+            "pinned_revision": self.adapter.pinned_revision,
+            "request_timeout": self.adapter.request_timeout,
             "capabilities": asdict(self.adapter.capabilities),
             "max_concurrency": self.adapter.max_concurrency,
             "describe": self.adapter.describe(),
@@ -175,6 +177,14 @@ class RayReplica(ModelAdapter):
     @property
     def cache_identity(self) -> str:
         return self.info["cache_identity"]
+
+    @property
+    def pinned_revision(self) -> str | None:
+        return self.info.get("pinned_revision")
+
+    @property
+    def request_timeout(self) -> float | None:  # type: ignore[override]
+        return self.info.get("request_timeout")
 
     @property
     def name(self) -> str:

@@ -75,6 +75,9 @@ class ReplayAdapter(ModelAdapter):
     spec = "replay"
     capabilities = Capabilities(audio_in=True, audio_out=True, multi_turn=True, batching=False)
 
+    #: its replies are the files of the request itself (their digests are in every cache key)
+    pinned_revision = "replay"
+
     @classmethod
     def from_spec(cls, arg: str, **options: Any) -> ReplayAdapter:
         if arg:
@@ -96,6 +99,7 @@ class ReplayAdapter(ModelAdapter):
                     text=text,
                     audio=audio,
                     model="replay",
+                    finish_reason="stop",  # a pre-rendered reply is complete
                     trace={"replay": comment.removeprefix(TAG).split(" ")[0]},
                     timing={"total": elapsed},
                 )

@@ -124,6 +124,16 @@ class ReplicaPool(ModelAdapter):
         """The first replica's: the same model on several servers gives the same answers."""
         return self.replicas[0].adapter.cache_identity
 
+    @property
+    def pinned_revision(self) -> str | None:
+        """The first replica's, like the cache identity."""
+        return self.replicas[0].adapter.pinned_revision
+
+    @property
+    def request_timeout(self) -> float | None:  # type: ignore[override]
+        """The first replica's deadline (replicas of one spec share their options)."""
+        return self.replicas[0].adapter.request_timeout
+
     @classmethod
     def from_spec(cls, arg: str, **options: Any) -> ModelAdapter:
         """Not a registered kind: pools are made by the adapters that accept several base URLs
@@ -268,15 +278,17 @@ def replicate_over_urls(
     pool; one URL gives the plain adapter. The spec must not name a URL itself (which one would
     win is not obvious), and a URL given twice is a mistake, not extra weight."""
     urls = [str(u).rstrip("/") for u in options["base_url"]]
-    _, sep, tail = arg.rpartition("@")
-    if sep and tail.startswith(("http://", "https://")):
+    from evalkit.manifest import redact_urls
+    from evalkit.models.openai_chat import split_spec_url
+
+    if split_spec_url(arg)[1].startswith(("http://", "https://")):
         raise SpecError(
-            f"model spec '{kind}:{arg}' names a base URL and --base-url is given {len(urls)} times; "
-            "name the servers only with --base-url"
+            f"model spec '{kind}:{redact_urls(arg)}' names a base URL and --base-url is given "
+            f"{len(urls)} times; name the servers only with --base-url"
         )
     duplicates = sorted({u for u in urls if urls.count(u) > 1})
     if duplicates:
-        raise SpecError(f"--base-url {duplicates[0]} is given more than once")
+        raise SpecError(f"--base-url {redact_urls(duplicates[0])} is given more than once")
     if not urls:
         raise SpecError(f"model spec '{kind}:{arg}': the base_url list is empty")
     rest = {k: v for k, v in options.items() if k != "base_url"}

@@ -159,6 +159,13 @@ class VLLMLocalAdapter(ModelAdapter):
         #: sizes of the LLM.chat calls made so far (tests and the manifest read it)
         self.batch_sizes: list[int] = []
 
+    @property
+    def pinned_revision(self) -> str | None:
+        """A local folder's commit or content digest; a bare hub id is unpinned."""
+        from evalkit.cache import model_folder_revision
+
+        return model_folder_revision(self.model)
+
     @classmethod
     def from_spec(cls, arg: str, **options: Any) -> VLLMLocalAdapter:
         model, *settings = [s.strip() for s in arg.split(",")]
@@ -305,12 +312,7 @@ class VLLMLocalAdapter(ModelAdapter):
     def _to_output(self, result: Any, elapsed: float, batch_size: int) -> ModelOutput | ModelError:
         completion = result.outputs[0]
         answer, reasoning = split_reasoning(completion.text)
-        if not answer and not reasoning:
-            return ModelError(
-                "empty_response",
-                f"vLLM returned an empty completion (finish_reason={completion.finish_reason})",
-                transient=False,
-            )
+        # an empty completion is an answer (judges score it); vLLM's own failures raised above
         return ModelOutput(
             text=answer,
             reasoning=reasoning,
@@ -320,7 +322,8 @@ class VLLMLocalAdapter(ModelAdapter):
             ),
             timing=Timing(total=elapsed),
             model=self.model,
-            trace={"batch_size": batch_size, "finish_reason": completion.finish_reason},
+            finish_reason=completion.finish_reason,
+            trace={"batch_size": batch_size},
         )
 
     async def aclose(self) -> None:

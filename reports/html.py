@@ -9,7 +9,9 @@ with audio players for every input and output turn, reasoning collapsed, judge e
 Self-contained and offline: plotly.js is inlined once (figures are JSON handed to
 ``Plotly.newPlot``), filtering is a few lines of inline JS, and audio is embedded as data URIs
 while the total stays under ``EMBED_LIMIT_BYTES`` (beyond that, files are linked relative to the
-report so the run folder still works when moved). All model text goes through jinja2's
+report so the run folder still works when moved). Only audio inside the run directory or the
+task's recorded data folders is shown, and embedded audio is decoded and re-encoded as WAV
+(``AudioLinker``): a record naming ``/etc/passwd`` shows a note, never the file's bytes. All model text goes through jinja2's
 autoescape, and JSON inside ``<script>`` is escaped so ``</script>`` in model text cannot end it.
 Large runs: the sample browser holds the first ``max_samples`` samples (``EVALKIT_REPORT_MAX_SAMPLES``)
 and says so; tables and charts always cover the whole run.
@@ -26,6 +28,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from evalkit.audio import AudioError, is_audio_header, reencoded_wav
+from evalkit.confine import PathEscapeError, confine
 from evalkit.errors import EvalkitError
 from evalkit.records import ResponseRecord, ScoreRecord
 from evalkit.reports.charts import ChartData
@@ -36,40 +40,62 @@ EMBED_LIMIT_BYTES = 64 * 2**20
 #: samples shown in the browser unless ``EVALKIT_REPORT_MAX_SAMPLES`` or ``max_samples`` says otherwise
 DEFAULT_MAX_SAMPLES = 1000
 STATUSES = ("correct", "incorrect", "parse-failure", "error")
-_AUDIO_MIME = {
-    ".wav": "audio/wav",
-    ".flac": "audio/flac",
-    ".mp3": "audio/mpeg",
-    ".ogg": "audio/ogg",
-    ".opus": "audio/ogg",
-    ".m4a": "audio/mp4",
-    ".webm": "audio/webm",
-}
 
 
 class AudioLinker:
-    """Turns audio paths into ``src`` values: data URIs until the budget is spent, then links
-    relative to the run directory (where report.html lives), so audio plays from file:// and
-    still plays after the run folder is copied elsewhere."""
+    """Turns audio paths named by ``responses.jsonl`` into ``src`` values, or says why not.
 
-    def __init__(self, run_root: Path, budget: int = EMBED_LIMIT_BYTES):
+    A path is shown only when it lies inside the run directory or a folder the manifest recorded
+    for the record's task (``path_roots``: its data folder and ``--allow-path``), symlinks
+    resolved (``evalkit.confine``), and the file is audio. Shown audio is decoded and re-encoded
+    as WAV into a data URI while the budget lasts (never the file's raw bytes), then linked
+    relative to the run directory (where report.html lives; header checked), so audio plays from
+    file:// and still plays after the run folder is copied elsewhere."""
+
+    def __init__(
+        self,
+        run_root: Path,
+        budget: int = EMBED_LIMIT_BYTES,
+        roots_by_task: dict[str, tuple[Path, ...]] | None = None,
+    ):
         self.run_root = run_root
         self.budget = budget
+        self.roots_by_task = roots_by_task or {}
 
-    def src(self, path: str | None) -> str | None:
+    @classmethod
+    def for_run(cls, run_root: Path, manifest: dict[str, Any], budget: int = EMBED_LIMIT_BYTES) -> AudioLinker:
+        """The linker of a run: each task's recorded ``path_roots`` (a run written before they
+        were recorded shows only audio inside its own directory)."""
+        roots = {
+            str(t.get("name")): tuple(Path(r) for r in t.get("path_roots") or [])
+            for t in manifest.get("tasks") or []
+            if isinstance(t, dict)
+        }
+        return cls(run_root, budget, roots)
+
+    def src(self, path: str | None, task: str | None = None) -> tuple[str | None, str | None]:
+        """``(src, None)`` for audio shown, ``(None, why)`` for a path not shown, ``(None, None)``
+        when there is no path."""
         if not path:
-            return None
-        file = Path(path)
-        if not file.is_absolute():
-            file = self.run_root / file
+            return None, None
+        roots = (self.run_root, *self.roots_by_task.get(task or "", ()))
+        try:
+            file = confine(path, roots, "audio", base=self.run_root)
+        except PathEscapeError:
+            return None, f"{path} (outside the run directory and the task's data folders)"
         if not file.is_file():
-            return None
-        size = file.stat().st_size
-        if size <= self.budget:
-            self.budget -= size
-            mime = _AUDIO_MIME.get(file.suffix.lower(), "audio/wav")
-            return f"data:{mime};base64," + base64.b64encode(file.read_bytes()).decode("ascii")
-        return quote(Path(os.path.relpath(file, self.run_root)).as_posix())
+            return None, f"{path} (file missing)"
+        if file.stat().st_size <= self.budget:
+            try:
+                wav = reencoded_wav(file)
+            except AudioError:
+                return None, f"{path} (does not decode as audio)"
+            if len(wav) <= self.budget:
+                self.budget -= len(wav)
+                return "data:audio/wav;base64," + base64.b64encode(wav).decode("ascii"), None
+        if not is_audio_header(file):
+            return None, f"{path} (not an audio file)"
+        return quote(Path(os.path.relpath(file, self.run_root.resolve())).as_posix()), None
 
 
 def max_samples_setting(explicit: int | None = None) -> int:
@@ -117,6 +143,8 @@ def _request_totals(summary: dict[str, Any]) -> dict[str, int]:
     for task in summary.get("tasks", {}).values():
         requests = task.get("requests") or {}
         totals.update({k: requests.get(k, 0) for k in ("n_requests", "n_errors", "n_cached")})
+        # answers worth a second look: nothing after the reasoning, or cut by the token limit
+        totals.update({k: task.get(k, 0) for k in ("n_empty", "n_truncated")})
     return dict(totals)
 
 
@@ -149,23 +177,26 @@ def run_header(manifest: dict[str, Any], summary: dict[str, Any]) -> dict[str, A
 # -- the sample browser ------------------------------------------------------------------------------
 def _turn_view(rec: ResponseRecord, linker: AudioLinker) -> dict[str, Any]:
     out = rec.output
-    input_audio = linker.src(rec.input.audio_path)
+    input_audio, input_not_shown = linker.src(rec.input.audio_path, rec.task)
     output_path = out.audio.path if out.audio is not None else None
-    audio = linker.src(output_path)
+    audio, audio_not_shown = linker.src(output_path, rec.task)
     return {
         "turn": rec.turn,
         "input_text": rec.input.text,
         "input_transcript": rec.input.transcript,
         "input_audio": input_audio,
-        # a recorded path whose file is gone is said, not silently dropped
-        "input_audio_missing": rec.input.audio_path if rec.input.audio_path and not input_audio else None,
+        # a recorded path that is not shown (gone, outside the run's folders, not audio) is said
+        "input_audio_missing": input_not_shown,
         "text": out.text,
         "reasoning": out.reasoning,
         "reasoning_tokens": out.usage.reasoning_tokens,
         "audio": audio,
-        "audio_missing": output_path if output_path and not audio else None,
+        "audio_missing": audio_not_shown,
         "trace": out.trace,
         "error": out.error,
+        "finish_reason": out.finish_reason,
+        "truncated": out.truncated,
+        "empty": out.empty,
         "cached": rec.cached,
         "latency": out.timing.total,
         "first_token": out.timing.first_token,
@@ -312,7 +343,7 @@ def render(store: RunStore, max_samples: int | None = None, embed_limit: int = E
     scan = _scan(store, chart_data)
     rows = scan.rows()
     shown_keys = {key for key, _, _ in rows[:cap]}
-    shown = _with_audio(_shown_rows(store, shown_keys), AudioLinker(store.root, embed_limit))
+    shown = _with_audio(_shown_rows(store, shown_keys), AudioLinker.for_run(store.root, manifest, embed_limit))
     charts = build_charts_from(summary, chart_data)
     has_figures = any(c.figure_json for c in charts)
     return (

@@ -36,8 +36,11 @@ Protocols (option ``protocol``):
   own earlier replies as the context.
 
 Grading (``evalkit.judges.rubric``): one judge call per rubric item with the dataset card's prompt
-(``templates/amc_judge.j2``), the conversation as ``User:`` / ``Assistant:`` text with the model's
-reply last. Other options: ``data``, ``revision``, ``split``, ``mode`` (see ``BenchmarkTask``),
+(``templates/amc_judge.j2``, sent as a user message; the card's code names it a system prompt), the
+conversation as ``User:`` / ``Assistant:`` text with the model's reply last. Modes: ``official``
+(``amc-rubric``: an item whose judge reply stays unreadable after the re-asks is not met, as the
+evaluation guide scores it) and ``exclude-unreadable`` (``amc-rubric-exclude``: such an item is left
+out of its conversation's APR/ARS); both count those items (``n_judge_unreadable``). Other options: ``data``, ``revision``, ``split``, ``mode`` (see ``BenchmarkTask``),
 ``judge_model`` (a model spec, default ``openai:o4-mini`` as the card names; its key comes from
 ``OPENAI_API_KEY`` like any ``openai:`` model) and ``judge_retries`` (re-asks after an unreadable
 judge reply, default 3).
@@ -50,7 +53,7 @@ from typing import Any, ClassVar
 
 from evalkit.errors import EvalkitError
 from evalkit.judges.base import Judge
-from evalkit.judges.rubric import DEFAULT_JUDGE_MODEL, AMCRubricJudge
+from evalkit.judges.rubric import DEFAULT_JUDGE_MODEL
 from evalkit.records import (
     AudioPart,
     ChatRequest,
@@ -61,6 +64,7 @@ from evalkit.records import (
     TextPart,
     Turn,
 )
+from evalkit.registry import judges as judge_registry
 from evalkit.registry import register_task
 from evalkit.tasks.benchmark import BenchmarkTask
 from evalkit.tasks.prompts import template_digest
@@ -103,7 +107,10 @@ class AudioMultiChallenge(BenchmarkTask):
     name = "audio-multichallenge"
     hub_id = "ScaleAI/audiomc"
     default_split = "test"
-    modes: ClassVar[dict[str, tuple[str, ...]]] = {"official": ("amc-rubric",)}
+    modes: ClassVar[dict[str, tuple[str, ...]]] = {
+        "official": ("amc-rubric",),
+        "exclude-unreadable": ("amc-rubric-exclude",),
+    }
     spec_options = BenchmarkTask.spec_options | {"protocol", "judge_model", "judge_retries"}
     template = None  # no prompt around the audio: the conversation is the prompt
     judge_template = "amc_judge.j2"
@@ -203,8 +210,12 @@ class AudioMultiChallenge(BenchmarkTask):
     # -- judging and provenance ---------------------------------------------------------------------
     def make_judges(self) -> dict[str, Judge]:
         context = "model" if self.protocol == "closed-loop" else "reference"
-        judge = AMCRubricJudge(model_spec=self.judge_model, retries=self.judge_retries, context=context)
-        return {name: judge for name in self.judges}
+        return {
+            name: judge_registry.get(name)(
+                model_spec=self.judge_model, retries=self.judge_retries, context=context
+            )
+            for name in self.judges
+        }
 
     def dataset_info(self) -> dict[str, Any]:
         return {

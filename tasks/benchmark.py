@@ -9,6 +9,8 @@ judges that score it, so what a number means is always written in the run's mani
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Hashable
+from pathlib import Path
 from typing import Any, ClassVar
 
 from evalkit.errors import EvalkitError
@@ -77,12 +79,25 @@ class BenchmarkTask(InMemoryTask):
     def parse(self) -> list[Sample]:
         return [self.to_sample(row, i) for i, row in enumerate(self.source.rows)]
 
+    def path_roots(self) -> tuple[Path, ...]:
+        """The ``--data`` folder (or the hub caches): a row's audio path must stay inside it."""
+        return self.source.roots
+
+    def source_label(self) -> str:
+        where = self.source.info.get("path") or self.source.info.get("id") or self.hub_id
+        return f"{where} (task {self.name!r})"
+
+    def identity(self) -> Hashable:
+        """Two specs of one benchmark on different data, revision, split or mode are different
+        tasks (they cannot share one name in a run: ``resolve_tasks`` refuses them)."""
+        return (type(self), self.name, self.data, self.revision, self.split, self.mode)
+
     def dataset_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {
             **self.source.info,
             "split": self.split,
             "count": len(self.source.rows),
-            "fingerprint": fingerprint(self._load()),
+            "fingerprint": fingerprint(self._load(), self.confinement_roots()),
             "mode": self.mode,
         }
         if self.dataset_version:

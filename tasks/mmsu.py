@@ -15,9 +15,13 @@ copy is any folder of the official JSON/JSONL files plus the audio they name.
 Prompt: the official one from ``mmsu_inference.py`` (``templates/mmsu.j2``), one user turn with the
 audio and the rendered text. Modes:
 
-- ``official`` -> ``mmsu-official``: the published letter rule of ``mmsu_evaluation.py``; replies it
-  cannot read are skipped (left out of the accuracy denominator), as in the script;
-- ``strict`` -> ``mmsu-strict``: the same rule, unreadable replies count as wrong;
+- ``official`` -> ``mmsu-official``: ``mmsu_evaluation.py`` verdict for verdict: replies it cannot
+  read are skipped (left out of the accuracy denominator), and an empty reply takes the letter of
+  the last earlier reply that had one (the script's carry-over, applied in dataset order by
+  ``finalize_scores``); its scores also carry ``accuracy_independent`` (no carry-over), so the
+  summary and the report show both numbers;
+- ``independent`` -> ``mmsu-independent``: the same rule item by item, an empty reply is wrong;
+- ``strict`` -> ``mmsu-strict``: the same rule, empty and unreadable replies count as wrong;
 - ``extract`` -> ``mmsu-extract``: evalkit's tiered letter/option-text extraction.
 
 See ``evalkit.judges.mmsu_letter`` for the rule and where evalkit departs from the script.
@@ -25,9 +29,11 @@ See ``evalkit.judges.mmsu_letter`` for the rule and where evalkit departs from t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from evalkit.records import GenerationParams, Sample, Turn
+from evalkit.judges.mmsu_letter import resolve_carry_over
+from evalkit.records import GenerationParams, Sample, ScoreRecord, Turn
 from evalkit.registry import register_task
 from evalkit.tasks.benchmark import BenchmarkTask
 from evalkit.tasks.prompts import render_prompt
@@ -47,6 +53,7 @@ class MMSUTask(BenchmarkTask):
     default_split = "train"
     modes = {
         "official": ("mmsu-official",),
+        "independent": ("mmsu-independent",),
         "strict": ("mmsu-strict",),
         "extract": ("mmsu-extract",),
     }
@@ -54,6 +61,11 @@ class MMSUTask(BenchmarkTask):
     group_by = ("category", "sub-category", "task_name")
     #: the instruction asks for a single letter; 512 tokens leave room for models that explain anyway
     params = GenerationParams(max_tokens=512)
+
+    @classmethod
+    def finalize_scores(cls, records: Iterator[ScoreRecord]) -> Iterator[ScoreRecord]:
+        """The script's carry-over, in dataset order (``resolve_carry_over``)."""
+        return resolve_carry_over(records)
 
     def to_sample(self, row: dict[str, Any], index: int) -> Sample:
         sample_id = str(row["id"]) if row.get("id") is not None else f"mmsu-{index}"

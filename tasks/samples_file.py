@@ -1,7 +1,14 @@
-"""``jsonl:path=FILE,judges=J1+J2[,group_by=K1+K2][,system=TEXT]``: your own samples, in evalkit's
-``Sample`` schema (one JSON object per line), scored by registered judges.
+"""``jsonl:path=FILE,judges=J1+J2[,group_by=K1+K2][,system=TEXT][,name=NAME]``: your own samples,
+in evalkit's ``Sample`` schema (one JSON object per line), scored by registered judges.
 
-Relative audio paths are resolved against the file's folder, so a dataset folder can be moved.
+Relative audio paths are resolved against the file's folder, so a dataset folder can be moved;
+every audio path must stay inside that folder (``evalkit.confine``; ``--allow-path`` widens it).
+Sample ids must be unique in the file, and the file must be UTF-8: either mistake is one line
+naming the file and line, before any request.
+
+The task is named ``jsonl-STEM`` (``name=NAME`` names it ``NAME``). When two files of one run
+share a stem (``a/samples.jsonl``, ``b/samples.jsonl``), each is named from its parent folders,
+as few as tell them apart: ``jsonl-a-samples``, ``jsonl-b-samples``.
 
 The file is streamed, never held: ``samples()`` parses one line at a time as the runner pulls it,
 ``count()`` only counts lines, and the manifest fingerprint hashes samples as they are read. A
@@ -10,7 +17,7 @@ file of a million samples costs the memory of one (the issue's "memory must stay
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -19,7 +26,7 @@ from evalkit.errors import EvalkitError
 from evalkit.records import Sample
 from evalkit.registry import register_task
 from evalkit.specs import parse_options
-from evalkit.tasks.base import Task, fingerprint
+from evalkit.tasks.base import SampleIds, Task, fingerprint, name_slug
 
 
 @register_task("jsonl")
@@ -29,12 +36,18 @@ class SamplesFileTask(Task):
     name = "jsonl"
 
     def __init__(
-        self, path: Path, judges: tuple[str, ...], group_by: tuple[str, ...] = (), system: str | None = None
+        self,
+        path: Path,
+        judges: tuple[str, ...],
+        group_by: tuple[str, ...] = (),
+        system: str | None = None,
+        name: str | None = None,
     ):
         self.path = Path(path)
         if not self.path.is_file():
             raise EvalkitError(f"{self.path}: samples file not found; fix path= in the jsonl task spec")
-        self.name = f"jsonl-{self.path.stem}"
+        self.explicit_name = name
+        self.name = name or f"jsonl-{self.path.stem}"
         self.judges = judges
         self.group_by = group_by
         self.system_prompt = system
@@ -52,7 +65,24 @@ class SamplesFileTask(Task):
             tuple(filter(None, opts["judges"].split("+"))),
             tuple(filter(None, opts.get("group_by", "").split("+"))),
             opts.get("system"),
+            opts.get("name") or None,
         )
+
+    def identity(self) -> Hashable:
+        """The same file with the same settings is one task; anything else is another."""
+        return (type(self), self.path.resolve(), self.judges, self.group_by, self.system_prompt, self.name)
+
+    def distinct_name(self, depth: int) -> str | None:
+        """``jsonl-<the last depth parent folders>-STEM``; None past the root or with an explicit
+        ``name=`` (a name the user chose is never changed: a clash is refused instead)."""
+        folders = self.path.absolute().parent.parts[1:]
+        if self.explicit_name or depth > len(folders):
+            return None
+        return "-".join(["jsonl", *(name_slug(f) for f in folders[-depth:]), self.path.stem])
+
+    def path_roots(self) -> tuple[Path, ...]:
+        """The samples file's folder: the one relative paths resolve against."""
+        return (self.path.absolute().parent,)
 
     def _sample_of(self, number: int, line: str) -> Sample:
         """One line -> a sample of this task, audio paths made absolute; a bad line is an error
@@ -63,7 +93,7 @@ class SamplesFileTask(Task):
             first = str(exc).splitlines()
             detail = " ".join(first[1:3]).strip() if len(first) > 1 else str(exc)
             raise EvalkitError(f"{self.path}:{number}: not a valid sample ({detail})") from None
-        base = self.path.parent
+        base = self.path.absolute().parent
         turns = []
         for turn in sample.conversation:
             if turn.audio is not None and turn.audio.path and not Path(turn.audio.path).is_absolute():
@@ -73,12 +103,30 @@ class SamplesFileTask(Task):
             turns.append(turn)
         return sample.model_copy(update={"conversation": turns, "task": self.name})
 
+    def _lines(self) -> Iterator[tuple[int, str]]:
+        """(line number, text) of every non-blank line, decoded one at a time so that a byte that
+        is not UTF-8 is reported with its line instead of a traceback from deep in ``io``."""
+        with open(self.path, "rb") as fh:
+            for number, raw in enumerate(fh, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    yield number, raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise EvalkitError(
+                        f"{self.path}: line {number} is not UTF-8 (byte 0x{raw[exc.start]:02x} at column "
+                        f"{exc.start + 1}); fix: re-save the file as UTF-8 "
+                        f"(e.g. iconv -f latin1 -t utf-8 {self.path.name})"
+                    ) from None
+
     def _iter_all(self) -> Iterator[Sample]:
-        """Every sample in file order, one line in memory at a time."""
-        with open(self.path, encoding="utf-8") as fh:
-            for number, line in enumerate(fh, 1):
-                if line.strip():
-                    yield self._sample_of(number, line)
+        """Every sample in file order, one line in memory at a time; a repeated id is refused
+        (the manifest's fingerprint pass reads the whole file before any request)."""
+        ids = SampleIds(str(self.path))
+        for number, line in self._lines():
+            sample = self._sample_of(number, line)
+            ids.add(sample.id, f"line {number}")
+            yield sample
 
     def samples(self, limit: int | None = None) -> Iterator[Sample]:
         yield from islice(self._iter_all(), limit)
@@ -86,13 +134,12 @@ class SamplesFileTask(Task):
     def count(self, limit: int | None = None) -> int:
         """Non-blank lines, counted without parsing them (a bad line still fails in ``samples``)."""
         if self._count is None:
-            with open(self.path, encoding="utf-8") as fh:
-                self._count = sum(1 for line in fh if line.strip())
+            self._count = sum(1 for _ in self._lines())
         return self._count if limit is None else min(self._count, limit)
 
     def dataset_info(self) -> dict[str, Any]:
         return {
             "id": str(self.path.resolve()),
             "count": self.count(),
-            "fingerprint": fingerprint(self._iter_all()),
+            "fingerprint": fingerprint(self._iter_all(), self.confinement_roots()),
         }

@@ -23,11 +23,14 @@ LOCAL_SUFFIXES = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".cs
 
 @dataclass
 class DataSource:
-    """A resolved dataset: its rows, the folder relative paths resolve against, and provenance."""
+    """A resolved dataset: its rows, the folder relative paths resolve against, provenance, and
+    the folders its rows may name files in (``evalkit.confine``: a local copy's folder; for the
+    hub, the caches ``datasets`` and ``huggingface_hub`` download into)."""
 
     rows: list[dict[str, Any]]
     base: Path | None
     info: dict[str, Any] = field(default_factory=dict)
+    roots: tuple[Path, ...] = ()
 
 
 def _datasets():
@@ -70,7 +73,7 @@ def load_local(path: Path, split: str | None = None) -> DataSource:
         if isinstance(ds, datasets.DatasetDict):
             ds = ds[split] if split in ds else ds[next(iter(ds))]
         rows = list(_undecoded(ds))
-        return DataSource(rows, path, {"path": str(path.resolve()), "split": split})
+        return DataSource(rows, path, {"path": str(path.resolve()), "split": split}, (path.absolute(),))
     files = _local_files(path, split)
     if not files:
         raise EvalkitError(
@@ -83,8 +86,9 @@ def load_local(path: Path, split: str | None = None) -> DataSource:
         ds = datasets.load_dataset(kinds.pop(), data_files=[str(f) for f in files], split="train")
     except Exception as exc:  # pyarrow/json errors: name the file and stop
         raise EvalkitError(f"{path}: cannot read as a dataset ({type(exc).__name__}: {exc})") from None
-    base = path if path.is_dir() else path.parent
-    return DataSource(list(_undecoded(ds)), base, {"path": str(path.resolve()), "split": split})
+    base = (path if path.is_dir() else path.parent).absolute()
+    info = {"path": str(path.resolve()), "split": split}
+    return DataSource(list(_undecoded(ds)), base, info, (base,))
 
 
 def _hub_unreachable_reason() -> str | None:
@@ -129,7 +133,15 @@ def load_hub(hub_id: str, revision: str | None, split: str, name: str | None = N
     fingerprint = getattr(ds, "_fingerprint", None)
     if fingerprint:
         info["hf_fingerprint"] = fingerprint
-    return DataSource(list(_undecoded(ds)), None, info)
+    return DataSource(list(_undecoded(ds)), None, info, _hub_roots())
+
+
+def _hub_roots() -> tuple[Path, ...]:
+    """Where hub rows' files live: the ``datasets`` cache and the hub download cache."""
+    from datasets import config as datasets_config
+    from huggingface_hub import constants
+
+    return (Path(datasets_config.HF_DATASETS_CACHE), Path(constants.HF_HUB_CACHE))
 
 
 def load_rows(

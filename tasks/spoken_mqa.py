@@ -8,7 +8,10 @@ not in it and not always on the hub, so it is opt-in).
 
 A row holds ``context`` (the spoken question: a datasets Audio cell or a path), ``context_transcript``
 (what is said: kept in ``Turn.transcript``, never sent), ``instruction`` and ``answer`` (``{"text": ...}``
-dicts; a flattened export has ``instruction.text`` keys instead, and both are read).
+dicts; a flattened export has ``instruction.text`` keys instead, and both are read). ``answer.text``
+is a list of reference texts on the hub (AudioBench's current scorer reads it so) or a plain string
+in a hand-made copy: both are kept as they are in ``reference["answer"]`` (a list stays a list, its
+texts unstripped, as the scorer compares them), and the judges read either shape.
 
 Scoring modes:
 
@@ -60,6 +63,29 @@ def text_field(row: dict[str, Any], key: str, what: str) -> str:
     return str(value).strip()
 
 
+def answer_field(row: dict[str, Any], what: str) -> str | list[str]:
+    """``answer.text`` as the dataset holds it: a list of reference texts (the hub; a parquet list
+    column arrives as an array) or one string. A list must hold strings only and at least one."""
+    value = row.get("answer")
+    if isinstance(value, dict):
+        value = value.get("text")
+    if value is None:
+        value = row.get("answer.text")
+    if hasattr(value, "tolist"):  # a numpy array from a parquet list column
+        value = value.tolist()
+    if isinstance(value, list | tuple):
+        texts = list(value)
+        if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+            raise EvalkitError(
+                f"{what}: 'answer.text' must be a text or a non-empty list of texts, got {texts!r}; "
+                "fix the dataset row"
+            )
+        return texts
+    if not isinstance(value, str) or not value.strip():
+        raise EvalkitError(f"{what}: no 'answer' text (expected answer.text); fix the dataset row")
+    return value
+
+
 class SpokenMQATask(BenchmarkTask):
     """Common base: the row layout, prompt and scoring modes of every Spoken-MQA split."""
 
@@ -90,7 +116,7 @@ class SpokenMQATask(BenchmarkTask):
                     transcript=str(transcript) if transcript is not None else None,
                 )
             ],
-            reference={"answer": text_field(row, "answer", what)},
+            reference={"answer": answer_field(row, what)},
             meta={"split": self.split},
         )
 

@@ -6,11 +6,13 @@ The scripted model answers "I recall: <the last assistant text it was shown>". T
 reads its own prompt (one rubric item per call, the dataset card's prompt) and marks the item met
 iff its text occurs (case-insensitively) in the graded reply, the last "Assistant:" block. For the
 item "noon" it first answers unreadably (exercising the re-ask) and for the item "tips" it never
-answers readably (a judge error for that whole conversation, though its other item reads fine).
+answers readably: the official mode counts that item as not met (as the public evaluation guide
+does) and counts it apart (``n_judge_unreadable``); the ``exclude-unreadable`` mode leaves it out.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -41,8 +43,9 @@ CONVERSATIONS: list[tuple[str, str, list[str], list[str]]] = [
     ("c4", "INSTRUCTION_RETENTION", ["Here are three tips."], ["tips", "three"]),
     ("c5", "SELF_COHERENCE", ["The sky is blue."], ["green", "sky"]),
 ]
-# per conversation (apr, ars), c4 being a judge error
-EXPECTED = {"c1": (1.0, 1.0), "c2": (0.0, 1 / 3), "c3": (1.0, 1.0), "c5": (0.0, 0.5)}
+# per conversation (apr, ars); c4's "tips" is unreadable: not met (official) or left out (exclude)
+EXPECTED = {"c1": (1.0, 1.0), "c2": (0.0, 1 / 3), "c3": (1.0, 1.0), "c4": (0.0, 0.5), "c5": (0.0, 0.5)}
+EXPECTED_EXCLUDING = {**EXPECTED, "c4": (1.0, 1.0)}
 
 
 def tone(freq: float) -> np.ndarray:
@@ -196,7 +199,7 @@ def judge_answer(body: dict[str, Any]) -> str:
     return "```json\n" + json.dumps(verdict, indent=2) + "\n```"
 
 
-def test_amc_end_to_end_scores_judge_errors_and_cache(amc_data, tmp_path):
+def test_amc_end_to_end_scores_unreadable_items_and_cache(amc_data, tmp_path):
     with OpenAIServer() as model_server, OpenAIServer(model="judge", answer=judge_answer) as judge_server:
         model_server.answer = model_answer
         judge_spec = f"openai:judge@{judge_server.base_url}"
@@ -226,27 +229,37 @@ def test_amc_end_to_end_scores_judge_errors_and_cache(amc_data, tmp_path):
         assert len(reask) == 3 and all("could not be read" in m[-1]["content"] for m in reask)
 
         judge = summary["tasks"]["audio-multichallenge"]["judges"]["amc-rubric"]
-        assert judge["n"] == 5 and judge["n_scored"] == 4 and judge["n_judge_errors"] == 1
+        assert judge["n"] == 5 and judge["n_scored"] == 5 and judge["n_judge_errors"] == 0
+        assert judge["n_judge_unreadable"] == 1
         assert summary["tasks"]["audio-multichallenge"]["primary"]["metric"] == "apr"
 
-        def mean(metric: int, ids: list[str]) -> float:
-            return sum(EXPECTED[i][metric] for i in ids) / len(ids)
+        def mean(expected: dict[str, tuple[float, float]], metric: int, ids: list[str]) -> float:
+            return sum(expected[i][metric] for i in ids) / len(ids)
 
-        assert judge["metrics"]["apr"]["value"] == pytest.approx(0.5)
-        assert judge["metrics"]["ars"]["value"] == pytest.approx((1 + 1 / 3 + 1 + 0.5) / 4)
-        axes = judge["groups"]["axis"]
-        for axis, ids in {
-            "INFERENCE_MEMORY": ["c1", "c2"],
-            "INSTRUCTION_RETENTION": ["c3"],
-            "SELF_COHERENCE": ["c5"],
-        }.items():
-            assert axes[axis]["apr"]["value"] == pytest.approx(mean(0, ids))
-            assert axes[axis]["ars"]["value"] == pytest.approx(mean(1, ids))
+        def assert_numbers(block: dict[str, Any], expected: dict[str, tuple[float, float]]) -> None:
+            assert block["metrics"]["apr"]["value"] == pytest.approx(mean(expected, 0, list(expected)))
+            assert block["metrics"]["ars"]["value"] == pytest.approx(mean(expected, 1, list(expected)))
+            axes = block["groups"]["axis"]
+            for axis, ids in {
+                "INFERENCE_MEMORY": ["c1", "c2"],
+                "INSTRUCTION_RETENTION": ["c3", "c4"],
+                "SELF_COHERENCE": ["c5"],
+            }.items():
+                assert axes[axis]["apr"]["value"] == pytest.approx(mean(expected, 0, ids))
+                assert axes[axis]["ars"]["value"] == pytest.approx(mean(expected, 1, ids))
+
+        assert_numbers(judge, EXPECTED)
+        assert judge["metrics"]["apr"]["value"] == pytest.approx(0.4)
 
         scores = {r.sample_id: r.score for r in store.scores()}
-        assert scores["c4"].error.kind == "judge_error" and scores["c4"].metrics == {}
-        assert "rubric 1 of 2" in scores["c4"].error.message
-        assert "after 3 attempts" in scores["c4"].error.message and scores["c4"].error.attempts == 3
+        c4 = scores["c4"]
+        assert c4.error is None and c4.details["n_judge_unreadable"] == 1
+        assert [(r["criteria_met"], r["unreadable"], r["attempts"]) for r in c4.details["rubrics"]] == [
+            (False, True, 3),
+            (True, False, 1),
+        ]
+        assert "1 judge replies unreadable after the re-asks: counted as not met" in c4.explanation
+        assert scores["c1"].details["n_judge_unreadable"] == 0
         c2 = scores["c2"]
         assert c2.details["judge_attempts"] == 2 and c2.details["judge_calls"] == 4
         assert len(c2.details["judge_parse_errors"]) == 1
@@ -262,9 +275,23 @@ def test_amc_end_to_end_scores_judge_errors_and_cache(amc_data, tmp_path):
         rerun = json.loads((again.root / "summary.json").read_text())
         assert (model_server.hits, judge_server.hits) == (model_hits, judge_hits)
         rejudged = rerun["tasks"]["audio-multichallenge"]["judges"]["amc-rubric"]
-        assert rejudged["metrics"]["apr"]["value"] == pytest.approx(0.5)
+        assert rejudged["metrics"]["apr"]["value"] == pytest.approx(0.4)
         assert rejudged["metrics"]["ars"]["value"] == pytest.approx(judge["metrics"]["ars"]["value"])
-        assert rejudged["n_judge_errors"] == 1
+        assert rejudged["n_judge_unreadable"] == 1
+
+        # mode exclude-unreadable: the same (cached) judge replies, the unreadable item left out
+        excluding = evaluate(
+            dataclasses.replace(config, tasks=config.tasks + ",mode=exclude-unreadable"),
+            show_progress=False,
+        )
+        assert (model_server.hits, judge_server.hits) == (model_hits, judge_hits)
+        other = json.loads((excluding.root / "summary.json").read_text())["tasks"]["audio-multichallenge"]
+        block = other["judges"]["amc-rubric-exclude"]
+        assert block["n_scored"] == 5 and block["n_judge_unreadable"] == 1
+        assert_numbers(block, EXPECTED_EXCLUDING)
+        c4 = {r.sample_id: r.score for r in excluding.scores()}["c4"]
+        assert [r["criteria_met"] for r in c4.details["rubrics"]] == [None, True]
+        assert "left out" in c4.explanation
 
 
 # -- 3. the prompt --------------------------------------------------------------------------------

@@ -327,3 +327,101 @@ def test_comparison_files_are_written_where_asked(tmp_path):
     assert (tmp_path / "d" / "c.html").read_text(encoding="utf-8").startswith("<!doctype html>")
     summary = json.loads((b / "summary.json").read_text(encoding="utf-8"))
     assert summary["tasks"]["qa"]["judges"]["choice"]["metrics"]["accuracy"]["value"] == 1.0
+
+
+# -- gates: coverage, errors, shared items ------------------------------------------------------------
+def gate_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("gate failed:")]
+
+
+@pytest.mark.parametrize(
+    ("label", "cand_rows", "flags"),
+    [
+        (
+            "100% model errors",
+            ["model_error"] * 200,
+            {"--min-coverage", "--max-error-increase", "--min-shared"},
+        ),
+        (
+            "60% model errors",
+            ["model_error"] * 120 + [{"accuracy": 1.0}] * 80,
+            {"--min-coverage", "--max-error-increase", "--min-shared"},
+        ),
+        ("empty scores.jsonl", [], {"--min-coverage", "--min-shared"}),
+        ("5 of 200 items scored", [{"accuracy": 1.0}] * 5, {"--min-coverage", "--min-shared"}),
+    ],
+)
+def test_a_candidate_that_answered_too_little_fails_a_gate(tmp_path, label, cand_rows, flags):
+    """Without the gates each of these exited 0: the pairs it lost are simply not compared."""
+    b = write_run(tmp_path / "base", "qa", "choice", [{"accuracy": 1.0}] * 200)
+    c = write_run(tmp_path / "cand", "qa", "choice", cand_rows)
+    result = invoke(str(b), str(c))
+    assert result.exit_code == 1, (label, result.output)
+    lines = gate_lines(result)
+    assert lines and {line.rsplit(" --", 1)[1].split()[0] for line in lines} == {f.lstrip("-") for f in flags}
+    assert all("task 'qa'" in line for line in lines)
+    scored = sum(1 for r in cand_rows if not isinstance(r, str))
+    coverage = next(line for line in lines if "--min-coverage" in line)
+    assert f"scored {scored} of 200 items" in coverage
+    assert coverage in result.stdout  # the markdown says it too
+
+
+def test_error_gate_compares_with_the_base_rate_and_the_flags_move_the_gates(tmp_path):
+    errors = ["model_error"] * 10 + [{"accuracy": 1.0}] * 190  # 5% errors in both runs: no increase
+    b = write_run(tmp_path / "base", "qa", "choice", errors)
+    c = write_run(tmp_path / "cand", "qa", "choice", ["judge_error"] * 6 + errors[6:])
+    result = invoke(str(b), str(c), "--min-coverage", "0.9")
+    assert result.exit_code == 1
+    [line] = gate_lines(result)
+    assert "judge-error rate 6/200 = 0.030 vs base 0/200 = 0.000" in line and "--max-error-increase 0.02" in line
+    assert invoke(str(b), str(c), "--min-coverage", "0.9", "--max-error-increase", "0.05").exit_code == 0
+    assert gate_lines(invoke(str(b), str(b))) == [] and invoke(str(b), str(b)).exit_code == 0
+
+
+def test_a_task_missing_from_the_candidate_fails_the_coverage_gate(tmp_path):
+    b = write_run(tmp_path / "base", "qa", "choice", [{"accuracy": 1.0}] * 50)
+    store = RunStore(b)
+    manifest = store.read_manifest()
+    manifest["tasks"].append({**manifest["tasks"][0], "name": "other"})
+    store.write_manifest(manifest)
+    c = write_run(tmp_path / "cand", "qa", "choice", [{"accuracy": 1.0}] * 50)
+    result = invoke(str(b), str(c))
+    assert result.exit_code == 1
+    assert gate_lines(result) == [
+        "gate failed: task 'other': not in the candidate run (scored 0 of 0 items, coverage 0) < --min-coverage 0.98"
+    ]
+
+
+def test_minimum_detectable_effect_marks_small_suites_underpowered(tmp_path):
+    """40 items cannot show a 2-point drop (the exact test needs 6 one-way discordant pairs, 0.15);
+    4000 items of the same kind can."""
+    rng = np.random.default_rng(3)
+    small = rng.random(40) < 0.7
+    b = write_run(tmp_path / "b40", "qa", "choice", accuracy_rows(small.astype(float)))
+    c = write_run(tmp_path / "c40", "qa", "choice", accuracy_rows(small.astype(float)))
+    [m] = compare_runs(b, c).metrics
+    assert m.verdict == "no significant change" and m.underpowered
+    assert m.mde == pytest.approx(6 / 40)
+    text = to_markdown(compare_runs(b, c))
+    assert "no significant change (underpowered)" in text and "| 0.150 |" in text
+
+    latent = (rng.random(4000) < 0.7).astype(float)
+    big_b = write_run(tmp_path / "b4k", "qa", "choice", accuracy_rows(noisy_binary(latent, rng, 0.02)), finish=False)
+    big_c = write_run(tmp_path / "c4k", "qa", "choice", accuracy_rows(noisy_binary(latent, rng, 0.02)), finish=False)
+    [m] = compare_runs(big_b, big_c).metrics
+    assert m.mde is not None and m.mde < 0.02 and not m.underpowered
+
+
+def test_config_differences_between_the_manifests_are_listed(tmp_path):
+    b = write_run(tmp_path / "base", "qa", "choice", [{"accuracy": 1.0}] * 20, model="openai:a@http://x")
+    c = write_run(tmp_path / "cand", "qa", "choice", [{"accuracy": 1.0}] * 20, model="openai:b@http://x")
+    store = RunStore(c)
+    store.update_manifest(config={"max_tokens": 64, "out_dir": "elsewhere"}, run_id="other", started="later")
+    RunStore(b).update_manifest(config={"max_tokens": 32, "out_dir": "runs"})
+    cmp = compare_runs(b, c)
+    assert [d[0] for d in cmp.config_differences] == ["model.spec", "config.max_tokens"]
+    text = to_markdown(cmp)
+    assert 'model.spec: "openai:a@http://x" -> "openai:b@http://x"' in text
+    assert "config.max_tokens: 32 -> 64" in text and "out_dir" not in text
+    assert "settings that differ: none" in to_markdown(compare_runs(b, b))
+    assert "config.max_tokens" in to_html(cmp)

@@ -204,6 +204,7 @@ def test_audio_column_wins_over_audio_path(mmsu_dir: Path) -> None:
 
 
 def test_modes_and_names() -> None:
+    assert resolve_tasks("mmsu-bench:mode=independent")[0].judges == ("mmsu-independent",)
     assert resolve_tasks("mmsu-bench:mode=strict")[0].judges == ("mmsu-strict",)
     assert resolve_tasks("mmsu-bench:mode=extract")[0].judges == ("mmsu-extract",)
     with pytest.raises(EvalkitError, match="unknown mode"):
@@ -315,7 +316,9 @@ def transcribed_official(record: dict[str, Any]) -> str:
     """The loop body of ``calculate_accuracy_per_task_and_category`` in mmsu_evaluation.py, written
     out again for one record. Outcomes: "skipped" where the script ``continue``s, "correct" where it
     increments ``total_correct``, "wrong" where it only increments ``total_count``. The one change:
-    ``model_predict`` starts as None for every record (the script carries it over; evalkit does not)."""
+    ``model_predict`` starts as None for every record: this is the item-independent rule (mode
+    ``independent``, and ``official`` before its carry-over pass; the carry-over itself is checked
+    against the script in test_official_fidelity.py)."""
     model_predict = None
     response = record.get("response", "")
     try:
@@ -390,6 +393,7 @@ def test_official_judge_matches_transcription() -> None:
     for row in ROWS:
         for reply in varied_predictions(row):
             expected = transcribed_official({**row, "response": reply})
+            assert judge_verdict("mmsu-independent", row, reply) == expected, (row["id"], reply)
             assert judge_verdict("mmsu-official", row, reply) == expected, (row["id"], reply)
             verdicts[expected] += 1
             n += 1
@@ -437,3 +441,42 @@ def test_cli_run_against_loopback_server(mmsu_dir: Path, tmp_path: Path) -> None
     assert set(judge["groups"]["category"]) <= {"Perception", "Reasoning"}
     assert task["dataset"]["prompt_template"] == "mmsu.j2"
     assert task["primary"]["judge"] == "mmsu-official"
+
+
+def test_cli_run_carries_the_previous_letter_over(mmsu_dir: Path, tmp_path: Path) -> None:
+    """An empty reply is an answer (never a model error): it takes the letter last read in dataset
+    order, in scores.jsonl and summary.json alike; the item-independent number is shown beside it."""
+    pytest.importorskip("aiohttp")
+    from evalkit.testing.openai_server import OpenAIServer
+
+    def answer(body: dict) -> str:
+        text = json.dumps(body)
+        return "A" if "How does the speaker feel?" in text or "Which word is stressed?" in text else ""
+
+    [task] = resolve_tasks(f"mmsu-bench:data={mmsu_dir}")
+    letter, expected = None, []
+    for sample in task.samples():  # the script's loop over the dataset order, by hand
+        if sample.reference["choices"][1] in ("Surprised", "never"):  # emo-2, stress-1 answer "A"
+            letter = "A"
+        expected.append(letter is not None and sample.reference["choices"]["ABCD".index(letter)] == sample.reference["answer"])
+    with OpenAIServer(answer=answer) as server:
+        proc = evalkit_run(
+            "--model",
+            f"openai:{server.model}@{server.base_url}",
+            "--tasks",
+            "mmsu-bench",
+            "--data",
+            str(mmsu_dir),
+            "--out",
+            str(tmp_path / "runs"),
+        )
+        assert_ok(proc)
+    run_dir = only_run_dir(tmp_path / "runs")
+    scores = sorted(read_jsonl(run_dir / "scores.jsonl"), key=lambda s: s["sample_index"])
+    assert [s["score"].get("error") for s in scores] == [None] * len(ROWS)
+    assert [s["score"]["metrics"]["accuracy"] == 1.0 for s in scores] == expected
+    assert any(isinstance(s["score"]["details"].get("carry"), dict) and s["score"]["passed"] for s in scores)
+    metrics = read_json(run_dir / "summary.json")["tasks"]["mmsu-bench"]["judges"]["mmsu-official"]["metrics"]
+    assert metrics["accuracy"]["value"] == pytest.approx(sum(expected) / len(expected))
+    assert metrics["accuracy"]["n"] == len(ROWS)
+    assert metrics["accuracy_independent"]["value"] < metrics["accuracy"]["value"]

@@ -157,14 +157,16 @@ def test_openai_spec_takes_base_url_option() -> None:
 
 
 # -- request shaping ------------------------------------------------------------------------------
-def test_card_defaults_fill_only_what_the_task_left_unset() -> None:
+def test_card_defaults_fill_only_what_a_hand_built_request_left_unset() -> None:
+    """Outside a run nothing decides precedence but the adapter's fill-in: an explicit value is
+    kept (in a run the runner sets every field, command line > card > task; test_reasoning_runs)."""
     adapter = load_model("step-audio-r1.5", base_url=URL)
     request = ChatRequest(
         messages=[Message(role="user", content=[TextPart(text="hi")])],
         params=GenerationParams(temperature=0.0, stop=["###"], extra={"stop_token_ids": [7]}),
     )
     body = adapter.build_payload(request)
-    assert body["temperature"] == 0.0  # the task set it: the task wins
+    assert body["temperature"] == 0.0  # set explicitly on the request: kept
     assert body["max_tokens"] == 32000  # unset by the task: the card's default
     assert body["top_p"] == 1.0  # set by neither: GenerationParams' default
     assert body["stop"] == ["<|EOT|>", "###"]
@@ -180,11 +182,11 @@ def test_long_audio_is_sent_as_consecutive_chunks_of_at_most_25_s(tmp_path: Path
         ]
     )
     parts = adapter.build_payload(request)["messages"][0]["content"]
-    assert [p["type"] for p in parts] == ["input_audio"] * 3 + ["text"]
-    assert [round(wav_seconds(p["input_audio"]["data"]), 3) for p in parts[:3]] == [25.0, 25.0, 10.0]
+    assert [p["type"] for p in parts] == ["text"] + ["input_audio"] * 3  # text first, as the client
+    assert [round(wav_seconds(p["input_audio"]["data"]), 3) for p in parts[1:]] == [25.0, 25.0, 10.0]
     # consecutive and complete: the pieces joined are the clip
     joined = np.concatenate(
-        [sf.read(io.BytesIO(base64.b64decode(p["input_audio"]["data"])))[0] for p in parts[:3]]
+        [sf.read(io.BytesIO(base64.b64decode(p["input_audio"]["data"])))[0] for p in parts[1:]]
     )
     original, _ = sf.read(clip)
     assert len(joined) == len(original) and np.allclose(joined, original, atol=1 / 32768)
@@ -214,7 +216,7 @@ def test_step_audio_rendering_matches_the_published_template(tmp_path: Path) -> 
     ours = render_chat(card, messages)
     expected = (
         "<|BOT|>system\nBe brief.<|EOT|>"
-        "<|BOT|>human\n<audio_patch><audio_patch><audio_patch>Transcribe.<|EOT|>"
+        "<|BOT|>human\nTranscribe.<audio_patch><audio_patch><audio_patch><|EOT|>"  # text first
         # the published template never closes an assistant turn: its `set` inside the inner for
         # loop does not escape the loop (Jinja scoping), so is_last_assistant stays true
         "<|BOT|>assistant\nIt says hello."
@@ -295,10 +297,9 @@ def test_evalkit_run_with_a_card_against_the_loopback_server(tmp_path: Path) -> 
         assert body["model"] == "Step-Audio-R1.5"
         assert body["stop"] == ["<|EOT|>"]
         assert body["skip_special_tokens"] is False and body["stop_token_ids"] == [151665]
-    demo = [b for b in bodies if "Options:" in json.dumps(b)]
-    assert len(demo) == 2 and all((b["temperature"], b["max_tokens"]) == (0.0, 96) for b in demo)
+    # the budget belongs to the model: the card's settings beat demo-choice's (0.0, 96)
+    assert all((b["temperature"], b["max_tokens"]) == (0.7, 32000) for b in bodies)
     [long_body] = [b for b in bodies if "Letter?" in json.dumps(b)]
-    assert long_body["temperature"] == 0.7  # jsonl tasks leave temperature unset: the card's default
     audio_parts = [p for p in long_body["messages"][-1]["content"] if p["type"] == "input_audio"]
     assert [round(wav_seconds(p["input_audio"]["data"]), 3) for p in audio_parts] == [25.0, 25.0, 10.0]
     assert sf.info(clip).duration == 60.0

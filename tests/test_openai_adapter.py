@@ -186,6 +186,34 @@ def test_prefilled_reasoning_with_only_closing_tag(server):
     assert (output.text, output.reasoning) == ("The answer is 3.", "I should add them.")
 
 
+# -- empty and cut replies -----------------------------------------------------------------------
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize(
+    ("reply", "prefilled", "text", "reasoning"),
+    [
+        (Reply(""), False, "", None),  # nothing at all
+        (Reply("   \n"), False, "", None),  # whitespace only
+        (Reply("<think>just thinking</think>"), False, "", "just thinking"),  # think-only
+        (Reply("still thinking</think>  "), True, "", "still thinking"),  # prefilled, think-only
+    ],
+    ids=["empty", "whitespace", "think-only", "prefilled-think-only"],
+)
+def test_an_empty_answer_is_an_answer_not_an_error(server, stream, reply, prefilled, text, reasoning):
+    server.answer = lambda body: reply
+    output = generate(adapter_for(server, stream=stream, reasoning_prefilled=prefilled), text_request("?"))
+    assert output.ok and (output.text, output.reasoning) == (text, reasoning)
+    assert output.empty and output.finish_reason == "stop" and not output.truncated
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_finish_reason_length_marks_the_reply_truncated(server, stream):
+    server.answer = lambda body: Reply("<think>I will count every", finish_reason="length")
+    output = generate(adapter_for(server, stream=stream), text_request("Count."))
+    assert (output.finish_reason, output.truncated) == ("length", True)
+    assert (output.text, output.reasoning) == ("", "I will count every")  # unclosed think: all reasoning
+    assert ModelOutput.model_validate_json(output.model_dump_json()).truncated  # survives the file
+
+
 # -- usage ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("stream", [True, False])
 def test_usage_is_accounted(server, stereo_clip, stream):

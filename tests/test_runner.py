@@ -251,8 +251,11 @@ def test_killed_run_resumes_without_repeating_finished_requests(server, tmp_path
 
 # -- (d) the response cache -----------------------------------------------------------------------
 def test_second_run_with_the_cache_sends_no_requests(server, tmp_path):
+    """With the model pinned (--model-revision), a second run is answered from the first's cache
+    entries and its manifest says so (an unpinned model is asked again: tests/test_hardening.py)."""
     cache = tmp_path / "cache" / "responses.sqlite"
     args = ["--model", model_spec(server), "--tasks", "demo", "--limit", "2", "--cache-path", str(cache)]
+    args += ["--model-revision", "loopback-v1"]
     assert_ok(evalkit_run(*args, "--out", str(tmp_path / "first")))
     first_hits = server.hits
     assert first_hits == 2 + 2 + 2 * 3
@@ -268,6 +271,8 @@ def test_second_run_with_the_cache_sends_no_requests(server, tmp_path):
     ]
     manifest = read_json(second / "manifest.json")
     assert manifest["last_session"]["requests"] == 0 and manifest["last_session"]["cache_hits"] == first_hits
+    assert manifest["answer_sources"] == {"fresh": 0, "cached_from": {first.name: first_hits}}
+    assert read_json(first / "manifest.json")["answer_sources"] == {"fresh": first_hits, "cached_from": {}}
     one, two = read_json(first / "summary.json"), read_json(second / "summary.json")
     for task in one["tasks"]:
         assert one["tasks"][task]["judges"] == two["tasks"][task]["judges"]

@@ -20,13 +20,21 @@ from evalkit.testing.openai_server import OpenAIServer, Reply, last_user_text
 
 INSTRUCTION = "Please answer the question in the audio. End with: The answer is N."
 
-# (transcript, answer) per hub split; answers kept as the hub writes them (text)
-ROWS = {
-    "short_digit": [("What is three plus four?", "7"), ("What is ten minus two?", "8")],
-    "long_digit": [("What is one thousand two hundred and thirty four times two?", "2468")],
-    "single_step_reasoning": [("Tom has five apples and eats two. How many are left?", "3")],
+# (transcript, answer.text) per hub split, in both shapes on every split: a list of reference texts
+# (as the hub stores them and AudioBench's current scorer reads them) and a plain string
+ROWS: dict[str, list[tuple[str, str | list[str]]]] = {
+    "short_digit": [("What is three plus four?", "7"), ("What is ten minus two?", ["8"])],
+    "long_digit": [
+        ("What is one thousand two hundred and thirty four times two?", ["2468"]),
+        ("What is one hundred times five?", "500"),
+    ],
+    "single_step_reasoning": [
+        ("Tom has five apples and eats two. How many are left?", ["3"]),
+        ("Ann has ten pens and gives away four. How many are left?", "6"),
+    ],
     "multi_step_reasoning": [
-        ("A pen costs two dollars. How much do three pens and a one dollar cap cost?", "7")
+        ("A pen costs two dollars. How much do three pens and a one dollar cap cost?", ["7"]),
+        ("A box holds four eggs. How many eggs are in three boxes minus one egg?", "11"),
     ],
 }
 
@@ -67,7 +75,7 @@ def test_split_task_reads_the_official_layout(dataset: Path) -> None:
     [task] = resolve_tasks(f"spoken-mqa-short-digit:data={dataset}")
     assert task.name == "spoken-mqa-short-digit" and task.split == "short_digit"
     samples = list(task.samples())
-    assert [s.reference for s in samples] == [{"answer": "7"}, {"answer": "8"}]
+    assert [s.reference for s in samples] == [{"answer": "7"}, {"answer": ["8"]}]  # a list stays a list
     first = samples[0]
     assert first.id == "short_digit-00000" and first.meta == {"split": "short_digit"}
     [turn] = first.conversation
@@ -107,8 +115,10 @@ def test_family_covers_the_four_reference_splits(dataset: Path) -> None:
     assert knowledge.split == "knowledge" and knowledge.judges == ("spoken-mqa-official",)
 
 
-def test_parquet_with_embedded_bytes_and_flattened_fields(tmp_path: Path) -> None:
-    """A flattened export (``instruction.text`` keys) with audio bytes embedded in the file."""
+@pytest.mark.parametrize("answer", ["42", ["42"], ["42", "42.0"]])
+def test_parquet_with_embedded_bytes_and_flattened_fields(tmp_path: Path, answer: str | list[str]) -> None:
+    """A flattened export (``instruction.text`` keys) with audio bytes embedded in the file; the
+    answer a string or a parquet list column (read back as the same list)."""
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
@@ -119,14 +129,14 @@ def test_parquet_with_embedded_bytes_and_flattened_fields(tmp_path: Path) -> Non
             "context": [{"bytes": buf.getvalue(), "path": "q0.wav"}],
             "context_transcript": ["What is six times seven?"],
             "instruction.text": [INSTRUCTION],
-            "answer.text": ["42"],
+            "answer.text": [answer],
         }
     )
     path = tmp_path / "long_digit.parquet"
     pq.write_table(table, path)
     [task] = resolve_tasks(f"spoken-mqa-long-digit:data={path},mode=math-verify")
     [sample] = task.samples()
-    assert sample.reference == {"answer": "42"} and sample.conversation[0].text == INSTRUCTION
+    assert sample.reference == {"answer": answer} and sample.conversation[0].text == INSTRUCTION
     assert sample.conversation[0].audio.data == buf.getvalue()
     assert task.judges == ("math-verify",) and task.dataset_info()["mode"] == "math-verify"
 
@@ -141,6 +151,11 @@ def test_unknown_mode_and_missing_answer_are_user_errors(tmp_path: Path) -> None
     [task] = resolve_tasks(f"spoken-mqa-short-digit:data={path}")
     with pytest.raises(EvalkitError, match="row 0: no 'answer' text"):
         list(task.samples())
+    for bad in ([], ["7", ""], ["7", 8]):
+        path.write_text(json.dumps({"context": "a.wav", "instruction": {"text": "Q"}, "answer": {"text": bad}}))
+        [task] = resolve_tasks(f"spoken-mqa-short-digit:data={path}")
+        with pytest.raises(EvalkitError, match="row 0: 'answer.text' must be a text or a non-empty list"):
+            list(task.samples())
 
 
 # -- scoring ---------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""The ``spoken-mqa-official`` judge against the AudioBench reference rule (commit 3c4e3861:
-src/dataset_src/spoken_mqa.py, src/dataset_src/math_utils/utils.py): each quirk by hand, then an
-item-level equivalence check with a plain transcription of the reference written here."""
+"""The ``spoken-mqa-official`` judge against the AudioBench reference rule (commit 420b28a, "Fix a
+bug in Spoken-MQA dataset": src/dataset_src/spoken_mqa.py, src/dataset_src/math_utils/utils.py):
+each quirk by hand, then an item-level equivalence check with a plain transcription of the
+reference written here (string references; lists are covered in test_official_fidelity.py)."""
 
 from __future__ import annotations
 
@@ -83,13 +84,17 @@ def ref_compare(answer: str, truth: str) -> bool:
     return answer.lower() == truth.lower()
 
 
-def ref_item(reply: str, answer: str, split: str) -> tuple[str, bool]:
-    """One item of spokenmqa_dataset_{arithmatic,reasoning}.compute_score: (prediction, correct)."""
+def ref_item(reply: str, answer: str, split: str) -> tuple[str, bool | None]:
+    """One item of spokenmqa_dataset_{arithmatic,reasoning}.compute_score for a one-text reference:
+    (prediction, correct), correct None where the script stops (a reasoning answer that
+    delete_extra_zero turns into None reaches ``'\\text{' in None``)."""
     prediction = ref_answer_clean(reply)
-    if split not in DIGIT_SPLITS:  # the reasoning class normalises the answer
+    if split not in DIGIT_SPLITS:  # the reasoning class normalises each answer text
         if "####" in answer:
             answer = ref_delete_extra_zero(answer.split("#### ")[-1].replace(",", ""))
         answer = ref_delete_extra_zero(answer)
+        if answer is None:
+            return prediction or "empty", None
     if not prediction:
         prediction = "empty"
     if not answer:
@@ -99,16 +104,16 @@ def ref_item(reply: str, answer: str, split: str) -> tuple[str, bool]:
     return prediction, ref_compare(prediction, answer)
 
 
-def assert_same_as_reference(reply: str, answer: str, split: str) -> Score:
+def assert_same_as_reference(reply: str, answer: str, split: str) -> Score | None:
     prediction, correct = ref_item(reply, answer, split)
+    if correct is None:  # no verdict in the script: a judge error here
+        with pytest.raises(ValueError, match="not a number after delete_extra_zero"):
+            score(reply, answer, split)
+        return None
     s = score(reply, answer, split)
     unreadable = prediction == "empty"
-    # the one deliberate difference: an unreadable reply is a parse failure, never correct
-    assert verdict(s) == (None if unreadable else prediction, correct and not unreadable, unreadable), (
-        reply,
-        answer,
-        split,
-    )
+    # an unreadable reply is a counted parse failure, compared as "empty" as the script does
+    assert verdict(s) == (None if unreadable else prediction, correct, unreadable), (reply, answer, split)
     return s
 
 
@@ -226,7 +231,6 @@ def test_triggers_are_case_sensitive(reply: str, extracted: str) -> None:
     [
         ("The answer is 12", "12.0", False, True),
         ("The answer is 12.0", "12", True, True),  # the reply is normalised everywhere
-        ("The answer is 1,234", "1,234", False, False),  # reasoning: eval("1,234") is a tuple -> "empty"
         ("The answer is 1234", "#### 1,234", False, True),  # gsm8k-style answer, reasoning only
         ("The answer is 0.5", ".5", False, True),
         ("The answer is 12345678901234567", "12345678901234567", False, True),  # both rounded alike
@@ -243,10 +247,19 @@ def test_digit_splits_do_not_normalise_the_answer(
         assert score(reply, answer, split).passed is reasoning_correct, split
 
 
-def test_unreadable_reply_is_wrong_even_against_an_empty_reference() -> None:
-    """The reference writes "empty" for both and counts them equal; here it is a parse failure."""
-    assert ref_item("I do not know", "1,234", "single_step_reasoning") == ("empty", True)
-    assert verdict(score("I do not know", "1,234", "single_step_reasoning")) == (None, False, True)
+def test_reasoning_answer_that_is_no_number_has_no_verdict() -> None:
+    """eval("1,234") is a tuple: delete_extra_zero returns None and the comparison raises."""
+    assert ref_item("I do not know", "1,234", "single_step_reasoning") == ("empty", None)
+    with pytest.raises(ValueError, match="not a number after delete_extra_zero"):
+        score("The answer is 1234", "1,234", "single_step_reasoning")
+    assert score("The answer is 1234", "1,234", "short_digit").passed is False  # raw text: no match
+
+
+def test_unreadable_reply_is_compared_as_empty() -> None:
+    """The script writes "empty" for an unreadable reply and compares it like any prediction."""
+    assert ref_item("I do not know", "empty", "short_digit") == ("empty", True)
+    assert verdict(score("I do not know", "empty", "short_digit")) == (None, True, True)
+    assert verdict(score("I do not know", "7", "short_digit")) == (None, False, True)
 
 
 def test_prediction_cut_to_100_characters() -> None:
@@ -384,6 +397,8 @@ def test_equivalence_with_the_reference_rule() -> None:
         for answer in pool:
             for split in DIGIT_SPLITS + REASONING_SPLITS:
                 s = assert_same_as_reference(reply, answer, split)
+                if s is None:
+                    continue
                 key = "parse_failed" if s.parse_failed else "correct" if s.passed else "wrong"
                 outcomes[key] += 1
     assert all(n >= 50 for n in outcomes.values()), outcomes

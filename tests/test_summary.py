@@ -7,7 +7,7 @@ import pytest
 
 from evalkit.records import ErrorInfo, ModelOutput, ResponseRecord, Score, ScoreRecord, Timing, Usage
 from evalkit.stats import bootstrap_ci, metric_summary
-from evalkit.summary import summarise_run
+from evalkit.summary import summarise_run, truncation_warnings
 
 # -- bootstrap ------------------------------------------------------------------------------------
 
@@ -268,3 +268,32 @@ def test_summary_requests_with_no_timings() -> None:
     assert requests["latency_s"] == {"mean": None, "p50": None, "p95": None}
     assert requests["first_token_s"] == {"mean": None}
     assert requests["errors_by_kind"] == {"timeout": 1}
+
+
+def _answer(sample: str, text: str, finish: str | None, task: str = "arith") -> ResponseRecord:
+    output = ModelOutput(text=text, finish_reason=finish)
+    return ResponseRecord(
+        task=task, sample_id=sample, sample_index=0, turn=0, request_hash="h", output=output
+    )
+
+
+def test_summary_counts_empty_and_truncated_answers_and_warns_above_5_percent() -> None:
+    responses = [
+        _answer("s0", "", "stop"),  # empty
+        _answer("s1", "  \n", "length"),  # empty and cut
+        _answer("s2", "The answer is 3", "length"),  # cut, with an answer
+        *[_answer(f"t{i}", "7", "stop") for i in range(17)],
+        _response("e0", error="timeout"),  # an error is neither: not in the share's denominator
+    ]
+    task = summarise_run([TASK], [], responses, seed=0)["tasks"]["arith"]
+    assert (task["n_empty"], task["n_truncated"]) == (2, 2)
+    assert task["requests"]["truncated_share"] == pytest.approx(2 / 20)
+    [line] = truncation_warnings({"tasks": {"arith": task}})
+    assert line.startswith("warning: arith: 2 replies (10%)") and "--max-tokens" in line
+
+
+def test_summary_no_truncation_warning_at_or_below_5_percent() -> None:
+    responses = [_answer("s0", "1", "length"), *[_answer(f"t{i}", "7", "stop") for i in range(19)]]
+    summary = summarise_run([TASK], [], responses, seed=0)
+    assert summary["tasks"]["arith"]["requests"]["truncated_share"] == pytest.approx(0.05)
+    assert truncation_warnings(summary) == []

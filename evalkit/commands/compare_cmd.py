@@ -1,7 +1,8 @@
 """`evalkit compare BASE_RUN CAND_RUN`: paired per-metric differences and regressions.
 
 Exit codes are the contract with CI: 0 = no significant regression, 1 = at least one metric is
-significantly worse (the rule is in ``evalkit.compare``), 2 = the runs cannot be compared (missing
+significantly worse (the rule is in ``evalkit.compare``) or a gate failed (the candidate's
+coverage, error rates or shared items; each failure is also one line on stderr), 2 = the runs cannot be compared (missing
 run directory or manifest, different dataset versions, a malformed option) with one ``error:`` line.
 """
 
@@ -31,13 +32,25 @@ def compare(
         list[str] | None,
         typer.Option(help="METRIC=higher|lower|none (or JUDGE/METRIC=...) for metrics evalkit does not know"),
     ] = None,
+    min_coverage: Annotated[
+        float,
+        typer.Option(help="Gate: least share of the items that the candidate must score", min=0, max=1),
+    ] = 0.98,
+    max_error_increase: Annotated[
+        float,
+        typer.Option(help="Gate: most the candidate's model/judge-error rate may exceed the base's", min=0),
+    ] = 0.02,
+    min_shared: Annotated[
+        float,
+        typer.Option(help="Gate: least share of the base's scored items scored in both runs", min=0, max=1),
+    ] = 0.95,
     md: Annotated[Path | None, typer.Option(help="Also write the markdown to this file")] = None,
     html: Annotated[
         Path | None, typer.Option(help="Write an HTML page of the comparison to this file")
     ] = None,
 ) -> None:
     """Compare two runs of the same tasks: paired bootstrap CIs, exact McNemar, verdict per metric;
-    exit 1 on a significant regression."""
+    exit 1 on a significant regression or a failed gate (coverage, error rates, shared items)."""
     from evalkit.compare import CompareOptions, compare_runs, parse_directions, to_html, to_markdown
     from evalkit.errors import EvalkitError
 
@@ -48,6 +61,9 @@ def compare(
             seed=seed,
             resamples=resamples,
             directions=parse_directions(direction or []),
+            min_coverage=min_coverage,
+            max_error_increase=max_error_increase,
+            min_shared=min_shared,
         )
         result = compare_runs(base_run, cand_run, options)
     except EvalkitError as exc:
@@ -55,6 +71,8 @@ def compare(
         raise typer.Exit(2) from None
     text = to_markdown(result)
     typer.echo(text, nl=False)
+    for gate in result.gate_failures:
+        typer.echo(gate.message, err=True)
     for path, content in ((md, text), (html, to_html(result) if html else None)):
         if path is not None and content is not None:
             path.parent.mkdir(parents=True, exist_ok=True)

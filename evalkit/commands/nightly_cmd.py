@@ -1,7 +1,7 @@
 """`evalkit nightly CONFIG.yaml`: run the suite, compare with the baselines, keep the history.
 
 Exit codes: 0 = no model regressed, 1 = at least one metric of one model is significantly worse
-than its baseline (``evalkit.compare``'s rule), 2 = bad config, missing baseline, an unreachable
+than its baseline or a gate failed (``evalkit.compare``'s rules), 2 = bad config, missing baseline, an unreachable
 model or runs that cannot be compared (one ``error:`` line), 130 = interrupted.
 """
 
@@ -44,7 +44,8 @@ def nightly(
         if night.baseline_dir is None:
             status = "no baseline yet"
         elif night.exit_code:
-            status = "REGRESSED: " + ", ".join(night.record["regressions"])
+            failed = [*night.record["regressions"], *night.record.get("gate_failures", [])]
+            status = "REGRESSED: " + "; ".join(failed)
         else:
             status = "no regression"
         typer.echo(f"{night.model}: {status}; run {night.run_dir}")

@@ -66,11 +66,13 @@ class Reply:
 
     ``extra_message_fields`` are added to the reply's message as they are (non-streamed) or sent
     in one delta of their own before the finishing chunk (streamed): how a test plays a server
-    with non-OpenAI fields, e.g. Step-Audio's ``tts_content``."""
+    with non-OpenAI fields, e.g. Step-Audio's ``tts_content``. ``finish_reason`` is what the
+    completion says it stopped for (``length``: a reply cut by the token limit)."""
 
     text: str
     reasoning: str | None = None
     extra_message_fields: dict[str, Any] = field(default_factory=dict)
+    finish_reason: str = "stop"
 
 
 def last_user_text(body: dict[str, Any]) -> str:
@@ -201,6 +203,9 @@ class OpenAIServer:
     - ``audio_seconds``: length of the tone spoken when the request's ``modalities`` include
       ``"audio"``. Like OpenAI, the text then travels as ``audio.transcript`` and ``content`` is
       null (streaming: ``delta.audio.transcript`` pieces beside ``delta.audio.data`` PCM chunks).
+    - ``trickle``: seconds between keep-alive bytes of an answer that never comes: status 200, then
+      an SSE comment (``: keep-alive``; a space for a non-streamed request) every ``trickle``
+      seconds, forever. Never idle, never done: only a whole-attempt deadline ends it.
     """
 
     model: str = "loopback"
@@ -213,6 +218,7 @@ class OpenAIServer:
     host: str = "127.0.0.1"
     port: int = 0
     rules: list[FailureRule] = field(default_factory=list)
+    trickle: float | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -335,6 +341,8 @@ class OpenAIServer:
         record, rule = self._receive(body, request.headers.get("Authorization"))
         if self.delay:
             await asyncio.sleep(self.delay)
+        if self.trickle is not None:
+            return await self._trickle(request, bool(body.get("stream")))
         if rule is not None and not rule.cut_stream:
             headers = {"Retry-After": f"{rule.retry_after:g}"} if rule.retry_after is not None else None
             return self._error(
@@ -357,8 +365,26 @@ class OpenAIServer:
         if body.get("stream"):
             cut = rule is not None and rule.cut_stream
             extra = reply.extra_message_fields
-            return await self._stream(request, body, completion_id, reply.text, reasoning, speak, cut, extra)
-        return self._complete(body, completion_id, reply.text, reasoning, speak, reply.extra_message_fields)
+            return await self._stream(
+                request, body, completion_id, reply.text, reasoning, speak, cut, extra, reply.finish_reason
+            )
+        return self._complete(
+            body, completion_id, reply.text, reasoning, speak, reply.extra_message_fields, reply.finish_reason
+        )
+
+    async def _trickle(self, request, stream: bool):
+        """Headers now, then one keep-alive every ``trickle`` seconds until the client hangs up."""
+        from aiohttp import web
+
+        kind = "text/event-stream" if stream else "application/json"
+        response = web.StreamResponse(headers={"Content-Type": kind, "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        beat = b": keep-alive\n\n" if stream else b" "
+        with contextlib.suppress(ConnectionError):  # the client giving up is how this ends
+            while True:
+                await response.write(beat)
+                await asyncio.sleep(self.trickle or 0.0)
+        return response
 
     def _usage(self, body: dict[str, Any], text: str, reasoning: str | None) -> dict[str, Any]:
         reasoning_tokens = count_tokens(reasoning or "")
@@ -371,7 +397,7 @@ class OpenAIServer:
             "completion_tokens_details": {"reasoning_tokens": reasoning_tokens},
         }
 
-    def _complete(self, body, completion_id, text, reasoning, speak, extra=None):
+    def _complete(self, body, completion_id, text, reasoning, speak, extra=None, finish="stop"):
         from aiohttp import web
 
         content = text
@@ -397,12 +423,14 @@ class OpenAIServer:
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": self.model,
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
+                "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
                 "usage": self._usage(body, text, reasoning),
             }
         )
 
-    async def _stream(self, request, body, completion_id, text, reasoning, speak, cut=False, extra=None):
+    async def _stream(
+        self, request, body, completion_id, text, reasoning, speak, cut=False, extra=None, finish="stop"
+    ):
         from aiohttp import web
 
         response = web.StreamResponse(
@@ -446,7 +474,7 @@ class OpenAIServer:
             deltas += [{"content": piece} for piece in _PIECES.findall(text)]
         if extra:
             deltas.append(dict(extra))
-        events = [chunk(delta) for delta in deltas] + [chunk({}, finish="stop")]
+        events = [chunk(delta) for delta in deltas] + [chunk({}, finish=finish)]
         if (body.get("stream_options") or {}).get("include_usage"):
             events.append(chunk(None, usage=self._usage(body, text, reasoning)))
         events.append(b"data: [DONE]\n\n")
@@ -560,6 +588,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--think", choices=["field", "inline"], default=None, help="send reasoning")
     parser.add_argument("--fail-first", type=int, default=0, help="answer the first N requests with an error")
     parser.add_argument("--fail-status", type=int, default=500, help="status of those errors")
+    parser.add_argument(
+        "--trickle", type=float, default=None, help="never answer: a keep-alive byte every N seconds"
+    )
     args = parser.parse_args(argv)
     server = OpenAIServer(
         model=args.model,
@@ -568,6 +599,7 @@ def main(argv: list[str] | None = None) -> None:
         think=args.think,
         host=args.host,
         port=args.port,
+        trickle=args.trickle,
     )
     if args.fail_first:
         server.fail_first(args.fail_first, status=args.fail_status)

@@ -1,0 +1,90 @@
+"""Path confinement: the one check every file path named by data goes through before it is read.
+
+A dataset row, a samples-file line or a run record (``responses.jsonl``) may name any path:
+``../../etc/passwd``, ``/home/me/.ssh/id_rsa``, or a symlink inside the data folder pointing out.
+Reading such a path would send its bytes to a model server, embed them in ``report.html`` or copy
+them into a leaderboard site. So a path is resolved (``..`` folded, symlinks followed) against the
+folder it is relative to and must then lie inside one of the *roots* its reader was given: a task's
+data folder, a run directory, or a folder the user named with ``--allow-path DIR``. Anything else
+raises ``PathEscapeError`` and is never opened.
+
+Readers and their roots:
+
+- the runner (``Task.confine_sample``): the task's ``path_roots()`` (a samples file's folder, a
+  benchmark's ``--data`` folder, the hub caches, evalkit's own generated datasets) plus
+  ``--allow-path``; an escape becomes an ``input_path`` error record of that sample;
+- the manifest fingerprint (``tasks.base.fingerprint``): the same roots; an escaping file is hashed
+  by its name, never by its bytes;
+- ``report.html`` (``reports.html.AudioLinker``): the run directory plus the roots the manifest
+  recorded for the record's task;
+- the leaderboard (``leaderboard.assets.copy_run_files``): the run directory only.
+
+The check resolves the path and returns the resolved path, which is what the caller then opens:
+a symlink swapped after the check cannot redirect the read of the returned path's last component.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from evalkit.errors import EvalkitError
+
+#: the ``ErrorInfo.kind`` of a sample whose file path escapes its roots
+INPUT_PATH_KIND = "input_path"
+
+
+class PathEscapeError(EvalkitError):
+    """A path named by data resolves outside every root its reader may read from."""
+
+
+def resolved_roots(roots: Iterable[str | Path | None]) -> tuple[Path, ...]:
+    """Roots as absolute, symlink-resolved folders (``None`` entries dropped, order kept, no
+    duplicates), so that a root given through a symlink still contains its own files."""
+    out: list[Path] = []
+    for root in roots:
+        if root is None or str(root) == "":
+            continue
+        real = Path(root).expanduser().resolve()
+        if real not in out:
+            out.append(real)
+    return tuple(out)
+
+
+def confine(
+    path: str | Path,
+    roots: Iterable[str | Path | None],
+    what: str,
+    base: Path | None = None,
+    fix: str | None = None,
+) -> Path:
+    """``path`` (relative ones against ``base``) resolved, if it lies inside one of ``roots``;
+    otherwise ``PathEscapeError`` naming ``what`` (the sample and field), the path and ``fix``
+    (by default: move the file, or widen with ``--allow-path``).
+
+    Resolving follows every symlink, so a link inside a root that points out is outside; ``..``
+    is folded only after links are followed, as the operating system does when opening."""
+    given = Path(path)
+    candidate = given if given.is_absolute() or base is None else Path(base) / given
+    real = candidate.resolve()
+    allowed = resolved_roots(roots)
+    if any(real.is_relative_to(root) for root in allowed):
+        return real
+    where = ", ".join(str(r) for r in allowed) or "(no folder)"
+    fix = fix or (
+        f"move the file inside the data folder, or pass --allow-path {real.parent} to `evalkit run` "
+        "to allow that folder"
+    )
+    raise PathEscapeError(
+        f"{what}: path {str(path)!r} resolves to {real} (symlinks followed), outside the folders it "
+        f"may be read from ({where}); it was not read; fix: {fix}"
+    )
+
+
+def is_inside(path: str | Path, roots: Iterable[str | Path | None], base: Path | None = None) -> bool:
+    """``confine`` as a yes/no, for readers that skip (and say so) rather than fail."""
+    try:
+        confine(path, roots, "path", base)
+    except PathEscapeError:
+        return False
+    return True
