@@ -205,14 +205,13 @@ RESUME_OPTIONS = frozenset({"resume", "concurrency", "progress"})
 def check_resume_options(ctx: typer.Context) -> None:
     """``--resume`` continues a run with the settings its manifest recorded; any other option given
     on the command line would be silently ignored (or, worse, half applied), so it is refused."""
-    from click.core import ParameterSource
-
     from evalkit.errors import EvalkitError
 
-    given = [
-        p for p in ctx.command.params
-        if p.name not in RESUME_OPTIONS and ctx.get_parameter_source(p.name) is ParameterSource.COMMANDLINE
-    ]
+    def typed(name: str | None) -> bool:  # by name: typer ships its own copy of click's enum
+        source = ctx.get_parameter_source(name) if name else None
+        return source is not None and source.name == "COMMANDLINE"
+
+    given = [p for p in ctx.command.params if p.name not in RESUME_OPTIONS and typed(p.name)]
     if given:
         flags = ", ".join(p.opts[0] for p in given)
         raise EvalkitError(

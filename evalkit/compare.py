@@ -565,8 +565,8 @@ def _diff_value(value: Any) -> str:
 
 
 def diff_lines(diffs: list[tuple[str, Any, Any]]) -> list[str]:
-    """The differences as ``key: base -> cand`` lines, at most ``MAX_DIFF_LINES``."""
-    lines = [f"{k}: {_diff_value(b)} -> {_diff_value(c)}" for k, b, c in diffs[:MAX_DIFF_LINES]]
+    """The differences as ``key: base → cand`` lines, at most ``MAX_DIFF_LINES``."""
+    lines = [f"{k}: {_diff_value(b)} → {_diff_value(c)}" for k, b, c in diffs[:MAX_DIFF_LINES]]
     if len(diffs) > MAX_DIFF_LINES:
         lines.append(f"... and {len(diffs) - MAX_DIFF_LINES} more")
     return lines
@@ -752,7 +752,7 @@ def _md_header(cmp: Comparison) -> list[str]:
     lines.extend(f"- **{md_escape(g.message)}**" for g in cmp.gate_failures)
     lines.extend(f"- note: {md_escape(n)}" for n in cmp.run_notes)
     if cmp.config_differences:
-        lines.append("- settings that differ (base -> cand):")
+        lines.append("- settings that differ (base → cand):")
         lines.extend(f"  - {md_escape(line)}" for line in diff_lines(cmp.config_differences))
     else:
         lines.append("- settings that differ: none")
@@ -840,7 +840,7 @@ code { background: #f4f4f4; }
 <li>gates: {{ gates }}</li>
 {% for g in cmp.gate_failures %}<li class="worse"><strong>{{ g.message }}</strong></li>{% endfor %}
 {% for note in cmp.run_notes %}<li>note: {{ note }}</li>{% endfor %}
-<li>settings that differ (base -&gt; cand):{% if not diffs %} none{% endif %}
+<li>settings that differ (base → cand):{% if not diffs %} none{% endif %}
 {% if diffs %}<ul>{% for d in diffs %}<li><code>{{ d }}</code></li>{% endfor %}</ul>{% endif %}</li>
 {% if not_compared %}<li>not compared: {{ not_compared|join(", ") }}</li>{% endif %}
 {% if cmp.unknown_directions %}<li>direction unknown (never judged better/worse):

@@ -19,8 +19,10 @@ Readers and their roots:
   recorded for the record's task;
 - the leaderboard (``leaderboard.assets.copy_run_files``): the run directory only.
 
-The check resolves the path and returns the resolved path, which is what the caller then opens:
-a symlink swapped after the check cannot redirect the read of the returned path's last component.
+The check resolves the path and returns the resolved path, which is what callers then open. That
+narrows the window between check and read to the time in between; it does not close it against
+someone who can rewrite the data folder during a run (nothing short of opening with
+``O_NOFOLLOW`` per component would).
 """
 
 from __future__ import annotations
@@ -66,8 +68,13 @@ def confine(
     is folded only after links are followed, as the operating system does when opening."""
     given = Path(path)
     candidate = given if given.is_absolute() or base is None else Path(base) / given
-    real = candidate.resolve()
     allowed = resolved_roots(roots)
+    try:
+        real = candidate.resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte in the name
+        raise PathEscapeError(
+            f"{what}: path {str(path)!r} cannot be resolved ({exc}); it was not read; fix: name a real file"
+        ) from None
     if any(real.is_relative_to(root) for root in allowed):
         return real
     where = ", ".join(str(r) for r in allowed) or "(no folder)"
@@ -79,12 +86,3 @@ def confine(
         f"{what}: path {str(path)!r} resolves to {real} (symlinks followed), outside the folders it "
         f"may be read from ({where}); it was not read; fix: {fix}"
     )
-
-
-def is_inside(path: str | Path, roots: Iterable[str | Path | None], base: Path | None = None) -> bool:
-    """``confine`` as a yes/no, for readers that skip (and say so) rather than fail."""
-    try:
-        confine(path, roots, "path", base)
-    except PathEscapeError:
-        return False
-    return True

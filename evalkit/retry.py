@@ -62,7 +62,9 @@ async def _attempt(call: Callable[[], Awaitable[ModelOutput]], limit: float | No
     except TimeoutError:
         if not deadline.expired():
             raise  # not this deadline's: the adapter's own, left to the runner to record
-        raise ModelError("timeout", f"no complete answer within {limit:g} s ({flag})", transient=True) from None
+        raise ModelError(
+            "timeout", f"no complete answer within {limit:g} s ({flag})", transient=True
+        ) from None
 
 
 async def call_with_retries(

@@ -463,10 +463,10 @@ async def _evaluate_session(
         tasks = resolve_tasks(config.tasks, allow_paths=config.allow_paths)
         _check_capabilities(adapter, tasks)
         await adapter.check()
+        task_info = [t.describe() for t in tasks]  # reads every sample: bad data stops here
     except BaseException:
         await adapter.aclose()
         raise
-    task_info = [t.describe() for t in tasks]
     if resume_dir is None:
         store = RunStore.create(Path(config.out_dir), adapter.spec, [t.name for t in tasks])
         store.acquire_lock()
@@ -523,7 +523,12 @@ async def _evaluate_session(
                 cache.close()
     if disk_errors:
         raise disk_full_error(store, disk_errors)
-    finalize(store)
+    try:
+        finalize(store)
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        raise disk_full_error(store, [exc], finished=True) from None
     return store
 
 
@@ -567,11 +572,22 @@ def _end_session(
             disk_errors.append(exc)
 
 
-def disk_full_error(store: RunStore, errors: list[OSError]) -> EvalkitError:
-    """The one line a full disk gets: what failed, that finished records are kept, how to go on."""
+def disk_full_error(store: RunStore, errors: list[OSError], finished: bool = False) -> EvalkitError:
+    """The one line a full disk gets: what failed, that finished records are kept, how to go on
+    (``finished``: every answer is in, only summary and report are missing)."""
     first = errors[0]
     where = f" writing {first.filename}" if first.filename else ""
-    manifest = "" if len(errors) == 1 else "; the manifest could not be updated either (its status may still say running)"
+    if finished:
+        return EvalkitError(
+            f"{store.root}: no space left on the device{where} ({first.strerror or first}); every "
+            f"record is kept but summary.json/report.html are not written: free space, then "
+            f"`evalkit report {store.root}`"
+        )
+    manifest = (
+        ""
+        if len(errors) == 1
+        else "; the manifest could not be updated either (its status may still say running)"
+    )
     return EvalkitError(
         f"{store.root}: no space left on the device{where} ({first.strerror or first}); the run stopped "
         f"as failed, every finished record is kept{manifest}: free space, then "
@@ -639,11 +655,13 @@ def _score_passes(store: RunStore, manifest: dict[str, Any]) -> dict[str, ScoreP
     return passes
 
 
-def _apply_score_passes(records: Iterator[ScoreRecord], passes: dict[str, ScorePass]) -> Iterator[ScoreRecord]:
+def _apply_score_passes(
+    records: Iterator[ScoreRecord], passes: dict[str, ScorePass]
+) -> Iterator[ScoreRecord]:
     """Each task's records (contiguous and in sample order once the stream is sorted) through its
-    pass; other tasks' records unchanged."""
+    pass; other tasks' records unchanged (``Task.finalize_scores``)."""
     for task, group in itertools.groupby(records, key=lambda r: r.task):
-        yield from passes[task](group) if task in passes else group
+        yield from passes.get(task, Task.finalize_scores)(group)
 
 
 def _task_class(store: RunStore, dotted: str) -> type[Task]:

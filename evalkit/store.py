@@ -167,11 +167,14 @@ class RunStore:
             lock.acquire(timeout=0)
         except Timeout:
             raise RunLocked(
-                f"{self.root}: in use by {self._holder()}; wait for it to finish (or stop it), "
-                "then resume"
+                f"{self.root}: in use by {self._holder()}; wait for it to finish (or stop it), then resume"
             ) from None
         self._lock = lock
-        owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        owner = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
         atomic_write_text(self.root / LOCK_OWNER, json.dumps(owner) + "\n")
 
     def _holder(self) -> str:

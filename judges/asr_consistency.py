@@ -79,6 +79,10 @@ def error_rates(references: list[str], hypotheses: list[str]) -> tuple[float, fl
     )
 
 
+class EmptyText(ValueError):
+    """A turn whose text is empty: no WER exists, so the sample is a parse failure, not an error."""
+
+
 @register_judge("asr")
 class AsrConsistencyJudge(BatchedModelJudge):
     """Whisper transcript of the model's speech vs. the model's text: WER and CER."""
@@ -113,6 +117,16 @@ class AsrConsistencyJudge(BatchedModelJudge):
         transcripts = iter(asr.transcribe_batch(clips))
         results: list[Score | Exception] = []
         for turns in prepared:
+            if isinstance(turns, EmptyText):  # an empty answer is an answer: unreadable here, counted
+                results.append(
+                    Score(
+                        judge=self.name,
+                        metrics={"wer": None, "cer": None},
+                        parse_failed=True,
+                        explanation=str(turns),
+                    )
+                )
+                continue
             if isinstance(turns, Exception):
                 results.append(turns)
                 continue
@@ -157,7 +171,7 @@ class AsrConsistencyJudge(BatchedModelJudge):
                 )
             reference = normalise(output.text or "")
             if not reference:
-                raise ValueError(
+                raise EmptyText(
                     f"turn {k}: the model's text is empty; there is nothing to compare its speech with"
                 )
             samples, _ = audio_io.load(output.audio, sample_rate=WHISPER_RATE_HZ)

@@ -11,6 +11,7 @@ from decimal import Decimal, InvalidOperation
 from evalkit.models.reasoning import CLOSE, OPEN, split_reasoning
 from evalkit.records import ModelOutput
 
+
 def answer_text(output: ModelOutput) -> str:
     """The reply an answer rule reads: ``output.text`` ("" when the model said nothing), with any
     inline ``<think>...</think>`` an adapter without a reasoning parser left in it split off. Every

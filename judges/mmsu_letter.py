@@ -117,7 +117,11 @@ def option_texts(reference: dict[str, Any]) -> list[str]:
 
 def matching_letters(reference: dict[str, Any]) -> list[str]:
     """The letters whose option text is ``answer_gt`` (step 4): the letters that score correct."""
-    return [letter for letter, text in zip(LETTERS, option_texts(reference), strict=True) if text == reference["answer"]]
+    return [
+        letter
+        for letter, text in zip(LETTERS, option_texts(reference), strict=True)
+        if text == reference["answer"]
+    ]
 
 
 def official_verdict(response: str, reference: dict[str, Any]) -> tuple[Verdict, LetterRead]:

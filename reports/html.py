@@ -11,8 +11,9 @@ Self-contained and offline: plotly.js is inlined once (figures are JSON handed t
 while the total stays under ``EMBED_LIMIT_BYTES`` (beyond that, files are linked relative to the
 report so the run folder still works when moved). Only audio inside the run directory or the
 task's recorded data folders is shown, and embedded audio is decoded and re-encoded as WAV
-(``AudioLinker``): a record naming ``/etc/passwd`` shows a note, never the file's bytes. All model text goes through jinja2's
-autoescape, and JSON inside ``<script>`` is escaped so ``</script>`` in model text cannot end it.
+(``AudioLinker``): a record naming ``/etc/passwd`` shows a note, never the file's bytes. All
+model text goes through jinja2's autoescape, and JSON inside ``<script>`` is escaped so
+``</script>`` in model text cannot end it.
 Large runs: the sample browser holds the first ``max_samples`` samples (``EVALKIT_REPORT_MAX_SAMPLES``)
 and says so; tables and charts always cover the whole run.
 """
@@ -63,7 +64,9 @@ class AudioLinker:
         self.roots_by_task = roots_by_task or {}
 
     @classmethod
-    def for_run(cls, run_root: Path, manifest: dict[str, Any], budget: int = EMBED_LIMIT_BYTES) -> AudioLinker:
+    def for_run(
+        cls, run_root: Path, manifest: dict[str, Any], budget: int = EMBED_LIMIT_BYTES
+    ) -> AudioLinker:
         """The linker of a run: each task's recorded ``path_roots`` (a run written before they
         were recorded shows only audio inside its own directory)."""
         roots = {
@@ -343,7 +346,9 @@ def render(store: RunStore, max_samples: int | None = None, embed_limit: int = E
     scan = _scan(store, chart_data)
     rows = scan.rows()
     shown_keys = {key for key, _, _ in rows[:cap]}
-    shown = _with_audio(_shown_rows(store, shown_keys), AudioLinker.for_run(store.root, manifest, embed_limit))
+    shown = _with_audio(
+        _shown_rows(store, shown_keys), AudioLinker.for_run(store.root, manifest, embed_limit)
+    )
     charts = build_charts_from(summary, chart_data)
     has_figures = any(c.figure_json for c in charts)
     return (

@@ -40,7 +40,8 @@ Grading (``evalkit.judges.rubric``): one judge call per rubric item with the dat
 conversation as ``User:`` / ``Assistant:`` text with the model's reply last. Modes: ``official``
 (``amc-rubric``: an item whose judge reply stays unreadable after the re-asks is not met, as the
 evaluation guide scores it) and ``exclude-unreadable`` (``amc-rubric-exclude``: such an item is left
-out of its conversation's APR/ARS); both count those items (``n_judge_unreadable``). Other options: ``data``, ``revision``, ``split``, ``mode`` (see ``BenchmarkTask``),
+out of its conversation's APR/ARS); both count those items (``n_judge_unreadable``).
+Other options: ``data``, ``revision``, ``split``, ``mode`` (see ``BenchmarkTask``),
 ``judge_model`` (a model spec, default ``openai:o4-mini`` as the card names; its key comes from
 ``OPENAI_API_KEY`` like any ``openai:`` model) and ``judge_retries`` (re-asks after an unreadable
 judge reply, default 3).

@@ -340,8 +340,8 @@ def _rename_apart(name: str, group: list[Task]) -> None:
                 task.name = str(new)
             return
     raise EvalkitError(
-        f"{len(group)} different tasks are all named {name!r} and nothing in their paths tells them "
-        "apart; fix: run them as separate runs, or give a jsonl task its own name with name=NAME"
+        f"{len(group)} different tasks are all named {name!r} and no distinct names follow from their "
+        "paths; fix: run them as separate runs, or give a jsonl task its own name with name=NAME"
     )
 
 

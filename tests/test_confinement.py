@@ -83,7 +83,9 @@ def make_layout(root: Path) -> Layout:
     lines = []
     for sid, path in audio.items():
         turn = {"role": "user", "text": f"Question {sid}: what is 2 + 3?", "audio": {"path": path}}
-        lines.append(json.dumps({"id": sid, "task": "t", "conversation": [turn], "reference": {"answer": "5"}}))
+        lines.append(
+            json.dumps({"id": sid, "task": "t", "conversation": [turn], "reference": {"answer": "5"}})
+        )
     samples = data / "samples.jsonl"
     samples.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return Layout(root, samples, root / "outside", outside_wav)
@@ -137,10 +139,20 @@ def test_confine_resolves_dots_absolute_paths_and_symlinks(tmp_path: Path) -> No
     layout = make_layout(tmp_path)
     data = layout.samples.parent
     assert confine("clips/ok.wav", [data], "x", base=data) == (data / "clips" / "ok.wav").resolve()
-    for path in ("../../secret.txt", str(tmp_path / "secret-abs.txt"), "clips/link.wav", "clips/../../../secret.txt"):
-        with pytest.raises(PathEscapeError, match="sample 'q' field audio.path: path .* resolves to .*--allow-path"):
+    for path in (
+        "../../secret.txt",
+        str(tmp_path / "secret-abs.txt"),
+        "clips/link.wav",
+        "clips/../../../secret.txt",
+    ):
+        with pytest.raises(
+            PathEscapeError, match="sample 'q' field audio.path: path .* resolves to .*--allow-path"
+        ):
             confine(path, [data], "sample 'q' field audio.path", base=data)
     assert confine("../../outside/tone.wav", [data, layout.outside], "x", base=data).name == "tone.wav"
+    (data / "loop.wav").symlink_to(data / "loop.wav")
+    with pytest.raises(PathEscapeError, match="cannot be resolved .*it was not read"):
+        confine("loop.wav", [data], "x", base=data)
     # a root given through a symlink still contains its own files
     (tmp_path / "data-link").symlink_to(data, target_is_directory=True)
     assert confine(tmp_path / "data-link" / "clips" / "ok.wav", [tmp_path / "data-link"], "x").is_file()
@@ -201,7 +213,11 @@ def test_allow_path_lets_the_outside_wav_through_and_only_it(server: OpenAIServe
     layout = make_layout(tmp_path / "world")
     before = server.hits
     proc = _run(
-        server, f"jsonl:path={layout.samples},judges=numeric", tmp_path / "runs", "--allow-path", str(layout.outside)
+        server,
+        f"jsonl:path={layout.samples},judges=numeric",
+        tmp_path / "runs",
+        "--allow-path",
+        str(layout.outside),
     )
     assert_ok(proc)
     run = only_run_dir(tmp_path / "runs")
@@ -230,7 +246,10 @@ def test_report_of_a_tampered_run_embeds_only_confined_audio(server: OpenAIServe
     evil: dict[str, Any] = {
         "rel": (str(tmp_path / "world" / "secret.txt"), "../../world/secret.txt"),
         "abs": ("/etc/passwd", "audio/fake.wav"),
-        "link": (str(layout.samples.parent / "clips" / "link.wav"), str(tmp_path / "world" / "outside" / "tone.wav")),
+        "link": (
+            str(layout.samples.parent / "clips" / "link.wav"),
+            str(tmp_path / "world" / "outside" / "tone.wav"),
+        ),
     }
     for line in lines:
         if line["sample_id"] in evil:
@@ -291,7 +310,9 @@ def test_duplicate_sample_ids_are_one_line_before_any_request(server: OpenAIServ
 def test_non_utf8_samples_file_is_one_line(server: OpenAIServer, tmp_path: Path) -> None:
     path = tmp_path / "latin1.jsonl"
     good = json.dumps({"id": "a", "task": "t", "conversation": [{"role": "user", "text": "hi"}]})
-    path.write_bytes(good.encode() + b"\n" + good.replace('"a"', '"b"').replace("hi", "caf\xe9").encode("latin1"))
+    path.write_bytes(
+        good.encode() + b"\n" + good.replace('"a"', '"b"').replace("hi", "caf\xe9").encode("latin1")
+    )
     before = server.hits
     proc = _run(server, f"jsonl:path={path},judges=numeric", tmp_path / "runs")
     _one_error_line(proc, f"{path}: line 2 is not UTF-8", "byte 0xe9", "fix: re-save the file as UTF-8")
@@ -300,7 +321,12 @@ def test_non_utf8_samples_file_is_one_line(server: OpenAIServer, tmp_path: Path)
 
 def _write(path: Path, sid: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    row = {"id": sid, "task": "t", "conversation": [{"role": "user", "text": "2 + 2?"}], "reference": {"answer": "4"}}
+    row = {
+        "id": sid,
+        "task": "t",
+        "conversation": [{"role": "user", "text": "2 + 2?"}],
+        "reference": {"answer": "4"},
+    }
     path.write_text(json.dumps(row) + "\n", encoding="utf-8")
     return path
 
@@ -322,7 +348,12 @@ def test_two_samples_files_of_one_name_get_names_from_their_folders(tmp_path: Pa
     assert [t.name for t in named] == ["mine", "jsonl-samples"]
     with pytest.raises(EvalkitError, match="all named 'jsonl-samples' .* name=NAME"):
         resolve_tasks(f"jsonl:path={a},judges=numeric,jsonl:path={a},judges=exact")
-    with pytest.raises(EvalkitError, match="would both be named 'mine'"):
+    with pytest.raises(EvalkitError, match="would both be named 'jsonl-a-samples'"):
+        resolve_tasks(
+            f"jsonl:path={a},judges=numeric,jsonl:path={b},judges=numeric,"
+            f"jsonl:path={c},judges=numeric,name=jsonl-a-samples"
+        )
+    with pytest.raises(EvalkitError, match="2 different tasks are all named 'mine'"):
         resolve_tasks(f"jsonl:path={a},judges=numeric,name=mine,jsonl:path={b},judges=numeric,name=mine")
 
 
@@ -356,4 +387,6 @@ def test_a_benchmark_row_naming_a_file_outside_its_data_folder_is_refused(tmp_pa
     with pytest.raises(PathEscapeError, match="sample 'evil' turn 0 field audio.path"):
         task.confine_sample(evil)
     [allowed] = resolve_tasks(f"mmau-mini:data={data}", allow_paths=[layout.root])
-    assert allowed.confine_sample(list(allowed.samples())[1]).conversation[0].audio.path.endswith("secret.txt")
+    assert (
+        allowed.confine_sample(list(allowed.samples())[1]).conversation[0].audio.path.endswith("secret.txt")
+    )

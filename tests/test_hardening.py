@@ -19,7 +19,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -42,8 +41,12 @@ pytest.importorskip("aiohttp")
 def write_task(path: Path, n: int) -> str:
     """``n`` one-turn text samples whose right answer is ``i * 3`` (the loopback echoes it)."""
     rows = [
-        {"id": f"q{i:03d}", "task": "x", "conversation": [{"role": "user", "text": f"Say {i * 3}."}],
-         "reference": {"answer": str(i * 3)}}
+        {
+            "id": f"q{i:03d}",
+            "task": "x",
+            "conversation": [{"role": "user", "text": f"Say {i * 3}."}],
+            "reference": {"answer": str(i * 3)},
+        }
         for i in range(n)
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -78,11 +81,19 @@ def test_another_model_behind_the_same_url_and_name_is_asked_again(tmp_path):
     task, cache = write_task(tmp_path / "s.jsonl", 6), str(tmp_path / "cache.sqlite")
     with OpenAIServer() as first:
         port, model = first.port, spec(first)
-        assert_ok(evalkit_run("--model", model, "--tasks", task, "--cache-path", cache, "--out", str(tmp_path / "a")))
+        assert_ok(
+            evalkit_run(
+                "--model", model, "--tasks", task, "--cache-path", cache, "--out", str(tmp_path / "a")
+            )
+        )
         assert first.hits == 6
     with OpenAIServer(port=port, answer=wrong) as second:
         assert spec(second) == model
-        assert_ok(evalkit_run("--model", model, "--tasks", task, "--cache-path", cache, "--out", str(tmp_path / "b")))
+        assert_ok(
+            evalkit_run(
+                "--model", model, "--tasks", task, "--cache-path", cache, "--out", str(tmp_path / "b")
+            )
+        )
         assert second.hits == 6
         pinned = ["--model", model, "--tasks", task, "--cache-path", cache, "--model-revision", "wrong-v1"]
         assert_ok(evalkit_run(*pinned, "--out", str(tmp_path / "c")))
@@ -110,11 +121,22 @@ def wait_for(predicate, timeout: float = 30.0) -> None:
 
 
 def test_resume_of_a_live_run_is_refused_and_sigterm_stops_it_resumably(tmp_path):
-    task = write_task(tmp_path / "s.jsonl", 20)
+    task = write_task(tmp_path / "s.jsonl", 40)
     out = tmp_path / "runs"
-    with OpenAIServer(delay=0.25) as server:
+    with OpenAIServer(delay=0.3) as server:  # 40 x 0.3 s: alive long after the checks
         live = subprocess.Popen(
-            [*CLI, "--model", spec(server), "--tasks", task, "--out", str(out), "--concurrency", "1", "--no-cache"],
+            [
+                *CLI,
+                "--model",
+                spec(server),
+                "--tasks",
+                task,
+                "--out",
+                str(out),
+                "--concurrency",
+                "1",
+                "--no-cache",
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -133,12 +155,15 @@ def test_resume_of_a_live_run_is_refused_and_sigterm_stops_it_resumably(tmp_path
         manifest = read_json(run_dir / "manifest.json")
         assert manifest["status"] == "interrupted"
         done = len(read_jsonl(run_dir / "responses.jsonl"))
-        assert 0 < done < 20
+        assert 0 < done < 40
 
+        server.delay = 0.0
         assert_ok(evalkit_run("--resume", str(run_dir)))
-        assert server.hits <= 20 + 1  # at most the one request in flight at SIGTERM was sent twice
+        assert server.hits <= 40 + 1  # at most the one request in flight at SIGTERM was sent twice
     assert read_json(run_dir / "manifest.json")["status"] == "completed"
-    assert sorted(r["sample_id"] for r in read_jsonl(run_dir / "responses.jsonl")) == [f"q{i:03d}" for i in range(20)]
+    assert sorted(r["sample_id"] for r in read_jsonl(run_dir / "responses.jsonl")) == [
+        f"q{i:03d}" for i in range(40)
+    ]
     assert not (run_dir / ".lock.owner").exists()
 
 
@@ -175,7 +200,9 @@ def test_the_request_budget_bounds_all_retries_together():
         output, elapsed = ask(adapter, policy)
         attempts = server.hits
     assert output.error is not None and output.error.kind == "timeout"
-    assert "--request-budget 1.5 s spent" in output.error.message or "(--request-budget)" in output.error.message
+    assert (
+        "--request-budget 1.5 s spent" in output.error.message or "(--request-budget)" in output.error.message
+    )
     assert elapsed < 1.5 + 1.0 and 2 <= attempts < 50
 
 
@@ -183,8 +210,19 @@ def test_timeout_through_the_cli_and_the_card_default(tmp_path):
     task = write_task(tmp_path / "s.jsonl", 1)
     with OpenAIServer(trickle=0.3) as server:
         started = time.monotonic()
-        proc = evalkit_run("--model", spec(server), "--tasks", task, "--out", str(tmp_path), "--timeout", "1",
-                           "--retries", "1", "--no-cache")
+        proc = evalkit_run(
+            "--model",
+            spec(server),
+            "--tasks",
+            task,
+            "--out",
+            str(tmp_path),
+            "--timeout",
+            "1",
+            "--retries",
+            "1",
+            "--no-cache",
+        )
         elapsed = time.monotonic() - started
     assert_ok(proc)
     [record] = read_jsonl(only_run_dir(tmp_path) / "responses.jsonl")
@@ -211,8 +249,19 @@ def test_a_full_disk_fails_the_run_in_one_line_and_resume_finishes_it(tmp_path, 
         real_append(self, record)
 
     with OpenAIServer() as server:
-        args = ["run", "--no-progress", "--model", spec(server), "--tasks", task, "--out", str(tmp_path / "r"),
-                "--concurrency", "1", "--no-cache"]
+        args = [
+            "run",
+            "--no-progress",
+            "--model",
+            spec(server),
+            "--tasks",
+            task,
+            "--out",
+            str(tmp_path / "r"),
+            "--concurrency",
+            "1",
+            "--no-cache",
+        ]
         monkeypatch.setattr(JsonlAppender, "append", append_until_full)
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2, result.output
@@ -245,7 +294,9 @@ def test_credentials_in_a_url_are_one_redacted_line(tmp_path, args):
     assert "credentials" in line and "***@127.0.0.1" in line
     assert "s3cretpass" not in proc.stderr + proc.stdout
     assert not (tmp_path / "r").exists()
-    assert "s3cretpass" not in redact_command(["evalkit", "run", "--base-url", "http://alice:s3cretpass@h/v1"])
+    assert "s3cretpass" not in redact_command(
+        ["evalkit", "run", "--base-url", "http://alice:s3cretpass@h/v1"]
+    )
 
 
 def test_options_a_resume_cannot_honour_are_refused(tmp_path):
@@ -270,9 +321,21 @@ def test_an_echoed_api_key_is_scrubbed_from_every_stored_file(tmp_path):
     with OpenAIServer(answer=echo_key, think="field") as server:
         env = {**os.environ, "OPENAI_API_KEY": KEY}
         proc = subprocess.run(
-            [*CLI, "--model", spec(server), "--tasks", write_task(tmp_path / "s.jsonl", 1),
-             "--out", str(tmp_path / "r"), "--cache-path", str(cache)],
-            capture_output=True, text=True, timeout=120, env=env,
+            [
+                *CLI,
+                "--model",
+                spec(server),
+                "--tasks",
+                write_task(tmp_path / "s.jsonl", 1),
+                "--out",
+                str(tmp_path / "r"),
+                "--cache-path",
+                str(cache),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
         )
         assert_ok(proc)
         assert server.requests[0].authorization == f"Bearer {KEY}"  # it did travel, in the header only
@@ -289,4 +352,3 @@ def test_scrub_output_touches_only_outputs_that_hold_a_secret():
     assert scrub_output(clean, [KEY]) is clean
     dirty = ModelOutput(error=ErrorInfo(kind="http_401", message=f"bad key {KEY}"))
     assert scrub_output(dirty, [KEY]).error.message == "bad key ***"
-    assert sys.getrefcount(clean) > 0

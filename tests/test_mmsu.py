@@ -458,7 +458,10 @@ def test_cli_run_carries_the_previous_letter_over(mmsu_dir: Path, tmp_path: Path
     for sample in task.samples():  # the script's loop over the dataset order, by hand
         if sample.reference["choices"][1] in ("Surprised", "never"):  # emo-2, stress-1 answer "A"
             letter = "A"
-        expected.append(letter is not None and sample.reference["choices"]["ABCD".index(letter)] == sample.reference["answer"])
+        expected.append(
+            letter is not None
+            and sample.reference["choices"]["ABCD".index(letter)] == sample.reference["answer"]
+        )
     with OpenAIServer(answer=answer) as server:
         proc = evalkit_run(
             "--model",

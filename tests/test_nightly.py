@@ -179,6 +179,15 @@ def test_nights_baseline_history_and_a_planted_regression(server, tmp_path):
     assert_exit(night5, 0)
     assert len(history(state)) == 5 and history(state)[4]["baseline_run_dir"] == rec4["run_dir"]
 
+    # night 6: every request refused (400): no metric can regress on zero pairs, the gates fail it
+    server.fail_matching(lambda body: True, status=400)
+    night6 = evalkit("nightly", str(config), "--date", "2024-05-06")
+    assert_exit(night6, 1)
+    rec6 = history(state)[5]
+    assert rec6["exit_code"] == 1 and rec6["regressions"] == []
+    assert any("demo-choice" in g and "--min-coverage" in g for g in rec6["gate_failures"])
+    assert "REGRESSED" in night6.stdout and "gate failed" in night6.stdout
+
 
 def test_same_date_twice_gets_its_own_night_folder(server, tmp_path):
     config = write_config(tmp_path, server, tasks=["demo-arithmetic"], run={"limit": 2})

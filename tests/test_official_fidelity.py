@@ -168,7 +168,9 @@ def test_mmau_official_matches_evaluation_py() -> None:
             expected = mmau_authors_match(row["answer"], authors_input(reply), row["choices"])
             score = judge.score(sample, [output_of(reply, cut)])
             assert score.error is None and score.metrics["accuracy"] == float(expected), (row["id"], reply)
-            records.append(ScoreRecord(task="mmau-mini", sample_id=row["id"], sample_index=len(records), score=score))
+            records.append(
+                ScoreRecord(task="mmau-mini", sample_id=row["id"], sample_index=len(records), score=score)
+            )
             authors_correct.append(expected)
     assert len(records) >= 300
     assert 0 < sum(authors_correct) < len(authors_correct)
@@ -194,14 +196,22 @@ def test_mmau_reply_without_words_is_wrong_even_for_an_answer_without_words() ->
 
 # == MMSU ==========================================================================================
 
+
+def mmsu_row(options: str, answer_gt: str) -> dict[str, Any]:
+    """A record in mmsu_evaluation.py's fields from "A|B|C|D" option texts."""
+    return {f"choice_{c}": text for c, text in zip("abcd", options.split("|"), strict=True)} | {
+        "answer_gt": answer_gt
+    }
+
+
 MMSU_ROWS: list[dict[str, Any]] = [
-    {"choice_a": "Sad", "choice_b": "Happy", "choice_c": "Angry", "choice_d": "Neutral", "answer_gt": "Happy"},
-    {"choice_a": "Calm", "choice_b": "Surprised", "choice_c": "Fearful", "choice_d": "Disgusted", "answer_gt": "Calm"},
-    {"choice_a": "I", "choice_b": "never", "choice_c": "said", "choice_d": "that", "answer_gt": "said"},
-    {"choice_a": "Rising", "choice_b": "Falling", "choice_c": "Flat", "choice_d": "Rising", "answer_gt": "Rising"},
-    {"choice_a": "To ask", "choice_b": "To refuse", "choice_c": "To agree", "choice_d": "To greet", "answer_gt": "To greet"},
-    {"choice_a": "One", "choice_b": "Two", "choice_c": "Three", "choice_d": "Four", "answer_gt": "Five"},
-]  # fmt: skip
+    mmsu_row("Sad|Happy|Angry|Neutral", "Happy"),
+    mmsu_row("Calm|Surprised|Fearful|Disgusted", "Calm"),
+    mmsu_row("I|never|said|that", "said"),
+    mmsu_row("Rising|Falling|Flat|Rising", "Rising"),  # two options hold answer_gt: A or D is right
+    mmsu_row("To ask|To refuse|To agree|To greet", "To greet"),
+    mmsu_row("One|Two|Three|Four", "Five"),  # answer_gt is no option: never right
+]
 
 
 def mmsu_authors_run(records: list[dict[str, Any]]) -> list[str]:
@@ -228,7 +238,12 @@ def mmsu_authors_run(records: list[dict[str, Any]]) -> list[str]:
                 continue
         elif not have_letter:
             raise UnboundLocalError("model_predict")
-        options = {"A": record["choice_a"], "B": record["choice_b"], "C": record["choice_c"], "D": record["choice_d"]}
+        options = {
+            "A": record["choice_a"],
+            "B": record["choice_b"],
+            "C": record["choice_c"],
+            "D": record["choice_d"],
+        }
         outcomes.append("correct" if options[letter] == record["answer_gt"] else "wrong")
     return outcomes
 
@@ -285,10 +300,14 @@ def test_mmsu_official_matches_mmsu_evaluation_py_with_carry_over() -> None:
     counted = [e for e in expected if e != "skipped"]
     summary = summarise_judge(records, [], 0, ("mmsu-bench", "mmsu-official"))
     assert summary["metrics"]["accuracy"]["n"] == len(counted)
-    assert summary["metrics"]["accuracy"]["value"] == pytest.approx(counted.count("correct") / len(counted), abs=1e-12)
+    assert summary["metrics"]["accuracy"]["value"] == pytest.approx(
+        counted.count("correct") / len(counted), abs=1e-12
+    )
     # the same scores also carry the item-independent number, which differs here
     independent = summary["metrics"]["accuracy_independent"]
-    assert independent["n"] == len(counted) and independent["value"] != summary["metrics"]["accuracy"]["value"]
+    assert (
+        independent["n"] == len(counted) and independent["value"] != summary["metrics"]["accuracy"]["value"]
+    )
 
 
 def test_mmsu_independent_mode_is_the_rule_without_carry_over() -> None:
@@ -314,7 +333,10 @@ def test_mmsu_carry_over_is_idempotent_and_skips_errors_and_skipped_items() -> N
     ]
     records = mmsu_evalkit_scores(corpus, "mmsu-official")
     failed = ScoreRecord(
-        task="mmsu-bench", sample_id="err", sample_index=1, score=Score(judge="mmsu-official", error=ErrorInfo(kind="model_error", message="x"))
+        task="mmsu-bench",
+        sample_id="err",
+        sample_index=1,
+        score=Score(judge="mmsu-official", error=ErrorInfo(kind="model_error", message="x")),
     )
     records.insert(1, failed)
     once = list(MMSUTask.finalize_scores(iter(records)))
@@ -430,7 +452,22 @@ DIGIT_ONLY_REFERENCES: list[str | list[str]] = ["1,234", ["1,234"]]
 
 
 def spoken_mqa_replies(rng: random.Random) -> list[tuple[str, bool]]:
-    answers = ["7", "8", "42", "12", "12.0", "0.5", ".5", "1/2", "1,234", "1234", "-3", "2468", "10000000000000000", "(b)"]
+    answers = [
+        "7",
+        "8",
+        "42",
+        "12",
+        "12.0",
+        "0.5",
+        ".5",
+        "1/2",
+        "1,234",
+        "1234",
+        "-3",
+        "2468",
+        "10000000000000000",
+        "(b)",
+    ]
     answers += ["$7.00", "7 apples", "42 km", "50%", "seven", "1 234", "7/"]
     fillers = ["3 + 4 = 7", "first 40 then 2", "we subtract 5 from 12", "half of 1 is 0.5"]
     replies = shapes(rng, answers, fillers)
@@ -465,7 +502,9 @@ def test_spoken_mqa_official_matches_audiobench(split: str) -> None:
             expected = audiobench_item(reply, reference, split)
             score = judge.score(sample, [output_of(reply, cut)])
             assert score.error is None and score.passed is expected, (reference, reply)
-            records.append(ScoreRecord(task="spoken-mqa", sample_id=sample.id, sample_index=len(records), score=score))
+            records.append(
+                ScoreRecord(task="spoken-mqa", sample_id=sample.id, sample_index=len(records), score=score)
+            )
             authors_correct.append(expected)
     assert len(replies) >= 300 / 4 and len(records) >= 300
     assert 0 < sum(authors_correct) < len(authors_correct)
@@ -477,7 +516,11 @@ def test_spoken_mqa_official_matches_audiobench(split: str) -> None:
 
 def spoken_score(reply: str, reference: Any, split: str) -> Any:
     sample = Sample(
-        id="s", task="t", conversation=[Turn(role="user", text="q")], reference={"answer": reference}, meta={"split": split}
+        id="s",
+        task="t",
+        conversation=[Turn(role="user", text="q")],
+        reference={"answer": reference},
+        meta={"split": split},
     )
     return load_judge("spoken-mqa-official").score(sample, [output_of(reply)])
 
@@ -507,7 +550,9 @@ def test_spoken_mqa_only_the_first_acceptable_answer_counts() -> None:
         (["1,234"], "single_step_reasoning", "not a number after delete_extra_zero"),
     ],
 )
-def test_spoken_mqa_references_the_script_cannot_score_are_judge_errors(reference: Any, split: str, why: str) -> None:
+def test_spoken_mqa_references_the_script_cannot_score_are_judge_errors(
+    reference: Any, split: str, why: str
+) -> None:
     with pytest.raises(ValueError, match=why):
         spoken_score("The answer is 7", reference, split)
     with pytest.raises(TypeError):  # the script itself stops there

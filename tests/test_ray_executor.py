@@ -95,7 +95,9 @@ def test_ray_run_shares_the_response_cache_with_a_local_run(ray_cluster, tmp_pat
         task = write_task(tmp_path / "cached.jsonl", 6)
         cache = str(tmp_path / "cache.sqlite")
         evaluate(
-            RunConfig(model=spec, tasks=task, out_dir=str(tmp_path / "a"), cache_path=cache, model_revision="v1"),
+            RunConfig(
+                model=spec, tasks=task, out_dir=str(tmp_path / "a"), cache_path=cache, model_revision="v1"
+            ),
             show_progress=False,
         )
         assert server.hits == 6

@@ -41,7 +41,7 @@ def run(
         "--base-url", server.base_url, "--out", str(out), "--cache-path", str(tmp_path / f"{name}.db"), *args
     )  # fmt: skip
     assert_ok(proc)
-    return proc, only_run_dir(out)
+    return proc, out
 
 
 def test_step_audio_on_mmau_mini_sends_the_cards_budget_and_counts_empty_and_cut_replies(
@@ -53,6 +53,7 @@ def test_step_audio_on_mmau_mini_sends_the_cards_budget_and_counts_empty_and_cut
             "--model", "step-audio-r1.5", "--tasks", "mmau-mini", "--data", str(data), "--limit", "4",
             server=server, tmp_path=tmp_path, name="runs",
         )  # fmt: skip
+        run_dir = only_run_dir(run_dir)
         bodies = [r.body for r in server.requests]
     assert len(bodies) == 4
     for body in bodies:
@@ -96,6 +97,7 @@ def test_command_line_beats_the_card(tmp_path: Path) -> None:
             "--max-tokens", "2048", "--temperature", "0.2", "--top-p", "0.9",
             server=server, tmp_path=tmp_path, name="runs",
         )  # fmt: skip
+        run_dir = only_run_dir(run_dir)
         [body] = [r.body for r in server.requests]
     assert (body["max_tokens"], body["temperature"], body["top_p"]) == (2048, 0.2, 0.9)
     generation = read_json(run_dir / "manifest.json")["generation"]["mmau-mini"]
@@ -163,6 +165,45 @@ def test_reasoning_budget_sweep_and_its_comparison(tmp_path: Path) -> None:
     assert "Plotly.newPlot('budgets'" in page.read_text(encoding="utf-8")
 
     bad = subprocess.run(
-        [*cmd[:4], str(run_dirs[0]), "--out", str(page)], capture_output=True, text=True, timeout=60
+        [*cmd[:5], str(run_dirs[0]), "--out", str(page)], capture_output=True, text=True, timeout=60
     )
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "two or more" in bad.stderr
+
+
+TEXT_JUDGES = [
+    "choice", "math-verify", "mmau-choice", "mmau-string-match", "mmsu-extract", "mmsu-official",
+    "mmsu-independent", "mmsu-strict", "numeric", "numeric-spoken", "spoken-mqa-official",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", TEXT_JUDGES)
+@pytest.mark.parametrize("text", ["", "  \n", None], ids=["empty", "whitespace", "none"])
+def test_text_judges_score_an_empty_answer(name: str, text: str | None) -> None:
+    """An empty answer reaches every text judge as an answer: scored (wrong), never a crash."""
+    from evalkit.judges.base import load_judge
+    from evalkit.records import ModelOutput, Sample, Turn
+
+    choices = ["one", "two", "three", "four"]
+    reference = {"answer": "four", "choices": choices, "answer_gt": "four", "split": "short_digit"}
+    sample = Sample(id="x", task="t", conversation=[Turn(role="user", text="q")], reference=reference)
+    score = load_judge(name).score(sample, [ModelOutput(text=text)])
+    assert score.error is None and score.metrics.get("accuracy") in (0.0, None)
+
+
+def test_reasoning_budget_values() -> None:
+    from evalkit.cli import budget_configs
+    from evalkit.errors import EvalkitError
+    from evalkit.runner import RunConfig
+
+    config = RunConfig(model="m", tasks="t")
+    assert budget_configs(config, None, None) == [config]
+    assert [c.max_tokens for c in budget_configs(config, ["512", "1024, 4096", "512"], None)] == [
+        512,
+        1024,
+        4096,
+    ]
+    for bad in (["0"], ["1k"], [","]):
+        with pytest.raises(EvalkitError, match="positive token counts"):
+            budget_configs(config, bad, None)
+    with pytest.raises(EvalkitError, match="drop --max-tokens"):
+        budget_configs(RunConfig(model="m", tasks="t", max_tokens=8), ["16"], None)

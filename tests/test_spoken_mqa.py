@@ -20,23 +20,18 @@ from evalkit.testing.openai_server import OpenAIServer, Reply, last_user_text
 
 INSTRUCTION = "Please answer the question in the audio. End with: The answer is N."
 
-# (transcript, answer.text) per hub split, in both shapes on every split: a list of reference texts
-# (as the hub stores them and AudioBench's current scorer reads them) and a plain string
-ROWS: dict[str, list[tuple[str, str | list[str]]]] = {
-    "short_digit": [("What is three plus four?", "7"), ("What is ten minus two?", ["8"])],
-    "long_digit": [
-        ("What is one thousand two hundred and thirty four times two?", ["2468"]),
-        ("What is one hundred times five?", "500"),
-    ],
-    "single_step_reasoning": [
-        ("Tom has five apples and eats two. How many are left?", ["3"]),
-        ("Ann has ten pens and gives away four. How many are left?", "6"),
-    ],
+# (transcript, answer) per hub split; each split's file is written in both shapes of answer.text
+# (the ``dataset`` fixture): a list of reference texts, as the hub stores them and AudioBench's
+# current scorer reads them, and a plain string, as a hand-made copy may have it
+ROWS = {
+    "short_digit": [("What is three plus four?", "7"), ("What is ten minus two?", "8")],
+    "long_digit": [("What is one thousand two hundred and thirty four times two?", "2468")],
+    "single_step_reasoning": [("Tom has five apples and eats two. How many are left?", "3")],
     "multi_step_reasoning": [
-        ("A pen costs two dollars. How much do three pens and a one dollar cap cost?", ["7"]),
-        ("A box holds four eggs. How many eggs are in three boxes minus one egg?", "11"),
+        ("A pen costs two dollars. How much do three pens and a one dollar cap cost?", "7")
     ],
 }
+SHAPES = {"string": lambda answer: answer, "list": lambda answer: [answer]}
 
 
 def tone(seconds: float = 0.2, rate: int = 16000, freq: float = 440.0) -> np.ndarray:
@@ -44,8 +39,9 @@ def tone(seconds: float = 0.2, rate: int = 16000, freq: float = 440.0) -> np.nda
     return (0.1 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
-def write_jsonl_dataset(root: Path) -> Path:
-    """The hub layout as JSONL, one file per split, audio as WAV paths relative to the folder."""
+def write_jsonl_dataset(root: Path, shape: str = "list") -> Path:
+    """The hub layout as JSONL, one file per split, audio as WAV paths relative to the folder;
+    ``answer.text`` in the given shape (one shape per file: a JSON column has one type)."""
     (root / "audio").mkdir(parents=True)
     for split, rows in ROWS.items():
         lines = []
@@ -58,7 +54,7 @@ def write_jsonl_dataset(root: Path) -> Path:
                         "context": {"bytes": None, "path": wav},
                         "context_transcript": transcript,
                         "instruction": {"text": INSTRUCTION},
-                        "answer": {"text": answer},
+                        "answer": {"text": SHAPES[shape](answer)},
                     }
                 )
             )
@@ -66,16 +62,23 @@ def write_jsonl_dataset(root: Path) -> Path:
     return root
 
 
+@pytest.fixture(params=list(SHAPES))
+def shape(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture
-def dataset(tmp_path: Path) -> Path:
-    return write_jsonl_dataset(tmp_path / "spoken-mqa")
+def dataset(tmp_path: Path, shape: str) -> Path:
+    return write_jsonl_dataset(tmp_path / "spoken-mqa", shape)
 
 
-def test_split_task_reads_the_official_layout(dataset: Path) -> None:
+def test_split_task_reads_the_official_layout(dataset: Path, shape: str) -> None:
     [task] = resolve_tasks(f"spoken-mqa-short-digit:data={dataset}")
     assert task.name == "spoken-mqa-short-digit" and task.split == "short_digit"
     samples = list(task.samples())
-    assert [s.reference for s in samples] == [{"answer": "7"}, {"answer": ["8"]}]  # a list stays a list
+    assert [s.reference for s in samples] == [
+        {"answer": SHAPES[shape](a)} for a in ("7", "8")
+    ]  # a list stays a list
     first = samples[0]
     assert first.id == "short_digit-00000" and first.meta == {"split": "short_digit"}
     [turn] = first.conversation
@@ -98,7 +101,7 @@ def test_split_task_reads_the_official_layout(dataset: Path) -> None:
     assert task.judges == ("spoken-mqa-official",)
 
 
-def test_family_covers_the_four_reference_splits(dataset: Path) -> None:
+def test_family_covers_the_four_reference_splits(dataset: Path, shape: str) -> None:
     tasks = resolve_tasks("spoken-mqa", data=str(dataset))
     assert [t.name for t in tasks] == [
         "spoken-mqa-short-digit",
@@ -108,7 +111,7 @@ def test_family_covers_the_four_reference_splits(dataset: Path) -> None:
     ]
     for task in tasks:
         expected = ROWS[task.split]
-        assert [s.reference["answer"] for s in task.samples()] == [a for _, a in expected]
+        assert [s.reference["answer"] for s in task.samples()] == [SHAPES[shape](a) for _, a in expected]
         assert [s.conversation[0].transcript for s in task.samples()] == [t for t, _ in expected]
     assert {t.default_split for t in tasks} == set(ROWS)
     [knowledge] = resolve_tasks("spoken-mqa-knowledge")
@@ -152,7 +155,9 @@ def test_unknown_mode_and_missing_answer_are_user_errors(tmp_path: Path) -> None
     with pytest.raises(EvalkitError, match="row 0: no 'answer' text"):
         list(task.samples())
     for bad in ([], ["7", ""], ["7", 8]):
-        path.write_text(json.dumps({"context": "a.wav", "instruction": {"text": "Q"}, "answer": {"text": bad}}))
+        path.write_text(
+            json.dumps({"context": "a.wav", "instruction": {"text": "Q"}, "answer": {"text": bad}})
+        )
         [task] = resolve_tasks(f"spoken-mqa-short-digit:data={path}")
         with pytest.raises(EvalkitError, match="row 0: 'answer.text' must be a text or a non-empty list"):
             list(task.samples())

@@ -325,3 +325,91 @@ def test_cascade_cache_identity_follows_asr_decoding() -> None:
     assert identity.startswith(adapter.spec) and "float32/beam5" in identity
     adapter.transcriber.compute_type = "int8"
     assert adapter.cache_identity != identity
+
+
+# -- one writer per run directory -----------------------------------------------------------------
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    import os
+
+    from evalkit.store import RunLocked
+
+    root = tmp_path / "run"
+    root.mkdir()
+    first, second = RunStore(root), RunStore(root)
+    first.acquire_lock()
+    with pytest.raises(RunLocked, match=f"in use by pid {os.getpid()} on "):
+        second.acquire_lock()
+    first.release_lock()
+    with second.locked():
+        assert json.loads((root / ".lock.owner").read_text())["pid"] == os.getpid()
+    assert not (root / ".lock.owner").exists()
+    first.release_lock()  # releasing what one does not hold is a no-op
+
+
+def test_concurrent_atomic_writes_use_their_own_temporary_files(tmp_path: Path) -> None:
+    """Two writers of one file each rename their own temporary: before, they shared ``.tmp`` and
+    one crashed on the other's rename."""
+    import threading
+
+    from evalkit.store import atomic_write_text, temp_path
+
+    target = tmp_path / "summary.json"
+    assert temp_path(target) != target and temp_path(target).name.startswith("summary.json.")
+    errors: list[BaseException] = []
+
+    def write(tag: str) -> None:
+        try:
+            for i in range(100):
+                atomic_write_text(target, f"{tag}{i}\n")
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and target.read_text() in {"a99\n", "b99\n"}
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+# -- cache scopes -----------------------------------------------------------------------------------
+def test_cache_entries_are_scoped_and_record_their_run(tmp_path: Path) -> None:
+    import sqlite3
+
+    from evalkit.cache import cache_scope, scoped_key
+
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)  # a cache file made before scopes existed
+    old.execute(
+        "CREATE TABLE responses (key TEXT PRIMARY KEY, model_spec TEXT NOT NULL, "
+        "output TEXT NOT NULL, created REAL NOT NULL)"
+    )
+    old.commit()
+    old.close()
+    cache = ResponseCache(path)
+    unpinned, pinned = cache_scope(None, "run-a"), cache_scope("v1", "run-a")
+    assert unpinned == "run=run-a" and pinned == "revision=v1" and cache_scope("v1", "run-b") == pinned
+    assert scoped_key("h", unpinned) != scoped_key("h", cache_scope(None, "run-b"))
+    cache.put(scoped_key("h", pinned), "spec", ModelOutput(text="x"), run_id="run-a", scope=pinned)
+    entry = cache.get_entry(scoped_key("h", pinned))
+    assert entry is not None and entry.output.text == "x" and entry.run_id == "run-a"
+    assert cache.get_entry(scoped_key("h", unpinned)) is None
+    assert cache.info()["models"] == [{"model": "spec", "scope": "pinned", "entries": 1}]
+    cache.close()
+
+
+def test_model_folder_revision_pins_local_folders_only(tmp_path: Path) -> None:
+    from evalkit.cache import model_folder_revision
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    first = model_folder_revision(str(folder))
+    assert first is not None and first.startswith("digest=")
+    (folder / "config.json").write_text('{"changed": true}')
+    assert model_folder_revision(str(folder)) not in (None, first)
+    snapshot = tmp_path / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    assert model_folder_revision(str(snapshot)) == "commit=" + "a" * 40
+    assert model_folder_revision("Qwen/Qwen2-Audio-7B-Instruct") is None  # a hub id can move

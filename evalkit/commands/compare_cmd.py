@@ -2,8 +2,9 @@
 
 Exit codes are the contract with CI: 0 = no significant regression, 1 = at least one metric is
 significantly worse (the rule is in ``evalkit.compare``) or a gate failed (the candidate's
-coverage, error rates or shared items; each failure is also one line on stderr), 2 = the runs cannot be compared (missing
-run directory or manifest, different dataset versions, a malformed option) with one ``error:`` line.
+coverage, error rates or shared items; each failure is also one line on stderr), 2 = the runs
+cannot be compared (missing run directory or manifest, different dataset versions, a malformed
+option) with one ``error:`` line.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """`evalkit nightly CONFIG.yaml`: run the suite, compare with the baselines, keep the history.
 
 Exit codes: 0 = no model regressed, 1 = at least one metric of one model is significantly worse
-than its baseline or a gate failed (``evalkit.compare``'s rules), 2 = bad config, missing baseline, an unreachable
-model or runs that cannot be compared (one ``error:`` line), 130 = interrupted.
+than its baseline or a gate failed (``evalkit.compare``'s rules), 2 = bad config, missing
+baseline, an unreachable model or runs that cannot be compared (one ``error:`` line),
+130 = interrupted.
 """
 
 from __future__ import annotations

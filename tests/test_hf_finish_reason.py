@@ -1,0 +1,61 @@
+"""``finish_reason`` from the in-process transformers adapter: a row that ran out of
+``max_tokens`` is ``length`` (and so truncated), a row that ended on EOS or a stop string is
+``stop``. A tiny randomly initialised Qwen2 text LM (as in test_hf_audio.py) never says EOS early,
+so its rows run to the budget; a stop string every reply contains ends them early."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from evalkit.models.base import load_model
+from evalkit.records import ChatRequest, GenerationParams, Message, TextPart
+
+pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def tiny_text_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+    import transformers
+
+    from evalkit.models.hf_text import smollm2_tokenizer
+
+    tokenizer = smollm2_tokenizer()
+    folder = tmp_path_factory.mktemp("tiny-qwen2-finish")
+    config = transformers.Qwen2Config(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        vocab_size=len(tokenizer),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    transformers.Qwen2ForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def ask(adapter, max_tokens: int, stop: list[str]):
+    request = ChatRequest(
+        messages=[Message(role="user", content=[TextPart(text="Count to ten.")])],
+        params=GenerationParams(max_tokens=max_tokens, stop=stop),
+    )
+    return asyncio.run(adapter.generate(request))
+
+
+@pytest.mark.slow
+def test_hf_rows_that_hit_the_budget_are_length_else_stop(tiny_text_lm: Path) -> None:
+    adapter = load_model(f"hf:{tiny_text_lm},device=cpu,batch=1")
+    cut = ask(adapter, 5, [])
+    assert cut.usage.completion_tokens == 5
+    assert (cut.finish_reason, cut.truncated) == ("length", True)
+    longer = ask(adapter, 12, [])
+    stop = longer.text.strip()[:1]  # a stop string the reply is known to contain
+    stopped = ask(adapter, 12, [stop])
+    assert (stopped.finish_reason, stopped.truncated) == ("stop", False)
