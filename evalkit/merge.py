@@ -98,6 +98,10 @@ def run_definition(manifest: dict[str, Any]) -> dict[str, Any]:
         "seed": config.get("seed"),
         "limit": config.get("limit"),
         "max_tokens": config.get("max_tokens"),
+        "temperature": config.get("temperature"),
+        "top_p": config.get("top_p"),
+        # the effective generation settings per task and where each came from (card, task, flag)
+        "generation": manifest.get("generation"),
         "shard count": shard.count if shard is not None else None,
     }
     for task in manifest.get("tasks", []):

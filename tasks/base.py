@@ -47,7 +47,8 @@ class Task(ABC):
     requires: tuple[str, ...] = ("audio_in",)
     #: system prompt, or None for none
     system_prompt: str | None = None
-    #: default generation parameters (a run may override max_tokens and seed)
+    #: generation parameters the task asks for; a model card and the command line win over them
+    #: (command line > card > task > defaults, see evalkit.generation), the seed is always the run's
     params: GenerationParams = GenerationParams(max_tokens=512)
     #: folders the run widened confinement with (``--allow-path``); set by ``resolve_tasks``
     allow_paths: tuple[Path, ...] = ()
