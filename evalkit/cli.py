@@ -256,27 +256,28 @@ def _print_summary(store) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    summary = store.read_summary()
+    summary = store.summary()
     table = Table(title=f"run {store.run_id}")
     table.add_column("task", no_wrap=True)
     table.add_column("judge / metric", no_wrap=True)
     table.add_column("value [95% CI]", no_wrap=True)
     for column in ("scored", "parse fail", "errors"):
         table.add_column(column, justify="right")
-    for task_name, task in summary["tasks"].items():
-        for judge_name, judge in task["judges"].items():
-            errors = str(judge["n_model_errors"] + judge["n_judge_errors"])
-            scored = f"{judge['n_scored']}/{judge['n']}"
-            if not judge["metrics"]:
+    for task_name, task in summary.tasks.items():
+        for judge_name, judge in task.judges.items():
+            errors = str(judge.n_model_errors + judge.n_judge_errors)
+            scored = f"{judge.n_scored}/{judge.n}"
+            if not judge.metrics:
                 table.add_row(task_name, judge_name, "no scored samples", scored, "–", errors)
-            for metric, m in judge["metrics"].items():
-                ci = "" if m["ci_low"] is None else f" [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+            for metric, m in judge.metrics.items():
+                ci = "" if m.ci_low is None or m.ci_high is None else f" [{m.ci_low:.3f}, {m.ci_high:.3f}]"
+                value = "–" if m.value is None else f"{m.value:.3f}"
                 table.add_row(
                     task_name,
                     f"{judge_name} / {metric}",
-                    f"{m['value']:.3f}{ci}",
+                    f"{value}{ci}",
                     scored,
-                    str(judge["n_parse_failures"]),
+                    str(judge.n_parse_failures),
                     errors,
                 )
     Console(stderr=False).print(table)
@@ -313,10 +314,10 @@ def report(
         "budgets.html"
     ),
 ) -> None:
-    """(Re)build summary.json and report.html of run directories, or (--compare-budgets) lay a
-    reasoning-budget sweep side by side."""
+    """(Re)render report.html of finished run directories (the data files are read, never
+    rewritten), or (--compare-budgets) lay a reasoning-budget sweep side by side."""
     from evalkit.errors import EvalkitError
-    from evalkit.runner import finalize
+    from evalkit.reports.html import write_report
     from evalkit.store import RunStore
 
     try:
@@ -328,8 +329,9 @@ def report(
             typer.echo(f"budgets: {page}")
             return
         for run_dir in run_dirs:
-            with RunStore.open_existing(run_dir).locked() as store:  # never beside a live run's writer
-                finalize(store)
+            # the lock: never render beside a live writer (the files may be half sorted)
+            with RunStore.open_existing(run_dir).locked() as store:
+                write_report(store)
             typer.echo(f"report: {run_dir / 'report.html'}")
     except EvalkitError as exc:
         _fail(str(exc))
@@ -342,10 +344,12 @@ def _register_subcommands() -> None:
     from evalkit.commands.leaderboard_cmd import leaderboard_app
     from evalkit.commands.merge_cmd import merge
     from evalkit.commands.nightly_cmd import nightly
+    from evalkit.commands.score_cmd import score
 
     app.command()(compare)
     app.command()(nightly)
     app.command()(merge)
+    app.command()(score)
     app.add_typer(leaderboard_app, name="leaderboard")
     app.add_typer(cache_app, name="cache")
 

@@ -41,11 +41,14 @@ asks for a confident *lower bound* on the size of the drop, which a nightly suit
 items almost never has, so real 5-point drops would pass unnoticed.) ``min_effect`` is absolute, in
 the metric's own units (0.02 = two points of accuracy).
 
-Direction is never guessed: ``METRIC_DIRECTIONS`` names every metric evalkit's judges write as
-higher-is-better, lower-is-better, or descriptive (prosody features, where neither way is "better").
-A descriptive metric or one of unknown direction (a plug-in judge's) can only be "changed", never
-better or worse, and unknown ones are listed in the report with the fix (``--direction
-METRIC=higher|lower``). Runs of different datasets are refused (``check_same_datasets``).
+Direction is never guessed: every judge declares its metrics (``Judge.metrics``, ``MetricSpec``)
+as higher-is-better, lower-is-better, or descriptive (prosody features, where neither way is
+"better"), and the run manifest records the declarations (``manifest["judges"]``); a run from
+before that record is read through the judge's registered class. A descriptive metric or one of
+unknown direction (an undeclared plug-in metric) can only be "changed", never better or worse, and
+unknown ones are listed in the report with the fix (``--direction METRIC=higher|lower``).
+Runs of different datasets are refused (``check_same_datasets``), and so are runs whose shared
+judge has a different scorer version or different effective options (``check_same_judges``).
 
 Gates (``check_gates``), per (task, judge), before any statistic is trusted: a candidate that
 answered too little cannot be "no significant change", since the items it lost are not in the
@@ -81,63 +84,13 @@ from typing import Any, Literal
 import numpy as np
 
 from evalkit.errors import EvalkitError
+from evalkit.judges.base import Direction, recorded_metric_specs
 from evalkit.records import ScoreRecord
+from evalkit.run_files import Manifest
 from evalkit.stats import DEFAULT_RESAMPLES, bootstrap_ci
 from evalkit.store import RunStore
 
-Direction = Literal["higher", "lower", "none"]
 Verdict = Literal["better", "worse", "no significant change", "changed"]
-
-#: Which way is good, for every metric evalkit's own judges write (judges/*.py). A key may be a
-#: metric name or ``judge/metric`` (the latter wins), for a plug-in whose name clashes.
-METRIC_DIRECTIONS: dict[str, Direction] = {
-    # answer matching (choice, numeric, numeric-spoken, mmau-*, mmsu-*, spoken-mqa-official, math-verify)
-    "accuracy": "higher",
-    "turn_accuracy": "higher",
-    "answered": "higher",  # mmsu: share of replies with a readable letter
-    # Audio MultiChallenge rubric judge: all rubrics met / share of rubrics met
-    "apr": "higher",
-    "ars": "higher",
-    # asr: the spoken reply against the model's own text
-    "wer": "lower",
-    "cer": "lower",
-    # emotion: only the jumps the user's own change does not explain are breaks; all jumps, the largest
-    # jump, the variance and the SER divergences/flips describe the trajectory (a jump can be right)
-    "unjustified_jumps": "lower",
-    "user_alignment": "higher",
-    "emotion_label_agreement": "higher",
-    "ser_label_accuracy": "higher",
-    "emotion_llm_score": "higher",
-    "affect_jump_max": "none",
-    "affect_jumps": "none",
-    "affect_variance": "none",
-    "ser_jsd_mean": "none",
-    "ser_jsd_max": "none",
-    "ser_label_flips": "none",
-    # voice continuity
-    "voice_similarity_min": "higher",
-    "voice_similarity_mean": "higher",
-    "timbre_drift_turns": "lower",
-    "timbre_drift": "lower",
-    # naturalness MOS
-    "distillmos": "higher",
-    "dnsmos_ovrl": "higher",
-    "dnsmos_sig": "higher",
-    "dnsmos_bak": "higher",
-    # prosody: features of how the model speaks, no better or worse by themselves
-    "f0_median_hz": "none",
-    "pitch_sd_st": "none",
-    "pitch_range_st": "none",
-    "energy_sd_db": "none",
-    "syllable_rate_sps": "none",
-    "pause_count": "none",
-    "mean_pause_s": "none",
-    "longest_pause_s": "none",
-    "speech_ratio": "none",
-    "monotony_index": "none",
-    "f0_drift_st_per_turn": "none",
-    "rate_cv": "none",
-}
 
 #: dataset fields that must agree for two runs of a task to be comparable
 DATASET_KEYS = ("id", "revision", "version", "split", "mode", "fingerprint")
@@ -161,13 +114,18 @@ class CompareOptions:
     #: power of the minimum detectable effect
     power: float = 0.8
 
-    def direction(self, judge: str, metric: str) -> Direction | None:
-        """The direction of a metric: user overrides first, then the built-in map; None = unknown."""
-        for table in (self.directions, METRIC_DIRECTIONS):
-            for key in (f"{judge}/{metric}", metric):
-                if key in table:
-                    return table[key]
-        return None
+    def direction(self, judge: str, metric: str, declared: Mapping[str, Direction]) -> Direction | None:
+        """The direction of a metric: a user override (``--direction``) first, then the judge's
+        declaration (``declared``: metric -> direction); None = unknown."""
+        for key in (f"{judge}/{metric}", metric):
+            if key in self.directions:
+                return self.directions[key]
+        return declared.get(metric)
+
+
+#: what ``--direction METRIC=...`` accepts; ``none`` is the older spelling of ``descriptive``
+_DIRECTION_WORDS: dict[str, Direction] = {"higher": "higher", "lower": "lower", "descriptive": "descriptive"}
+_DIRECTION_WORDS["none"] = "descriptive"
 
 
 def parse_directions(items: Iterable[str]) -> dict[str, Direction]:
@@ -175,10 +133,12 @@ def parse_directions(items: Iterable[str]) -> dict[str, Direction]:
     out: dict[str, Direction] = {}
     for item in items:
         name, sep, value = item.partition("=")
-        value = value.strip().lower()
-        if not sep or not name.strip() or value not in ("higher", "lower", "none"):
-            raise EvalkitError(f"--direction {item!r}: write METRIC=higher|lower|none (or JUDGE/METRIC=...)")
-        out[name.strip()] = value  # type: ignore[assignment]
+        word = _DIRECTION_WORDS.get(value.strip().lower())
+        if not sep or not name.strip() or word is None:
+            raise EvalkitError(
+                f"--direction {item!r}: write METRIC=higher|lower|descriptive (or JUDGE/METRIC=...)"
+            )
+        out[name.strip()] = word
     return out
 
 
@@ -188,8 +148,9 @@ class LoadedRun:
     """What compare needs of a run directory: its manifest and latest score per (task, sample, judge)."""
 
     store: RunStore
-    manifest: dict[str, Any]
+    manifest: dict[str, Any]  # as written: ``config_diff`` compares every setting in it
     scores: dict[tuple[str, str], dict[str, ScoreRecord]]  # (task, judge) -> sample id -> record
+    info: Manifest  # the same, typed: what compare reads of it
 
     @property
     def label(self) -> str:
@@ -202,11 +163,11 @@ class LoadedRun:
 def load_run(path: Path) -> LoadedRun:
     """Open a run directory (a missing folder or manifest is an ``EvalkitError``)."""
     store = RunStore.open_existing(Path(path))
-    manifest = store.read_manifest()
+    info = store.manifest()
     scores: dict[tuple[str, str], dict[str, ScoreRecord]] = {}
     for rec in store.iter_latest_scores():
         scores.setdefault((rec.task, rec.score.judge), {})[rec.sample_id] = rec
-    return LoadedRun(store=store, manifest=manifest, scores=scores)
+    return LoadedRun(store=store, manifest=store.read_manifest(), scores=scores, info=info)
 
 
 def check_same_datasets(base: LoadedRun, cand: LoadedRun) -> list[str]:
@@ -231,6 +192,51 @@ def check_same_datasets(base: LoadedRun, cand: LoadedRun) -> list[str]:
                     "candidate's dataset version (or compare runs of the same version)"
                 )
     return shared
+
+
+#: what a judge's manifest record must agree on for its scores in two runs to be comparable
+JUDGE_KEYS = ("scorer_version", "options")
+
+
+def judge_record(run: LoadedRun, task: str, judge: str) -> Mapping[str, Any] | None:
+    """What the run's manifest recorded of ``task``'s judge (``Judge.describe``); None for a run
+    written before judges were recorded."""
+    return run.manifest.get("judges", {}).get(task, {}).get(judge)
+
+
+def check_same_judges(base: LoadedRun, cand: LoadedRun, tasks: Iterable[str]) -> None:
+    """Refuses (``EvalkitError``) when a judge both runs used on a shared task has a different
+    scorer version or different effective options (judge model, ASR model, threshold...): its
+    scores measure different things. A run that did not record its judges is not refused."""
+    for task in tasks:
+        for judge in _judges_of(base, task):
+            old, new = judge_record(base, task, judge), judge_record(cand, task, judge)
+            if old is None or new is None:
+                continue
+            for key in JUDGE_KEYS:
+                if old.get(key) != new.get(key):
+                    raise EvalkitError(
+                        f"cannot compare {base.label} with {cand.label}: task {task!r} judge {judge!r} has a "
+                        f"different {key.replace('_', ' ')} ({_judge_diff(old.get(key), new.get(key))}); "
+                        "re-run the baseline with the candidate's judge settings"
+                    )
+
+
+def _judge_diff(old: Any, new: Any) -> str:
+    """``a: x vs y`` for the first differing option, or the two values."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        key = next(k for k in dict.fromkeys([*old, *new]) if old.get(k) != new.get(k))
+        return f"{key}: {_short(old.get(key))} vs {_short(new.get(key))}"
+    return f"{_short(old)} vs {_short(new)}"
+
+
+def declared_directions(base: LoadedRun, cand: LoadedRun, task: str, judge: str) -> dict[str, Direction]:
+    """metric -> direction as the judge declared it: the candidate's recorded declarations, else
+    the baseline's (``recorded_metric_specs``: for runs from before the record, the registered
+    judge class's; a plug-in judge not installed here has none: its directions are unknown)."""
+    run = cand if judge_record(cand, task, judge) is not None else base
+    specs = recorded_metric_specs(run.manifest.get("judges", {}), task, judge)
+    return {spec.name: spec.direction for spec in specs}
 
 
 def _short(value: Any) -> str:
@@ -335,7 +341,8 @@ def verdict(
     big = abs(diff) + _EPS >= min_effect
     if direction not in ("higher", "lower"):
         if significant and big:
-            why = "descriptive metric" if direction == "none" else "direction unknown: pass --direction"
+            known = direction == "descriptive"
+            why = "descriptive metric" if known else "direction unknown: pass --direction"
             return "changed", why
         return "no significant change", ""
     delta = diff if direction == "higher" else -diff
@@ -353,10 +360,11 @@ def compare_metric(
     base: Mapping[str, ScoreRecord],
     cand: Mapping[str, ScoreRecord],
     options: CompareOptions,
+    declared: Mapping[str, Direction] | None = None,
 ) -> MetricComparison:
-    """Pair, test and judge one metric."""
+    """Pair, test and judge one metric (``declared``: the judge's metric -> direction)."""
     b, c, counts = pair_items(base, cand, metric)
-    result = MetricComparison(task, judge, metric, options.direction(judge, metric), counts)
+    result = MetricComparison(task, judge, metric, options.direction(judge, metric, declared or {}), counts)
     if counts.shared == 0:
         result.note = "no shared scored items"
         return result
@@ -626,14 +634,15 @@ def _metric_names(records: Iterable[ScoreRecord]) -> list[str]:
 
 
 def _judges_of(run: LoadedRun, task: str) -> list[str]:
-    listed = list(run.tasks()[task].get("judges", []))
+    recorded = run.info.task(task)
+    listed = list(recorded.judges) if recorded is not None else []
     seen = [j for (t, j) in run.scores if t == task and j not in listed]
     return listed + seen
 
 
 def _status_notes(run: LoadedRun, role: str) -> list[str]:
-    status = run.manifest.get("status")
-    if status not in (None, "completed"):
+    status = run.info.status
+    if status not in ("unknown", "completed"):  # "unknown": the manifest does not say
         other = "cand" if role == "base" else "base"
         return [f"{role} run status is {status!r}: its missing items count as only-{other}"]
     return []
@@ -644,6 +653,7 @@ def compare_runs(base_dir: Path, cand_dir: Path, options: CompareOptions | None 
     options = options or CompareOptions()
     base, cand = load_run(base_dir), load_run(cand_dir)
     tasks = check_same_datasets(base, cand)
+    check_same_judges(base, cand, tasks)
     metrics: list[MetricComparison] = []
     not_compared: list[str] = []
     gates: list[GateFailure] = []
@@ -656,14 +666,15 @@ def compare_runs(base_dir: Path, cand_dir: Path, options: CompareOptions | None 
             b_recs, c_recs = base.scores.get((task, judge), {}), cand.scores.get((task, judge), {})
             gates.extend(check_gates(task, judge, b_recs, c_recs, options))
             names = _metric_names([*b_recs.values(), *c_recs.values()])
-            metrics.extend(compare_metric(task, judge, m, b_recs, c_recs, options) for m in names)
+            declared = declared_directions(base, cand, task, judge)
+            metrics.extend(compare_metric(task, judge, m, b_recs, c_recs, options, declared) for m in names)
         base_judges = _judges_of(base, task)
         not_compared.extend(f"{task}: {j} (cand only)" for j in cand_judges if j not in base_judges)
     return Comparison(
         base=base.label,
         cand=cand.label,
-        base_model=str(base.manifest.get("model", {}).get("spec", "?")),
-        cand_model=str(cand.manifest.get("model", {}).get("spec", "?")),
+        base_model=base.info.model.spec or "?",
+        cand_model=cand.info.model.spec or "?",
         options=options,
         metrics=metrics,
         tasks_only_base=[t for t in base.tasks() if t not in tasks],
@@ -710,7 +721,7 @@ def fmt_p(value: float | None) -> str:
 
 
 def direction_label(direction: Direction | None) -> str:
-    return {"higher": "↑", "lower": "↓", "none": "·"}.get(direction or "", "?")
+    return {"higher": "↑", "lower": "↓", "descriptive": "·"}.get(direction or "", "?")
 
 
 def counts_label(c: ItemCounts) -> tuple[str, str, str, str]:

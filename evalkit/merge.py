@@ -25,11 +25,12 @@ from typing import Any, TypeVar
 
 from evalkit.errors import EvalkitError
 from evalkit.manifest import now_iso, package_versions, redact_command
-from evalkit.records import ResponseRecord, ScoreRecord
+from evalkit.records import ResponseRecord, SampleRecord, ScoreRecord
+from evalkit.run_files import Manifest, parse_line
 from evalkit.sharding import Shard, parse_shard
-from evalkit.store import RESPONSES, SCORES, RunStore, _slug
+from evalkit.store import RESPONSES, SAMPLES, SCORES, RunStore, _slug
 
-R = TypeVar("R", ResponseRecord, ScoreRecord)
+R = TypeVar("R", ResponseRecord, ScoreRecord, SampleRecord)
 
 #: counters of a session (``manifest["last_session"]``) that add up across shards
 SESSION_COUNTERS = ("seconds", "requests", "cache_hits", "errors", "retries", "samples")
@@ -42,8 +43,11 @@ class ShardRun:
     """One shard's finished run directory."""
 
     store: RunStore
+    #: manifest.json as written (the merged manifest is built from it)
     manifest: dict[str, Any]
     shard: Shard
+    #: the same, typed (what merge reads of it)
+    info: Manifest
 
     @property
     def root(self) -> Path:
@@ -52,20 +56,22 @@ class ShardRun:
 
 def open_shard(path: Path) -> ShardRun:
     """Open a shard's run directory; refuse one that is no shard or did not complete."""
+    from evalkit.finalize import check_writable
+
     store = RunStore.open_existing(path)
-    manifest = store.read_manifest()
-    shard = parse_shard(manifest.get("config", {}).get("shard"))
+    info = store.manifest()
+    check_writable(store, info)  # merging a newer shard would drop what this version cannot read
+    shard = parse_shard(info.config.get("shard"))
     if shard is None:
         raise EvalkitError(
             f"{store.root}: not a shard (its manifest has no config.shard); run with --shard I/N"
         )
-    status = manifest.get("status")
-    if status != "completed":
+    if info.status != "completed":
         raise EvalkitError(
-            f"{store.root}: shard {shard} is {status!r}, not completed; "
+            f"{store.root}: shard {shard} is {info.status!r}, not completed; "
             f"finish it with `evalkit run --resume {store.root}`"
         )
-    return ShardRun(store, manifest, shard)
+    return ShardRun(store, store.read_manifest(), shard, info)
 
 
 def _model_identity(model: dict[str, Any]) -> dict[str, Any]:
@@ -138,7 +144,8 @@ def check_shards(shards: list[ShardRun]) -> None:
     reference = run_definition(first.manifest)
     for other in shards[1:]:
         definition = run_definition(other.manifest)
-        for key in reference.keys() | definition.keys():
+        # in definition order (a set union's order changes with the hash seed: the refusal must not)
+        for key in [*reference, *(k for k in definition if k not in reference)]:
             found = _first_difference(definition.get(key), reference.get(key), "")
             if found is not None:
                 field, theirs, ours = found
@@ -188,7 +195,7 @@ def _owned_records(run: ShardRun, name: str, record_type: type[R]) -> Iterator[t
     path = run.root / name
     for number, line in _lines(path):
         try:
-            rec = record_type.model_validate_json(line)
+            rec = parse_line(line.encode("utf-8"), record_type)
         except ValueError as exc:
             raise EvalkitError(f"{path}:{number}: not a valid {record_type.__name__} line ({exc})") from None
         _owned(run, path, number, rec.task, rec.sample_index)
@@ -226,6 +233,24 @@ def _copy_responses(run: ShardRun, merged: RunStore, out) -> None:
         out.write(rec.model_dump_json(exclude_none=True) + "\n")
 
 
+def _copy_samples(run: ShardRun, merged: RunStore, out) -> None:
+    """Stream one shard's samples.jsonl into the merged one, copying input audio the shard kept
+    inside its folder (``audio/inputs/...``, relative) to the same place in the merged run."""
+    for path, number, line, rec in _owned_records(run, SAMPLES, SampleRecord):
+        for turn in rec.sample.conversation:
+            rel = turn.audio.path if turn.audio is not None else None
+            if rel is None or Path(rel).is_absolute():
+                continue  # inside the data root: the path stays valid as it is
+            source, target = run.root / rel, merged.root / rel
+            if not source.is_file():
+                raise EvalkitError(
+                    f"{path}:{number}: input audio {source} is missing; the shard's run folder is incomplete"
+                )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        out.write(line)
+
+
 def _copy_scores(run: ShardRun, out) -> None:
     for _path, _number, line, _rec in _owned_records(run, SCORES, ScoreRecord):
         out.write(line)
@@ -236,7 +261,7 @@ def _summed_session(shards: list[ShardRun]) -> dict[str, Any]:
     may have run side by side)."""
     total: dict[str, Any] = {}
     for name in SESSION_COUNTERS:
-        values = [run.manifest.get("last_session", {}).get(name) for run in shards]
+        values = [run.info.last_session.get(name) for run in shards]
         if all(v is not None for v in values):
             total[name] = round(sum(values), 3) if name == "seconds" else sum(values)
     return total
@@ -249,8 +274,8 @@ def merged_manifest(shards: list[ShardRun], run_id: str, argv: list[str]) -> dic
     manifest = {k: v for k, v in base.items() if k not in ("resumed", "last_session", "cache", "run_id")}
     config = dict(base.get("config", {}))
     config["shard"] = None
-    starts = [r.manifest["started"] for r in ordered if r.manifest.get("started")]
-    ends = [r.manifest["ended"] for r in ordered if r.manifest.get("ended")]
+    starts = [r.info.started for r in ordered if r.info.started]
+    ends = [r.info.ended for r in ordered if r.info.ended]
     manifest.update(
         run_id=run_id,
         config=config,
@@ -266,13 +291,13 @@ def merged_manifest(shards: list[ShardRun], run_id: str, argv: list[str]) -> dic
                 {
                     "shard": str(r.shard),
                     "run_dir": str(r.root.resolve()),
-                    "run_id": r.manifest.get("run_id", r.root.name),
-                    "model_spec": r.manifest.get("model", {}).get("spec"),
-                    "started": r.manifest.get("started"),
-                    "ended": r.manifest.get("ended"),
-                    "resumed": r.manifest.get("resumed", []),
+                    "run_id": r.info.run_id or r.root.name,
+                    "model_spec": r.info.model.spec,
+                    "started": r.info.started,
+                    "ended": r.info.ended,
+                    "resumed": r.info.resumed,
                     "last_session": r.manifest.get("last_session"),
-                    "git_revision": r.manifest.get("git_revision"),
+                    "git_revision": r.info.git_revision,
                     "hardware": r.manifest.get("hardware"),
                 }
                 for r in ordered
@@ -285,7 +310,7 @@ def merged_manifest(shards: list[ShardRun], run_id: str, argv: list[str]) -> dic
 def merge_shards(paths: list[Path], out: Path, argv: list[str] | None = None) -> RunStore:
     """Check the shards, write the merged run directory ``out`` (which must not exist or be empty)
     and finalize it (canonical order, summary.json, report.html). Returns its store."""
-    from evalkit.runner import finalize
+    from evalkit.finalize import finalize
 
     shards = [open_shard(Path(p)) for p in paths]
     check_shards(shards)
@@ -327,6 +352,10 @@ def _write_merged(ordered: list[ShardRun], merged: RunStore, argv: list[str]) ->
         for run in ordered:
             _copy_responses(run, merged, responses)
             _copy_scores(run, scores)
+    if any((run.root / SAMPLES).is_file() for run in ordered):  # shards made before it have none
+        with open(merged.root / SAMPLES, "w", encoding="utf-8") as samples:
+            for run in ordered:
+                _copy_samples(run, merged, samples)
     logs = [(r, r.root / "errors.log") for r in ordered if (r.root / "errors.log").is_file()]
     if logs:
         with open(merged.root / "errors.log", "w", encoding="utf-8") as fh:

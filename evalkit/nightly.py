@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from evalkit.errors import EvalkitError
 from evalkit.manifest import git_revision, now_iso
+from evalkit.run_files import Summary
 
 BASELINES = "baselines.json"
 HISTORY = "history.jsonl"
@@ -229,15 +230,13 @@ class NightResult:
         return max((m.exit_code for m in self.models), default=0)
 
 
-def summary_metrics(summary: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+def summary_metrics(summary: Summary) -> dict[str, dict[str, float | None]]:
     """task -> ``judge/metric`` -> value: the numbers a history plot needs."""
     return {
         task: {
-            f"{judge}/{metric}": m.get("value")
-            for judge, j in t.get("judges", {}).items()
-            for metric, m in j.get("metrics", {}).items()
+            f"{judge}/{metric}": m.value for judge, j in t.judges.items() for metric, m in j.metrics.items()
         }
-        for task, t in summary.get("tasks", {}).items()
+        for task, t in summary.tasks.items()
     }
 
 
@@ -307,7 +306,7 @@ def night_for_model(
     if update_baseline:
         state.set_baseline(key, run_dir, date)
     store = RunStore.open_existing(run_dir)
-    manifest = store.read_manifest()
+    manifest = store.manifest()
     record = {
         "date": date,
         "time": now_iso(),
@@ -315,10 +314,10 @@ def night_for_model(
         "spec": entry.spec,
         "tasks": config.task_list,
         "run_dir": os.path.relpath(run_dir, state.root),
-        "run_status": manifest.get("status"),
+        "run_status": manifest.status,
         "baseline_run_dir": None if baseline is None else os.path.relpath(baseline, state.root),
         "baseline_updated": update_baseline,
-        "summary": summary_metrics(store.read_summary()),
+        "summary": summary_metrics(store.summary()),
         "verdicts": comparison.verdicts() if comparison is not None else None,
         "regressions": [f"{m.task}: {m.judge}/{m.metric}" for m in comparison.regressions]
         if comparison
@@ -326,7 +325,7 @@ def night_for_model(
         "gate_failures": [g.message for g in comparison.gate_failures] if comparison else [],
         "exit_code": comparison.exit_code if comparison is not None else 0,
         "comparison": None if md_path is None else os.path.relpath(md_path, state.root),
-        "git_revision": manifest.get("git_revision") or git_revision(),
+        "git_revision": manifest.git_revision or git_revision(),
     }
     state.append_history(record)
     return ModelNight(entry.label, run_dir, baseline, record["exit_code"], md_path, html_path, record)

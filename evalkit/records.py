@@ -12,7 +12,15 @@ import hashlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationInfo,
+    model_validator,
+)
 
 Role = Literal["system", "user", "assistant"]
 
@@ -32,10 +40,33 @@ Base64Bytes = Annotated[
 ]
 
 
+#: the run directory's format version, written as ``schema_version`` in manifest.json, summary.json
+#: and every JSONL line; a file or line without it is version 0 (written before versions existed).
+#: Rule: a version may only add fields (with defaults) to what the one before wrote; readers of an
+#: older version ignore the fields they do not know on a line or file that says it is newer.
+SCHEMA_VERSION = 1
+
+#: the validation context under which records drop unknown fields (``evalkit.run_files.parse_line``
+#: uses it only for a line whose ``schema_version`` is newer than ``SCHEMA_VERSION``)
+IGNORE_UNKNOWN = "ignore_unknown"
+
+
 class Record(BaseModel):
-    """Base of all records: forbid unknown fields so typos in hand-written data fail loudly."""
+    """Base of all records: forbid unknown fields so typos in hand-written data fail loudly, except
+    on a line a newer evalkit wrote (validation context ``IGNORE_UNKNOWN``): there a field this
+    version does not know is one the newer version added, and is dropped."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_unknown_when_newer(cls, data: Any, info: ValidationInfo) -> Any:
+        """The forward-compatibility rule of ``SCHEMA_VERSION``, applied at every nesting level
+        (the context reaches nested records)."""
+        if not (info.context and info.context.get(IGNORE_UNKNOWN)) or not isinstance(data, dict):
+            return data
+        known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
+        return {k: v for k, v in data.items() if k in known}
 
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=True)
@@ -236,7 +267,14 @@ class TurnInput(Record):
     audio_path: str | None = None
 
 
-class ResponseRecord(Record):
+class RunLine(Record):
+    """Base of every JSONL line of a run directory: ``schema_version`` first on the line, the
+    version of the evalkit that wrote it (a line without it reads as version 0)."""
+
+    schema_version: int = SCHEMA_VERSION
+
+
+class ResponseRecord(RunLine):
     """A line of responses.jsonl: one generated turn of one sample."""
 
     task: str
@@ -251,7 +289,7 @@ class ResponseRecord(Record):
     output: ModelOutput
 
 
-class ScoreRecord(Record):
+class ScoreRecord(RunLine):
     """A line of scores.jsonl: one judge on one sample."""
 
     task: str
@@ -259,3 +297,33 @@ class ScoreRecord(Record):
     sample_index: int
     meta: dict[str, Any] = Field(default_factory=dict)
     score: Score
+
+
+class SampleRecord(RunLine):
+    """A line of samples.jsonl: one sample as it was run, written once when it starts, so that a
+    finished run can be judged again (``evalkit score``) without its dataset. Audio paths point
+    inside the run directory (relative, ``audio/inputs/...``: audio that came as bytes) or inside
+    the task's confined data root (absolute); ``audio_sha256`` (turn index -> digest of the file's
+    bytes) says what each file held when the run read it."""
+
+    task: str
+    sample_index: int
+    sample: Sample
+    audio_sha256: dict[int, str] = Field(default_factory=dict)
+
+
+class CallRecord(RunLine):
+    """A line of ``calls/<role>.jsonl``: one call to a model in a role other than the model under
+    test (``judge``, ``user``, ``tts``; that model's calls are responses.jsonl). ``caller`` is
+    what asked (a judge's name), ``output`` the answer or the error (``output.error``)."""
+
+    role: str
+    model: str
+    task: str | None = None
+    sample_id: str | None = None
+    caller: str | None = None
+    request_hash: str
+    cached: bool = False
+    #: the run whose response-cache entry served this answer (None: asked in this run)
+    cached_from: str | None = None
+    output: ModelOutput

@@ -4,64 +4,50 @@ run directory, all streamed.
 Shape: ``concurrency`` worker coroutines pull samples from the tasks' iterators (nothing holds the
 whole dataset); each worker walks one sample's conversation turn by turn (a later turn needs the
 model's earlier replies), then hands the finished sample to the judges as a background task so the
-next generation starts at once. Model calls share one semaphore per adapter (its endpoint),
-judges another; CPU-heavy judges run in a process pool. Every response and score is appended to
-the run directory the moment it exists; ``--resume`` reads them back and repeats nothing finished.
+next generation starts at once. This module keeps the lifecycle (manifest, resume, workers,
+session end); the turn loop is ``evalkit.turn_loop``, judging ``evalkit.judging``, and every model
+call, of the model under test or of a judge, goes through one ``evalkit.service.ModelService``
+(cache, one concurrency bound per endpoint shared by all roles, retries, usage per role). Every
+response and score is appended to the run directory the moment it exists; ``--resume`` reads them
+back and repeats nothing finished.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import importlib
-import itertools
-import multiprocessing
 import signal
 import sys
 import time
-import traceback
 from collections import defaultdict
-from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Coroutine, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evalkit.audio import AudioError
-from evalkit.batching import MicroBatcher
-from evalkit.cache import ResponseCache, cache_scope, request_key, scoped_key
-from evalkit.confine import INPUT_PATH_KIND, PathEscapeError
+from evalkit.cache import ResponseCache
+from evalkit.confine import PathEscapeError
 from evalkit.errors import EvalkitError
-from evalkit.generation import resolve_generation
-from evalkit.judges.base import Judge
+from evalkit.finalize import check_writable, finalize
+from evalkit.judges.base import Judge, judges_manifest
+from evalkit.judging import JudgeExecutor
 from evalkit.manifest import (
     git_revision,
     hardware,
     now_iso,
     package_versions,
     redact_command,
-    scrub_output,
-    secret_values,
 )
 from evalkit.models.base import ModelAdapter, load_model
 from evalkit.models.replica_pool import ReplicaPool
 from evalkit.paths import response_cache_path
 from evalkit.progress import RunProgress
-from evalkit.records import (
-    ErrorInfo,
-    GenerationParams,
-    ModelOutput,
-    ResponseRecord,
-    Sample,
-    Score,
-    ScoreRecord,
-    TurnInput,
-)
-from evalkit.retry import RetryPolicy, call_with_retries
+from evalkit.records import ModelOutput, Sample
+from evalkit.service import ModelService, ServiceSettings
 from evalkit.sharding import parse_shard
 from evalkit.store import RunStore
-from evalkit.summary import summarise_run
 from evalkit.tasks.base import Task, resolve_tasks
+from evalkit.turn_loop import CliGeneration, TurnLoop
 
 
 @dataclass
@@ -96,23 +82,17 @@ class RunConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def _judge_in_process(judge: Judge, sample_json: str, outputs_json: list[str]) -> str:
-    """Process-pool entry point. The judge instance travels pickled (its class is imported in the
-    worker by module path, so judges registered anywhere, and judges a task configured, work);
-    records travel as JSON (always picklable). Heavy models load lazily inside the worker."""
-    sample = Sample.model_validate_json(sample_json)
-    outputs = [ModelOutput.model_validate_json(o) for o in outputs_json]
-    return judge.score(sample, outputs).model_dump_json()
-
-
 class ResumeState:
     """What a run directory already holds: finished turns and finished scores."""
 
     def __init__(self, store: RunStore | None):
         self.outputs: dict[tuple[str, str], dict[int, ModelOutput]] = defaultdict(dict)
         self.scored: set[tuple[str, str, str]] = set()
+        #: samples already in samples.jsonl (each is written once)
+        self.sampled: set[tuple[str, str]] = set()
         if store is None:
             return
+        self.sampled = {(rec.task, rec.sample.id) for rec in store.iter_samples()}
         for rec in store.iter_latest_responses():
             if rec.output.ok:
                 self.outputs[(rec.task, rec.sample_id)][rec.turn] = rec.output
@@ -138,200 +118,80 @@ class Runner:
     ):
         self.config = config
         self.store = store
-        self.adapter = adapter
         self.tasks = tasks
-        self.cache = cache
         self.resume = resume
-        self.retry = RetryPolicy(
-            max_attempts=config.max_attempts,
-            attempt_timeout=config.timeout if config.timeout is not None else adapter.request_timeout,
-            budget=config.request_budget,
-        )
         self.run_id = str(store.read_manifest().get("run_id", store.run_id))
-        #: where cache entries of this run may be reused (``evalkit.cache``: pinned or this run only)
-        self.cache_scope = cache_scope(config.model_revision or adapter.pinned_revision, self.run_id)
-        #: values never stored: the API key, should a server echo it back
-        self.secrets = secret_values([config.model_options.get("api_key_env", "OPENAI_API_KEY")])
-        slots = (
-            config.concurrency
-            if adapter.max_concurrency is None
-            else min(config.concurrency, adapter.max_concurrency)
+        #: every model call of the run, any role (``evalkit.service``): cache scope, endpoint
+        #: bounds, retries and deadlines, usage, secrets scrubbed, calls/<role>.jsonl
+        self.service = ModelService(
+            settings=ServiceSettings.of(config),
+            cache=cache,
+            run_id=self.run_id,
+            run_dir=store.root,
+            secret_env=(config.model_options.get("api_key_env", "OPENAI_API_KEY"),),
         )
-        self.model_slots = asyncio.Semaphore(max(1, slots))
+        self.target = self.service.register("target", adapter, revision=config.model_revision)
+        #: the turn loop: requests, answers, responses.jsonl (``evalkit.turn_loop``)
+        self.turns = TurnLoop(self.service, self.target, store, resume.outputs, CliGeneration.of(config))
         self.judge_slots = asyncio.Semaphore(max(1, config.concurrency * 2))
         self.judges: dict[str, dict[str, Judge]] = {t.name: t.make_judges() for t in tasks}
-        self._pool: ProcessPoolExecutor | None = None
-        self._batchers: dict[int, tuple[str, MicroBatcher]] = {}  # id(judge) -> (task, batcher)
-        self._params: dict[str, GenerationParams] = {}
-        #: per task, each resolved generation setting with its source (manifest["generation"])
-        self.generation: dict[str, dict[str, dict[str, Any]]] = {}
+        #: inline, process pool or batched, as each judge declares (``evalkit.judging``)
+        self.judge_executor = JudgeExecutor(self.judges, config.judge_workers, store)
+        for task_judges in self.judges.values():  # judge model roles, resolved once per run
+            for judge in task_judges.values():
+                judge.bind(self.service)
         self._judging: set[asyncio.Task] = set()
         self.progress = RunProgress(enabled=show_progress)
-        self.counters = {"requests": 0, "cache_hits": 0, "errors": 0, "retries": 0, "samples": 0}
+        #: failed samples and finished samples; the model calls' counts are the service's
+        self.counters = {"errors": 0, "samples": 0}
 
     # -- requests ---------------------------------------------------------------------------------
-    def _params_for(self, task: Task) -> GenerationParams:
-        """The task's requests' parameters: command line > model card > task > defaults
-        (``evalkit.generation``), with the run's seed; computed once per task, sources kept."""
-        params = self._params.get(task.name)
-        if params is None:
-            cli = {
-                "max_tokens": self.config.max_tokens,
-                "temperature": self.config.temperature,
-                "top_p": self.config.top_p,
-            }
-            card = self.adapter.describe().get("generation_defaults", {})
-            params, sources = resolve_generation(task.params, card, cli, self.config.seed)
-            self._params[task.name] = params
-            self.generation[task.name] = sources
-        return params
-
     def generation_manifest(self) -> dict[str, dict[str, dict[str, Any]]]:
         """Every task's effective generation settings and where each came from."""
         for task in self.tasks:
-            self._params_for(task)
-        return dict(self.generation)
+            self.turns.params_for(task)
+        return dict(self.turns.generation)
 
-    async def _generate(self, request_hash: str, request) -> tuple[ModelOutput, str | bool]:
-        """The answer and where it came from: False = asked now, else the run id whose cache entry
-        served it (``cache_scope`` decides which entries this run may see)."""
-        key = scoped_key(request_hash, self.cache_scope)
-        if self.cache is not None:
-            entry = self.cache.get_entry(key)
-            if entry is not None:
-                self.counters["cache_hits"] += 1
-                return scrub_output(entry.output, self.secrets), entry.run_id or "(unrecorded run)"
-
-        def count_retry(_exc, _attempt) -> None:
-            self.counters["retries"] += 1
-
-        async with self.model_slots:
-            self.counters["requests"] += 1
-            output = await call_with_retries(lambda: self.adapter.generate(request), self.retry, count_retry)
-        output = scrub_output(output, self.secrets)
-        if self.cache is not None:
-            self.cache.put(key, self.adapter.spec, output, run_id=self.run_id, scope=self.cache_scope)
-        return output, False
-
-    async def _answer_turn(self, task: Task, sample: Sample, turn_index: int, history: list[ModelOutput]):
-        """One turn: build, hash, generate. Bad input audio and adapter bugs become error records."""
-        request_hash = ""
-        try:
-            request = task.build_request(task.confine_sample(sample), turn_index, history)
-            request = request.model_copy(update={"params": self._params_for(task)})
-            request_hash = request_key(self.adapter.cache_identity, request)
-            output, cached = await self._generate(request_hash, request)
-        except AudioError as exc:
-            return ModelOutput(error=ErrorInfo(kind="input_audio", message=str(exc))), request_hash, False
-        except PathEscapeError as exc:  # never read: evalkit.confine
-            return ModelOutput(error=ErrorInfo(kind=INPUT_PATH_KIND, message=str(exc))), request_hash, False
-        except EvalkitError as exc:
-            return ModelOutput(error=ErrorInfo(kind="input", message=str(exc))), request_hash, False
-        except Exception as exc:  # an adapter bug must not sink hours of results: record it loudly
-            self._log_internal_error(task, sample, exc)
-            message = f"{type(exc).__name__}: {exc} (traceback in errors.log)"
-            return ModelOutput(error=ErrorInfo(kind="internal", message=message)), request_hash, False
-        return output, request_hash, cached
-
-    def _log_internal_error(self, task: Task, sample: Sample, exc: BaseException) -> None:
-        with open(self.store.root / "errors.log", "a", encoding="utf-8") as fh:
-            fh.write(f"--- {now_iso()} task={task.name} sample={sample.id}\n")
-            fh.write("".join(traceback.format_exception(exc)))
+    def session_counters(self) -> dict[str, Any]:
+        """The session's numbers (manifest ``last_session``): the model under test's requests,
+        cache hits and retries, failed and finished samples, every role's usage (``calls``) and
+        each endpoint's bound and peak in flight (``endpoints``)."""
+        target = self.service.role_usage("target")
+        return {
+            "requests": target.requests,
+            "cache_hits": target.cache_hits,
+            "errors": self.counters["errors"],
+            "retries": target.retries,
+            "samples": self.counters["samples"],
+            "calls": self.service.usage(),
+            "endpoints": self.service.endpoints(),
+        }
 
     # -- samples ----------------------------------------------------------------------------------
     async def process_sample(self, task: Task, index: int, sample: Sample) -> None:
-        turns = task.answer_turns(sample)
-        done = self.resume.outputs.get((task.name, sample.id), {})
-        outputs: list[ModelOutput] = []
-        failure: ModelOutput | None = None
-        failed_turn = -1
-        for k, turn_index in enumerate(turns):
-            if k in done:
-                outputs.append(self.store.with_absolute_audio(done[k]))
-                continue
-            output, request_hash, cached = await self._answer_turn(task, sample, turn_index, outputs)
-            output = self.store.save_output_audio(task.name, sample.id, k, output)
-            said = sample.conversation[turn_index]
-            self.store.append_response(
-                ResponseRecord(
-                    task=task.name,
-                    sample_id=sample.id,
-                    sample_index=index,
-                    turn=k,
-                    request_hash=request_hash,
-                    cached=bool(cached),
-                    cached_from=cached or None,
-                    output=output,
-                    input=TurnInput(
-                        text=said.text,
-                        transcript=said.transcript,
-                        audio_path=said.audio.path if said.audio is not None else None,
-                    ),
-                )
-            )
-            if not output.ok:
-                self.counters["errors"] += 1
-                failure, failed_turn = output, k
-                break
-            outputs.append(self.store.with_absolute_audio(output))
+        """Answer the sample's turns (``evalkit.turn_loop``), then hand it to the judges as a
+        background job so the worker's next generation starts at once."""
+        answered = await self.turns.answer_sample(task, index, sample)
+        if answered.failure is not None:
+            self.counters["errors"] += 1
+        outputs, failure, failed_turn = answered.outputs, answered.failure, answered.failed_turn
         await self.judge_slots.acquire()
         job = asyncio.create_task(self._judge_sample(task, index, sample, outputs, failure, failed_turn))
         self._judging.add(job)
         job.add_done_callback(self._judging.discard)
 
     async def _judge_sample(self, task, index, sample, outputs, failure, failed_turn) -> None:
+        """Score a finished sample with the judges it still lacks (``evalkit.judging``), then count
+        it; holds one of ``judge_slots`` (taken by ``process_sample``) until done."""
         try:
-            any_error = failure is not None
-            for name in task.judges:
-                if (task.name, sample.id, name) in self.resume.scored:
-                    continue
-                if failure is not None:
-                    assert failure.error is not None
-                    score = Score(
-                        judge=name,
-                        error=ErrorInfo(
-                            kind="model_error",
-                            message=f"turn {failed_turn}: [{failure.error.kind}] {failure.error.message}",
-                        ),
-                    )
-                else:
-                    score = await self._run_judge(self.judges[task.name][name], sample, outputs)
-                    any_error = any_error or score.error is not None
-                self.store.append_score(
-                    ScoreRecord(
-                        task=task.name, sample_id=sample.id, sample_index=index, meta=sample.meta, score=score
-                    )
-                )
+            names = [n for n in task.judges if (task.name, sample.id, n) not in self.resume.scored]
+            any_error = await self.judge_executor.judge_sample(
+                task.name, index, sample, outputs, names, failure, failed_turn
+            )
             self.counters["samples"] += 1
             self.progress.advance(task.name, error=any_error)
         finally:
             self.judge_slots.release()
-
-    async def _run_judge(self, judge: Judge, sample: Sample, outputs: list[ModelOutput]) -> Score:
-        try:
-            if judge.batch_size > 1:  # model-based judges: one in-process model, batched calls
-                return await self._batcher(judge).submit(sample, outputs)
-            if judge.cpu_heavy:
-                if self._pool is None:
-                    # spawn, not fork: a forked child inherits torch/OpenMP thread pools the parent
-                    # already started (an hf: model, the cascade) and deadlocks in its first op
-                    self._pool = ProcessPoolExecutor(
-                        max_workers=self.config.judge_workers, mp_context=multiprocessing.get_context("spawn")
-                    )
-                loop = asyncio.get_running_loop()
-                raw = await loop.run_in_executor(
-                    self._pool,
-                    _judge_in_process,
-                    judge,
-                    sample.model_dump_json(),
-                    [o.model_dump_json() for o in outputs],
-                )
-                return Score.model_validate_json(raw)
-            return await judge.ascore(sample, outputs)
-        except Exception as exc:  # a judge failure is data: recorded, counted, shown
-            return Score(
-                judge=judge.name, error=ErrorInfo(kind="judge_error", message=f"{type(exc).__name__}: {exc}")
-            )
 
     # -- the run ----------------------------------------------------------------------------------
     def _work(self) -> Iterator[tuple[Task, int, Sample]]:
@@ -343,7 +203,17 @@ class Runner:
                 if self.resume.finished(task, sample, len(task.answer_turns(sample))):
                     self.progress.advance(task.name)
                     continue
+                if (task.name, sample.id) not in self.resume.sampled:
+                    self._record_sample(task, index, sample)
                 yield task, index, sample
+
+    def _record_sample(self, task: Task, index: int, sample: Sample) -> None:
+        """samples.jsonl gets the sample as it starts, its audio confined to the data root (a path
+        that escapes it is recorded as given and never read, not even to hash it)."""
+        try:
+            self.store.append_sample(task.name, index, task.confine_sample(sample))
+        except PathEscapeError:
+            self.store.append_sample(task.name, index, sample, read_audio=False)
 
     async def run(self) -> None:
         work = self._work()
@@ -366,25 +236,7 @@ class Runner:
                 await _cancel_all([*workers, *self._judging])  # none may write after the streams close
                 raise
             finally:
-                if self._pool is not None:
-                    self._pool.shutdown(cancel_futures=True)
-                await self._close_batchers()
-
-    def _batcher(self, judge: Judge) -> MicroBatcher:
-        """The judge instance's micro-batcher, started on first use (evalkit.batching)."""
-        if id(judge) not in self._batchers:
-            task = next((t for t, js in self.judges.items() if any(j is judge for j in js.values())), "?")
-            self._batchers[id(judge)] = (task, MicroBatcher(judge))
-        return self._batchers[id(judge)][1]
-
-    async def _close_batchers(self) -> None:
-        """Stop the batchers and record in the manifest what each did (batch sizes, device)."""
-        if not self._batchers:
-            return
-        info = {f"{task}/{b.judge.name}": b.describe() for task, b in self._batchers.values()}
-        for _, batcher in self._batchers.values():
-            await batcher.aclose()
-        self.store.update_manifest(judge_batching=info)
+                await self.judge_executor.aclose()
 
 
 async def _cancel_all(tasks: list[asyncio.Future]) -> None:
@@ -456,6 +308,7 @@ async def _evaluate_session(
         store = RunStore.open_existing(resume_dir)
         store.acquire_lock()
         held.append(store)
+        check_writable(store, store.manifest())  # a newer evalkit's run is never resumed by this one
         manifest = store.read_manifest()
         config = RunConfig.from_manifest({**manifest["config"], "concurrency": config.concurrency})
     adapter = await load_adapter(config)
@@ -501,7 +354,7 @@ async def _evaluate_session(
         manifest = store.update_manifest(status="running", resumed=[*manifest.get("resumed", []), now_iso()])
     cache = open_cache(config)
     runner = Runner(config, store, adapter, tasks, cache, resume, show_progress=show_progress)
-    store.update_manifest(generation=runner.generation_manifest())
+    store.update_manifest(generation=runner.generation_manifest(), judges=judges_manifest(runner.judges))
     store.open_streams()
     started = time.monotonic()
     status = "interrupted"
@@ -518,9 +371,12 @@ async def _evaluate_session(
         try:
             _end_session(store, runner, adapter, cache, status, time.monotonic() - started, disk_errors)
         finally:
-            await adapter.aclose()
-            if cache is not None:
-                cache.close()
+            try:
+                await runner.service.aclose()  # the judge models' clients (the target's is below)
+            finally:
+                await adapter.aclose()
+                if cache is not None:
+                    cache.close()
     if disk_errors:
         raise disk_full_error(store, disk_errors)
     try:
@@ -550,17 +406,19 @@ def _end_session(
     instead of hiding the first; any other error propagates."""
     steps = (
         store.close_streams,
+        runner.service.close_logs,
         lambda: store.update_manifest(
             status=status,
             ended=now_iso(),
             last_session={
                 "seconds": round(elapsed, 3),
-                **runner.counters,
+                **runner.session_counters(),
                 "samples_per_s": round(runner.counters["samples"] / elapsed, 3) if elapsed else None,
                 **({"replicas": adapter.session_stats()} if isinstance(adapter, ReplicaPool) else {}),
             },
             cache=cache.stats() if cache is not None else None,
             answer_sources=answer_sources(store),
+            model_roles=runner.service.describe(),
         ),
     )
     for step in steps:
@@ -581,7 +439,7 @@ def disk_full_error(store: RunStore, errors: list[OSError], finished: bool = Fal
         return EvalkitError(
             f"{store.root}: no space left on the device{where} ({first.strerror or first}); every "
             f"record is kept but summary.json/report.html are not written: free space, then "
-            f"`evalkit report {store.root}`"
+            f"`evalkit score --finalize-only {store.root}`"
         )
     manifest = (
         ""
@@ -606,76 +464,6 @@ def answer_sources(store: RunStore) -> dict[str, Any]:
         else:
             fresh += 1
     return {"fresh": fresh, "cached_from": dict(cached)}
-
-
-def finalize(store: RunStore) -> dict[str, Any]:
-    """Order the streams, write summary.json and report.html. Safe to call again."""
-    manifest = store.read_manifest()
-    judge_order = [j for t in manifest["tasks"] for j in t["judges"]]
-    store.finalize_order([t["name"] for t in manifest["tasks"]], judge_order)
-    passes = _score_passes(store, manifest)
-    if passes:
-        store.rewrite_scores(lambda records: _apply_score_passes(records, passes))
-    # streamed off the files: summarising keeps compact numbers, never every record (flat memory)
-    summary = summarise_run(
-        manifest["tasks"], store.iter_scores(), store.iter_responses(), manifest.get("seed", 0)
-    )
-    shard = parse_shard(manifest.get("config", {}).get("shard"))
-    if shard is not None:  # a shard's numbers are over its own samples only: say so where they are read
-        summary["shard"] = {
-            "index": shard.index,
-            "count": shard.count,
-            "note": f"shard {shard} only: metrics cover this shard's samples; join all shards with "
-            "`evalkit merge` for the run's results",
-        }
-    store.write_summary(summary)
-    from evalkit.reports.html import write_report
-
-    write_report(store)
-    for task in manifest["tasks"]:
-        _task_class(store, task["class"]).write_outputs(store.root)
-    return summary
-
-
-ScorePass = Callable[[Iterator[ScoreRecord]], Iterator[ScoreRecord]]
-
-
-def _score_passes(store: RunStore, manifest: dict[str, Any]) -> dict[str, ScorePass]:
-    """Task name -> its ``finalize_scores`` pass, for the tasks that define one. A task class that
-    cannot be imported has none here: the write_outputs step of ``finalize`` names it, once the
-    summary and report are written."""
-    passes: dict[str, ScorePass] = {}
-    for task in manifest["tasks"]:
-        try:
-            cls = _task_class(store, task["class"])
-        except EvalkitError:
-            continue  # raised again, with its one-line message, after the summary is written
-        if cls.finalize_scores.__func__ is not Task.finalize_scores.__func__:
-            passes[task["name"]] = cls.finalize_scores
-    return passes
-
-
-def _apply_score_passes(
-    records: Iterator[ScoreRecord], passes: dict[str, ScorePass]
-) -> Iterator[ScoreRecord]:
-    """Each task's records (contiguous and in sample order once the stream is sorted) through its
-    pass; other tasks' records unchanged (``Task.finalize_scores``)."""
-    for task, group in itertools.groupby(records, key=lambda r: r.task):
-        yield from passes.get(task, Task.finalize_scores)(group)
-
-
-def _task_class(store: RunStore, dotted: str) -> type[Task]:
-    """The task class a run recorded, for its extra outputs (e.g. a benchmark's submission file).
-    A class that cannot be imported any more (an uninstalled plug-in) is a one-line error; the
-    summary and report are already written by then."""
-    module, _, qualname = dotted.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), qualname)
-    except (ImportError, AttributeError) as exc:
-        raise EvalkitError(
-            f"{store.root / 'manifest.json'}: task class {dotted!r} cannot be imported ({exc}); "
-            "install the package that provides it to write the task's own outputs"
-        ) from None
 
 
 class Terminated(KeyboardInterrupt):

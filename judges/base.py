@@ -1,16 +1,70 @@
 """The judge interface. A judge reads a sample and the model's outputs (one per answered turn)
 and returns one ``Score``. Judges are pure functions of their inputs so they can run in a process
-pool (``cpu_heavy``) and be re-run on a finished run directory."""
+pool (``execution = "process"``) and be re-run on a finished run directory."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict
 
 from evalkit.records import ErrorInfo, ModelOutput, Sample, Score
+from evalkit.specs import Options, validate_options
+
+if TYPE_CHECKING:
+    from evalkit.service import ModelService
 
 #: one unit of judging work: a sample and the model's outputs for its answered turns
 JudgeItem = tuple[Sample, list[ModelOutput]]
+
+#: how a judge is run (``Judge.execution``)
+Execution = Literal["inline", "process", "batched"]
+
+#: where a judge's model runs (option ``device``): ``auto`` = cuda when its runtime sees a GPU
+JudgeDevice = Literal["auto", "cpu", "cuda"]
+
+#: which way a metric is good; ``descriptive`` metrics (prosody features) are neither
+Direction = Literal["higher", "lower", "descriptive"]
+
+
+class MetricSpec(BaseModel):
+    """What a judge declares about one metric it writes in ``Score.metrics``: compare signs its
+    verdicts by ``direction``, summary.json and the report show ``unit`` and ``range``, and the
+    leaderboard sorts lower-is-better columns ascending. Declared once, on the judge class, so
+    no other module keeps its own table of metric meanings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    direction: Direction
+    description: str
+    #: "" for a plain number or share; otherwise e.g. "Hz", "st", "s", "MOS"
+    unit: str = ""
+    #: the values the metric can take, (lo, hi); None: unbounded on that side
+    range: tuple[float | None, float | None] = (None, None)
+
+
+def share(name: str, description: str, direction: Direction = "higher") -> MetricSpec:
+    """A metric in [0, 1] (accuracy, rates, agreement): the most common declaration."""
+    return MetricSpec(name=name, direction=direction, description=description, range=(0.0, 1.0))
+
+
+class JudgeOptions(Options):
+    """Base of every judge's settings: typed, an unknown key is refused, environment variables
+    only provide defaults (``evalkit.specs.env_field``), and the effective values go into the
+    manifest, so two runs whose judges were set up differently never look comparable."""
+
+
+JudgeOptionsT = TypeVar("JudgeOptionsT", bound=JudgeOptions)
+
+
+def build_options(options_cls: type[JudgeOptionsT], judge: str, **given: Any) -> JudgeOptionsT:
+    """``options_cls`` from a judge constructor's keyword arguments, where ``None`` means "not
+    given" (the default, or the environment's, applies); a bad value is one ``SpecError`` line."""
+    values = {k: v for k, v in given.items() if v is not None}
+    return validate_options(options_cls, values, f"judge {judge!r}")
 
 
 def judge_error(judge: str, exc: BaseException) -> Score:
@@ -20,13 +74,22 @@ def judge_error(judge: str, exc: BaseException) -> Score:
 
 class Judge(ABC):
     name: str
-    #: run in the process pool (decoding audio, signal processing) rather than on the event loop
-    cpu_heavy: bool = False
-    #: > 1: the judge scores several samples in one model call (``score_batch``), and the runner
-    #: sends it to an in-process micro-batcher (``evalkit.batching``) instead of the process pool
+    #: how ``evalkit.judging.JudgeExecutor`` runs it: ``inline`` (``ascore`` on the event loop),
+    #: ``process`` (``score`` in the process pool: decoding audio, signal processing) or
+    #: ``batched`` (``score_batch`` of up to ``batch_size`` samples, one in-process model fed by a
+    #: micro-batcher, ``evalkit.batching``)
+    execution: ClassVar[Execution] = "inline"
+    #: the most samples one ``score_batch`` call takes (``batched`` judges)
     batch_size: int = 0
     #: how long the micro-batcher holds a partial batch waiting for more samples
     batch_max_wait_s: float = 0.1
+    #: every metric this judge may write in ``Score.metrics`` (tests fail on an undeclared one)
+    metrics: ClassVar[tuple[MetricSpec, ...]] = ()
+    #: bump when a change can change a score: runs of different versions are not comparable
+    scorer_version: ClassVar[str] = "1"
+    #: the judge's settings model; ``options`` is its effective instance
+    Options: ClassVar[type[JudgeOptions]] = JudgeOptions
+    options: JudgeOptions = JudgeOptions()
 
     @abstractmethod
     def score(self, sample: Sample, outputs: list[ModelOutput]) -> Score:
@@ -36,6 +99,10 @@ class Judge(ABC):
         """What the runner awaits. Judges that call a model (rubric LLM judges) override this and
         await the model; plain judges are computed inline."""
         return self.score(sample, outputs)
+
+    def bind(self, service: ModelService) -> None:  # noqa: B027 - a hook: most judges call no model
+        """Called once per run, before the first sample: a judge that calls models resolves its
+        model roles in the run's ``service`` here (``judges.model_judge.ModelJudge``)."""
 
     def score_batch(self, items: list[JudgeItem]) -> list[Score]:
         """Score several samples, one ``Score`` per item in order. A failure of one item is that
@@ -50,13 +117,29 @@ class Judge(ABC):
         return scores
 
     def describe(self) -> dict[str, Any]:
-        """What the run manifest records about this judge (model-based judges add model, device)."""
+        """What the run manifest records about this judge: the scorer version and effective options
+        (what makes two runs' scores comparable, see ``evalkit.compare``), the metric declarations,
+        and how it ran (model-based judges add the resolved device)."""
         return {
             "name": self.name,
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
-            "cpu_heavy": self.cpu_heavy,
+            "execution": self.execution,
             "batch_size": self.batch_size,
+            "scorer_version": self.scorer_version,
+            "options": self.options.model_dump(mode="json"),
+            "metrics": [spec.model_dump(mode="json") for spec in self.metrics],
         }
+
+    @classmethod
+    def metric_spec(cls, metric: str) -> MetricSpec | None:
+        """The declaration of ``metric``, or None when this judge does not declare it."""
+        return next((spec for spec in cls.metrics if spec.name == metric), None)
+
+    @classmethod
+    def undeclared(cls, score: Score) -> list[str]:
+        """Metrics ``score`` carries that this judge does not declare (a bug in the judge)."""
+        declared = {spec.name for spec in cls.metrics}
+        return sorted(set(score.metrics) - declared)
 
 
 class BatchedModelJudge(Judge):
@@ -76,6 +159,28 @@ class BatchedModelJudge(Judge):
 
     def score_batch(self, items: list[JudgeItem]) -> list[Score]:
         return [r if isinstance(r, Score) else judge_error(self.name, r) for r in self._score_items(items)]
+
+
+def judges_manifest(judges: dict[str, dict[str, Judge]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """manifest ``judges``: task -> judge name -> ``Judge.describe()``. Compare reads the scorer
+    versions, options and metric declarations from it (``evalkit.compare.check_same_judges``)."""
+    return {task: {name: j.describe() for name, j in by_name.items()} for task, by_name in judges.items()}
+
+
+def recorded_metric_specs(recorded: Mapping[str, Any], task: str, judge: str) -> tuple[MetricSpec, ...]:
+    """The metric declarations of ``task``'s judge as a run recorded them (``recorded``: manifest
+    ``judges``), or, for a run from before that record, those of the judge registered under that
+    name (none for a judge not installed here). Compare, summary and report all read this."""
+    entry = recorded.get(task, {}).get(judge)
+    if entry is not None and "metrics" in entry:
+        return tuple(MetricSpec.model_validate(m) for m in entry["metrics"])
+    from evalkit.errors import UnknownNameError
+    from evalkit.registry import judges
+
+    try:
+        return tuple(judges.get(judge).metrics)
+    except UnknownNameError:
+        return ()
 
 
 def load_judge(name: str) -> Judge:

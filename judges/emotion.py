@@ -62,9 +62,10 @@ acoustically and the other two are opt-in:
 ``emotion-llm`` (needs ``EVALKIT_EMOTION_JUDGE``, a model spec such as ``openai:gpt-4o``): a judge
     model reads the conversation as text (user transcripts, model replies) with a prosody summary
     per model turn and rates emotional appropriateness and continuity 1-5, returning JSON
-    ``{"score": 1-5, "justification": "..."}``. Calls, caching, transient retries and re-asks after
-    an unreadable reply are the rubric judge's (``judges.rubric.RubricJudge``); an unreadable reply
-    after the re-asks is a judge error, never a guessed score.
+    ``{"score": 1-5, "justification": "..."}``. The judge model is a role of the run's model
+    service, and re-asks after an unreadable reply are the shared loop, as for the rubric judges
+    (``judges.model_judge``); an unreadable reply after the re-asks is a judge error, never a
+    guessed score.
 """
 
 from __future__ import annotations
@@ -74,7 +75,6 @@ import os
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -82,20 +82,13 @@ import numpy as np
 from evalkit import audio as audio_io
 from evalkit.compat import torchaudio_stand_in
 from evalkit.errors import EvalkitError
-from evalkit.judges.base import Judge
-from evalkit.judges.rubric import DEFAULT_JUDGE_MAX_TOKENS, RubricJudge, load_json_object
+from evalkit.judges.base import Judge, JudgeOptions, MetricSpec, build_options, share
+from evalkit.judges.model_judge import DEFAULT_JUDGE_MAX_TOKENS, ModelJudge
+from evalkit.judges.rubric import load_json_object
 from evalkit.judges.speech_features import ProsodyFeatures, extract_features
-from evalkit.records import (
-    ChatRequest,
-    ErrorInfo,
-    Message,
-    ModelOutput,
-    Sample,
-    Score,
-    TextPart,
-)
+from evalkit.records import ErrorInfo, ModelOutput, Sample, Score
 from evalkit.registry import register_judge
-from evalkit.retry import RetryPolicy
+from evalkit.specs import env_field
 
 #: the SER checkpoint (path or HF id) for ``emotion-ser`` and the optional part of ``emotion``
 SER_MODEL_ENV = "EVALKIT_SER_MODEL"
@@ -402,17 +395,89 @@ def ser_metrics(
     return metrics, rows
 
 
-def _ser_model_from_env(required: bool) -> str | None:
-    value = os.environ.get(SER_MODEL_ENV, "").strip()
-    if not value and required:
+class SEROptions(JudgeOptions):
+    """The speech-emotion classifier a judge uses: a local folder or Hugging Face id of an
+    audio-classification model (default ``EVALKIT_SER_MODEL``; emotion: none = acoustic proxy only)."""
+
+    ser_model: str | None = env_field(SER_MODEL_ENV)
+
+
+def _required_ser_model(options: SEROptions) -> str:
+    if options.ser_model is None:
         raise EvalkitError(
             f"the emotion-ser judge needs a speech-emotion checkpoint: set {SER_MODEL_ENV} to a local folder "
             "or Hugging Face id of an audio-classification model"
         )
-    return value or None
+    return options.ser_model
 
 
 # -- the judges ---------------------------------------------------------------------------------------
+#: the speech-emotion classifier's metrics (``ser_metrics``), written by emotion-ser and by emotion
+#: when it has a classifier; the flips and divergences describe the trajectory (a change can be right)
+SER_METRICS = (
+    MetricSpec(
+        name="ser_jsd_mean",
+        direction="descriptive",
+        unit="bits",
+        range=(0.0, 1.0),
+        description="mean Jensen-Shannon divergence of consecutive turns' emotion distributions",
+    ),
+    MetricSpec(
+        name="ser_jsd_max",
+        direction="descriptive",
+        unit="bits",
+        range=(0.0, 1.0),
+        description="largest Jensen-Shannon divergence of consecutive turns' emotion distributions",
+    ),
+    MetricSpec(
+        name="ser_label_flips",
+        direction="descriptive",
+        unit="flips",
+        range=(0.0, None),
+        description="consecutive turns whose top emotion label differs",
+    ),
+    share("ser_label_accuracy", "share of turns whose top label is the reference emotion"),
+)
+#: the acoustic arousal proxy's metrics (``continuity_metrics``, module docstring)
+AROUSAL_METRICS = (
+    MetricSpec(
+        name="affect_jump_max",
+        direction="descriptive",
+        unit="au",
+        range=(0.0, None),
+        description="largest arousal change between consecutive model turns",
+    ),
+    MetricSpec(
+        name="affect_jumps",
+        direction="descriptive",
+        unit="jumps",
+        range=(0.0, None),
+        description="consecutive-turn arousal changes above the jump threshold",
+    ),
+    MetricSpec(
+        name="unjustified_jumps",
+        direction="lower",
+        unit="jumps",
+        range=(0.0, None),
+        description="arousal jumps the user's own affect change does not justify",
+    ),
+    MetricSpec(
+        name="user_alignment",
+        direction="higher",
+        range=(-1.0, 1.0),
+        description="Pearson correlation of the model's and the user's arousal over the turns",
+    ),
+    MetricSpec(
+        name="affect_variance",
+        direction="descriptive",
+        unit="au^2",
+        range=(0.0, None),
+        description="population variance of the model's arousal over its turns",
+    ),
+    share("emotion_label_agreement", "ordinal agreement of the reference emotion levels and the arousal"),
+)
+
+
 def _error(judge: str, message: str) -> Score:
     return Score(judge=judge, error=ErrorInfo(kind="judge_error", message=message))
 
@@ -423,10 +488,14 @@ class EmotionContinuityJudge(Judge):
     a speech-emotion classifier's consistency when EVALKIT_SER_MODEL is set."""
 
     name = "emotion"
-    cpu_heavy = True
+    execution = "process"
+    metrics = (*AROUSAL_METRICS, *SER_METRICS)
+
+    Options = SEROptions
 
     def __init__(self, ser_model: str | None = None):
-        self.ser_model = ser_model if ser_model is not None else _ser_model_from_env(required=False)
+        self.options: SEROptions = build_options(SEROptions, self.name, ser_model=ser_model)
+        self.ser_model = self.options.ser_model
 
     def score(self, sample: Sample, outputs: list[ModelOutput]) -> Score:
         try:
@@ -507,10 +576,14 @@ class EmotionSERJudge(Judge):
     spoken turns: Jensen-Shannon divergence and top-label flips."""
 
     name = "emotion-ser"
-    cpu_heavy = True
+    execution = "process"
+    metrics = SER_METRICS
+
+    Options = SEROptions
 
     def __init__(self, model: str | None = None):
-        self.model = model if model is not None else _ser_model_from_env(required=True)
+        self.options: SEROptions = build_options(SEROptions, self.name, ser_model=model)
+        self.model = _required_ser_model(self.options)
 
     def score(self, sample: Sample, outputs: list[ModelOutput]) -> Score:
         try:
@@ -601,20 +674,27 @@ def prosody_summary(features: ProsodyFeatures, arousal: float | None) -> str:
 
 
 @register_judge("emotion-llm")
-class EmotionLLMJudge(RubricJudge):
+class EmotionLLMJudge(ModelJudge):
     """Emotional appropriateness and continuity rated 1-5 by a judge model (EVALKIT_EMOTION_JUDGE)
-    from the conversation text and a prosody summary of each spoken reply."""
+    from the conversation text and a prosody summary of each spoken reply. ``revision`` pins the
+    judge model so its cached answers serve other runs (``judges.model_judge``)."""
 
     name = "emotion-llm"
+    metrics = (
+        MetricSpec(
+            name="emotion_llm_score",
+            direction="higher",
+            range=(1.0, 5.0),
+            description="emotional appropriateness and continuity rated 1-5 by the judge model",
+        ),
+    )
 
     def __init__(
         self,
         model_spec: str | None = None,
         retries: int = 2,
         max_tokens: int = DEFAULT_JUDGE_MAX_TOKENS,
-        cache_path: Path | None = None,
-        use_cache: bool = True,
-        retry_policy: RetryPolicy | None = None,
+        revision: str | None = None,
     ):
         if model_spec is None:
             model_spec = os.environ.get(EMOTION_JUDGE_ENV, "").strip()
@@ -623,15 +703,7 @@ class EmotionLLMJudge(RubricJudge):
                     f"the emotion-llm judge needs a judge model: set {EMOTION_JUDGE_ENV} to a model spec, "
                     "e.g. openai:gpt-4o or openai:MODEL@http://127.0.0.1:8000/v1"
                 )
-        super().__init__(
-            model_spec,
-            retries=retries,
-            context="model",
-            max_tokens=max_tokens,
-            cache_path=cache_path,
-            use_cache=use_cache,
-            retry_policy=retry_policy,
-        )
+        super().__init__(model_spec, retries=retries, max_tokens=max_tokens, revision=revision)
 
     def _prosody_lines(self, outputs: list[ModelOutput]) -> list[str | None]:
         """A prosody summary per output with audio (None for text-only outputs)."""
@@ -671,50 +743,28 @@ class EmotionLLMJudge(RubricJudge):
             prompt = EMOTION_PROMPT.format(conversation=self.conversation_text(sample, outputs, prosody))
         except EvalkitError as exc:
             return self._error(str(exc), attempts=0)
-        from evalkit.models.base import load_model
-
-        adapter = load_model(self._raw_spec)
-        try:
-            return await self._grade(adapter, prompt)
-        finally:
-            await adapter.aclose()
-
-    async def _grade(self, adapter: Any, prompt: str) -> Score:
-        messages = [Message(role="user", content=[TextPart(text=prompt)])]
-        problems: list[str] = []
-        cached: list[bool] = []
-        for attempt in range(1, self.retries + 2):
-            output, hit = await self._call(adapter, ChatRequest(messages=messages, params=self.params))
-            cached.append(hit)
-            if not output.ok:
-                assert output.error is not None
-                return self._error(
-                    f"judge model {self.model_spec}: [{output.error.kind}] {output.error.message}", attempt
-                )
-            try:
-                verdict = parse_emotion_verdict(output.text)
-            except EmotionParseError as exc:
-                problems.append(str(exc))
-                messages = [
-                    *messages,
-                    Message(role="assistant", content=[TextPart(text=output.text or "")]),
-                    Message(role="user", content=[TextPart(text=EMOTION_REASK.format(error=exc))]),
-                ]
-                continue
-            details: dict[str, Any] = {
-                "justification": verdict.justification,
-                "judge_model": self.model_spec,
-                "judge_attempts": attempt,
-                "judge_cached": all(cached),
-            }
-            if problems:
-                details["judge_parse_errors"] = problems
-            return Score(
-                judge=self.name,
-                metrics={"emotion_llm_score": float(verdict.score)},
-                explanation=f"{verdict.score}/5: {verdict.justification}",
-                details=details,
+        result = await self.ask_until_parsed(
+            sample, prompt, parse_emotion_verdict, EmotionParseError, EMOTION_REASK
+        )
+        if result.error is not None:
+            return self._error(self.call_error(result.error), result.attempts)
+        if result.value is None:
+            return self._error(
+                f"judge reply unreadable after {result.attempts} attempts: {result.problems[-1]}",
+                result.attempts,
             )
-        return self._error(
-            f"judge reply unreadable after {len(cached)} attempts: {problems[-1]}", len(cached)
+        verdict = result.value
+        details: dict[str, Any] = {
+            "justification": verdict.justification,
+            "judge_model": self.model_spec,
+            "judge_attempts": result.attempts,
+            "judge_cached": all(result.cached),
+        }
+        if result.problems:
+            details["judge_parse_errors"] = result.problems
+        return Score(
+            judge=self.name,
+            metrics={"emotion_llm_score": float(verdict.score)},
+            explanation=f"{verdict.score}/5: {verdict.justification}",
+            details=details,
         )

@@ -6,8 +6,8 @@ objects and compares those. A reply in which math-verify finds no expression is 
 (counted, scored wrong).
 
 Timeouts. math-verify bounds parsing and comparison with ``signal.alarm``, which only works in a
-process's main thread. The judge is ``cpu_heavy``, so the runner calls it in a process-pool worker,
-whose calls run in that worker's main thread: the alarm works there and a pathological expression
+process's main thread. The judge runs in the process pool (``execution = "process"``), in a
+worker whose calls run in that worker's main thread: the alarm works there and a pathological expression
 (sympy can take minutes on some) is cut off after ``TIMEOUT_S`` and read as a parse failure instead
 of blocking the run. Should the judge ever be called from another thread (a threaded re-scorer),
 the signal timeout is switched off (math-verify's ``parsing_timeout=None`` / ``timeout_seconds=None``)
@@ -46,7 +46,7 @@ class MathVerifyJudge(AnswerMatchJudge):
     """Symbolic equivalence (math-verify): 1/2 = 0.5 = \\frac{1}{2}; no expression -> parse failure."""
 
     name = "math-verify"
-    cpu_heavy = True
+    execution = "process"
 
     def __init__(self) -> None:
         # AnswerMatchJudge calls ``extract`` then ``matches`` for the same turn, one turn at a time;

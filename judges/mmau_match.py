@@ -32,7 +32,7 @@ import re
 from typing import Any
 
 from evalkit.judges.answer_match import AnswerMatchJudge
-from evalkit.judges.base import Judge
+from evalkit.judges.base import Judge, share
 from evalkit.judges.extract import LETTERS, answer_text, extract_choice
 from evalkit.records import ModelOutput, Sample, Score
 from evalkit.registry import register_judge
@@ -63,6 +63,7 @@ class MMAUStringMatchJudge(Judge):
     """MMAU official scoring: the evaluation.py token string match on the option text."""
 
     name = "mmau-string-match"
+    metrics = (share("accuracy", "1 when the official token string match accepts the reply, else 0"),)
 
     def score(self, sample: Sample, outputs: list[ModelOutput]) -> Score:
         ref = sample.reference

@@ -73,7 +73,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from evalkit.judges.base import Judge
+from evalkit.judges.base import Judge, share
 from evalkit.judges.choice import ChoiceJudge
 from evalkit.judges.extract import answer_text
 from evalkit.records import ModelOutput, Sample, Score, ScoreRecord
@@ -135,6 +135,12 @@ def official_verdict(response: str, reference: dict[str, Any]) -> tuple[Verdict,
 
 class _MMSULetterJudge(Judge):
     """Shared scoring of the letter-rule modes; they differ only in the two class switches."""
+
+    metrics = (
+        share("accuracy", "1 when the letter read by the official rule names the answer, else 0"),
+        share("answered", "1 when the reply has a readable letter, else 0"),
+        share("accuracy_independent", "accuracy of this item alone, before the carry-over pass"),
+    )
 
     #: True: a reply the rule would ``continue`` past gets accuracy None (out of the denominator)
     skip_unreadable: bool

@@ -16,7 +16,8 @@ little; differences between conditions (clean vs noisy, model A vs B) are what t
 
 The models load once per process and use as many intra-op threads as torch is set to
 (``torch.set_num_threads``), so one setting bounds both the torch and the ONNX model. DistillMOS
-runs on cuda when torch sees a GPU (``evalkit.batching.judge_device``); DNSMOS stays on onnxruntime's
+runs on the ``device`` option (default ``EVALKIT_JUDGE_DEVICE``, else cuda when torch sees a GPU:
+``evalkit.batching.judge_device``); DNSMOS stays on onnxruntime's
 CPU provider (the PyPI onnxruntime is CPU-only).
 
 Batching (``batch_size``: the runner feeds the judge through a micro-batcher): both predictors cut
@@ -39,11 +40,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from evalkit import audio as audio_io
-from evalkit.batching import judge_device
+from evalkit.batching import JUDGE_DEVICE_ENV, judge_device
 from evalkit.compat import torchaudio_stand_in
-from evalkit.judges.base import BatchedModelJudge, JudgeItem
+from evalkit.judges.base import (
+    BatchedModelJudge,
+    JudgeDevice,
+    JudgeItem,
+    JudgeOptions,
+    MetricSpec,
+    build_options,
+)
 from evalkit.records import ModelOutput, Score
 from evalkit.registry import register_judge
+from evalkit.specs import env_field
 
 if TYPE_CHECKING:
     import torch
@@ -56,7 +65,8 @@ METRICS = ("distillmos", *DNSMOS_KEYS)
 DISTILLMOS_WINDOWS_PER_CALL = {"cpu": 8, "cuda": 64}
 DNSMOS_WINDOWS_PER_CALL = 32
 
-_distillmos: torch.nn.Module | None = None
+#: the DistillMOS model per effective device
+_distillmos: dict[str, torch.nn.Module] = {}
 _dnsmos: Any = None
 
 
@@ -80,18 +90,19 @@ def _distillmos_class() -> type:
     return ConvTransformerSQAModel
 
 
-def distillmos_model() -> torch.nn.Module:
-    """The DistillMOS model, loaded once per process on the judge device (its constructor prints;
-    kept off stdout). Built with ``segmenting_in_forward=False``: ``distillmos_windows`` cuts the
-    clips, so that windows of many clips can share one forward pass."""
-    global _distillmos
-    if _distillmos is None:
+def distillmos_model(device: str | None = None) -> torch.nn.Module:
+    """The DistillMOS model, loaded once per process and device (``device``: the judge's option,
+    resolved by ``judge_device``; its constructor prints, kept off stdout). Built with
+    ``segmenting_in_forward=False``: ``distillmos_windows`` cuts the clips, so that windows of many
+    clips can share one forward pass."""
+    effective = judge_device("torch", device)
+    if effective not in _distillmos:
         model_cls = _distillmos_class()
         with contextlib.redirect_stdout(io.StringIO()):
             model = model_cls(segmenting_in_forward=False)
         model.eval()
-        _distillmos = model.to(judge_device("torch"))
-    return _distillmos
+        _distillmos[effective] = model.to(effective)
+    return _distillmos[effective]
 
 
 def distillmos_windows(samples: np.ndarray) -> np.ndarray:
@@ -110,11 +121,11 @@ def distillmos_windows(samples: np.ndarray) -> np.ndarray:
     )
 
 
-def distillmos_scores(clips: list[np.ndarray]) -> list[float]:
+def distillmos_scores(clips: list[np.ndarray], device: str | None = None) -> list[float]:
     """DistillMOS of each clip: its crops' scores averaged, crops of all clips batched."""
     import torch
 
-    model = distillmos_model()
+    model = distillmos_model(device)
     device = next(model.parameters()).device
     windows = [distillmos_windows(c) for c in clips]
     stacked = np.concatenate(windows).astype(np.float32)
@@ -218,13 +229,13 @@ def dnsmos_scores(clips: list[np.ndarray]) -> list[dict[str, float]]:
     return rows
 
 
-def score_clips(clips: list[np.ndarray]) -> list[dict[str, float]]:
-    """Both predictors on 16 kHz mono clips, batched across clips."""
+def score_clips(clips: list[np.ndarray], device: str | None = None) -> list[dict[str, float]]:
+    """Both predictors on 16 kHz mono clips, batched across clips (DistillMOS on ``device``)."""
     # DNSMOS rejects values outside [-1, 1]; float WAVs may overshoot slightly
     clips = [np.clip(c, -1.0, 1.0).astype(np.float32) for c in clips]
     if not clips:
         return []
-    distill = distillmos_scores(clips)
+    distill = distillmos_scores(clips, device)
     rows = []
     for d, dns in zip(distill, dnsmos_scores(clips), strict=True):
         row = {"distillmos": d, **{k: float(dns[v]) for k, v in DNSMOS_KEYS.items()}}
@@ -238,16 +249,47 @@ def score_clip(samples: np.ndarray) -> dict[str, float]:
     return score_clips([samples])[0]
 
 
+class NaturalnessOptions(JudgeOptions):
+    """The naturalness judge's settings: where DistillMOS runs (default ``EVALKIT_JUDGE_DEVICE``)."""
+
+    device: JudgeDevice = env_field(JUDGE_DEVICE_ENV, "auto")
+
+
 @register_judge("naturalness")
 class NaturalnessJudge(BatchedModelJudge):
     """Predicted MOS of each spoken reply: DistillMOS and DNSMOS (ovrl, sig, bak)."""
 
     name = "naturalness"
-    cpu_heavy = True
+    metrics = (
+        MetricSpec(
+            name="distillmos",
+            direction="higher",
+            unit="MOS",
+            range=(1.0, 5.0),
+            description="DistillMOS predicted mean opinion score, mean over the spoken turns",
+        ),
+        *(
+            MetricSpec(
+                name=key,
+                direction="higher",
+                unit="MOS",
+                range=(1.0, 5.0),
+                description=f"DNSMOS P.835 {part} MOS, mean over the spoken turns",
+            )
+            for key, part in zip(DNSMOS_KEYS, ("overall", "signal", "background"), strict=True)
+        ),
+    )
+    execution = "batched"
     batch_size = 8
 
+    Options = NaturalnessOptions
+
+    def __init__(self, device: str | None = None):
+        self.options: NaturalnessOptions = build_options(NaturalnessOptions, self.name, device=device)
+
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "distillmos_device": judge_device("torch"), "dnsmos_device": "cpu"}
+        device = judge_device("torch", self.options.device)
+        return {**super().describe(), "distillmos_device": device, "dnsmos_device": "cpu"}
 
     def _score_items(self, items: list[JudgeItem]) -> list[Score | Exception]:
         """Each item's score or the exception that stops it (unreadable audio); the clips of all
@@ -259,7 +301,7 @@ class NaturalnessJudge(BatchedModelJudge):
             except Exception as exc:  # this item's failure: returned as its result
                 loaded.append(exc)
         clips = [clip for item in loaded if not isinstance(item, Exception) for _, clip in item[0]]
-        scored = iter(score_clips(clips))
+        scored = iter(score_clips(clips, self.options.device))
         results: list[Score | Exception] = []
         for item in loaded:
             if isinstance(item, Exception):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from evalkit import audio as audio_io
-from evalkit.judges.base import Judge
+from evalkit.judges.base import Judge, MetricSpec
 from evalkit.judges.speech_features import ANALYSIS_RATE_HZ, ProsodyFeatures, extract_features
 from evalkit.records import AudioRef, ModelOutput, Sample, Score
 from evalkit.registry import register_judge
@@ -33,6 +33,28 @@ AVERAGED = (
     "longest_pause_s",
     "speech_ratio",
     "monotony_index",
+)
+
+
+def _feature(name: str, unit: str, lo: float | None, hi: float | None, description: str) -> MetricSpec:
+    """A prosody feature: it describes how the model speaks, neither better nor worse by itself."""
+    return MetricSpec(name=name, direction="descriptive", unit=unit, range=(lo, hi), description=description)
+
+
+#: the judge's metrics: the averaged per-clip features, then the two across-turn ones
+PROSODY_METRICS = (
+    _feature("f0_median_hz", "Hz", 0.0, None, "median F0 of voiced frames, mean over turns"),
+    _feature("pitch_sd_st", "st", 0.0, None, "F0 standard deviation re. the clip's median, mean over turns"),
+    _feature("pitch_range_st", "st", 0.0, None, "5th-95th percentile F0 range, mean over turns"),
+    _feature("energy_sd_db", "dB", 0.0, None, "frame loudness sd over speech, mean over turns"),
+    _feature("syllable_rate_sps", "syllables/s", 0.0, None, "syllable nuclei per second of speech"),
+    _feature("pause_count", "pauses", 0.0, None, "pauses between speech segments, mean over turns"),
+    _feature("mean_pause_s", "s", 0.0, None, "mean pause length, mean over turns"),
+    _feature("longest_pause_s", "s", 0.0, None, "longest pause, mean over turns"),
+    _feature("speech_ratio", "", 0.0, 1.0, "speech time / clip duration, mean over turns"),
+    _feature("monotony_index", "", 0.0, 1.0, "1 / (1 + pitch_sd_st): 1 for a perfectly flat voice"),
+    _feature("f0_drift_st_per_turn", "st/turn", None, None, "slope of the turns' median F0 over turn index"),
+    _feature("rate_cv", "", 0.0, None, "coefficient of variation of the syllable rate across turns"),
 )
 
 
@@ -71,7 +93,8 @@ class ProsodyJudge(Judge):
     """Prosody of the model's speech: pitch variation, energy dynamics, rate, pauses, drift."""
 
     name = "prosody"
-    cpu_heavy = True
+    metrics = PROSODY_METRICS
+    execution = "process"
 
     def score(self, sample: Sample, outputs: list[ModelOutput]) -> Score:
         rows: list[dict[str, Any]] = []

@@ -28,9 +28,11 @@ The dataset card presents the same text as the judge's "system prompt"; evalkit 
 turn on purpose, since the text itself ends with the conversation and the rubric item to grade
 (it is the whole request, not an instruction ahead of one).
 
-Every judge call goes through the model adapter (``load_model``) with the runner's retry policy for
-transient failures, and is cached in the shared ``ResponseCache`` under
-``request_key(judge spec, request)``, so a rerun of a finished evaluation repeats no judge call.
+The judge model is a role of the run's model service (``judges.model_judge.ModelJudge``,
+``evalkit.service``): resolved once per run, its calls cached (across runs when the judge is
+pinned by ``revision``, else within the run and its resume), bounded per endpoint together with
+every other caller of that server, retried under the run's deadlines and written to
+``calls/judge.jsonl``. Re-asks are the shared loop (``judges.model_judge.ask_until_parsed``).
 Judge requests are sent at temperature 0 (the ``openai:`` adapter drops it for o-series models,
 which accept only their default).
 """
@@ -40,32 +42,17 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from evalkit.cache import ResponseCache, request_key
-from evalkit.judges.base import Judge
-from evalkit.models.base import ModelAdapter, load_model
-from evalkit.paths import response_cache_path
-from evalkit.records import (
-    ChatRequest,
-    ErrorInfo,
-    GenerationParams,
-    Message,
-    ModelOutput,
-    Sample,
-    Score,
-    TextPart,
-)
+from evalkit.judges.base import share
+from evalkit.judges.model_judge import DEFAULT_JUDGE_MAX_TOKENS, ModelJudge, ModelJudgeOptions, Parsed
+from evalkit.records import ModelOutput, Sample, Score
 from evalkit.registry import register_judge
-from evalkit.retry import RetryPolicy, call_with_retries
 from evalkit.tasks.prompts import render_prompt
 
 #: the judge the Audio MultiChallenge authors use (dataset card: "Model: openai/o4-mini")
 DEFAULT_JUDGE_MODEL = "openai:o4-mini"
-#: a reasoning judge spends most of its budget thinking; a short budget truncates the JSON
-DEFAULT_JUDGE_MAX_TOKENS = 8192
 _FENCE = re.compile(r"^\s*```(?:json|JSON)?\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
 
 #: the follow-up after an unreadable reply (fixed text: a re-ask varies nothing at random)
@@ -119,20 +106,14 @@ def parse_rubric_verdict(text: str | None) -> RubricVerdict:
     return RubricVerdict(criteria_met=met, explanation=explanation)
 
 
-@dataclass
-class _ItemResult:
-    """One rubric item's grading: a verdict, or the error that stopped it."""
+class RubricOptions(ModelJudgeOptions):
+    """A rubric judge's settings: which assistant texts the history shows, and the prompt."""
 
-    verdict: RubricVerdict | None = None
-    error: str | None = None
-    attempts: int = 0
-    calls_cached: list[bool] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    #: the judge answered every time, but never readably (after all re-asks)
-    unreadable: bool = False
+    context: Literal["reference", "model"]
+    template: str
 
 
-class RubricJudge(Judge):
+class RubricJudge(ModelJudge):
     """Rubric grading by a judge model, one call per rubric item (reusable: a task picks the
     template, model and retries).
 
@@ -140,11 +121,16 @@ class RubricJudge(Judge):
     ``conversation_history`` (see ``conversation_history``) and ``rubric_item``. ``context`` says
     which assistant texts the history shows before the graded reply: ``reference`` (the dataset's,
     as a fixed-context run sends them) or ``model`` (the model's own earlier replies, as a
-    closed-loop run sends them).
+    closed-loop run sends them). ``revision`` pins the judge model (``ModelJudge``).
     """
 
     name = "rubric"
     template = "amc_judge.j2"
+    metrics = (
+        share("apr", "average pass rate: 1 when every rubric item is met, else 0"),
+        share("ars", "average rubric score: share of the rubric items met"),
+    )
+    Options = RubricOptions
     #: an item whose judge reply stays unreadable: True counts it as not met (the evaluation
     #: guide's rule), False leaves it out of the conversation's APR/ARS
     unreadable_not_met: bool = True
@@ -156,26 +142,14 @@ class RubricJudge(Judge):
         context: Literal["reference", "model"] = "reference",
         template: str | None = None,
         max_tokens: int = DEFAULT_JUDGE_MAX_TOKENS,
-        cache_path: Path | None = None,
-        use_cache: bool = True,
-        retry_policy: RetryPolicy | None = None,
+        revision: str | None = None,
     ):
-        if retries < 0:
-            raise ValueError(f"judge retries must be >= 0, got {retries}")
         if context not in ("reference", "model"):
             raise ValueError(f"context must be 'reference' or 'model', got {context!r}")
-        # Resolved now (no network) so a bad spec fails before the run, and for the canonical spec.
-        self.model_spec = load_model(model_spec).spec
-        self._raw_spec = model_spec
-        self.retries = retries
+        super().__init__(model_spec, retries=retries, max_tokens=max_tokens, revision=revision)
         self.context = context
         if template is not None:
             self.template = template
-        self.params = GenerationParams(max_tokens=max_tokens, temperature=0.0)
-        self.cache_path = cache_path
-        self.use_cache = use_cache
-        self.retry_policy = retry_policy or RetryPolicy()
-        self._cache: ResponseCache | None = None
 
     # -- prompt -----------------------------------------------------------------------------------
     def transcript(self, sample: Sample, outputs: list[ModelOutput]) -> list[dict[str, str]]:
@@ -218,50 +192,9 @@ class RubricJudge(Judge):
         )
 
     # -- calls --------------------------------------------------------------------------------------
-    @property
-    def cache(self) -> ResponseCache | None:
-        if self.use_cache and self._cache is None:
-            self._cache = ResponseCache(self.cache_path or response_cache_path())
-        return self._cache
-
-    async def _call(self, adapter: ModelAdapter, request: ChatRequest) -> tuple[ModelOutput, bool]:
-        """One judge request: from the cache, else from the model (transient failures retried)."""
-        key = request_key(adapter.cache_identity, request)
-        cache = self.cache
-        if cache is not None:
-            hit = cache.get(key)
-            if hit is not None:
-                return hit, True
-        output = await call_with_retries(lambda: adapter.generate(request), self.retry_policy)
-        if cache is not None:
-            cache.put(key, adapter.spec, output)
-            cache.flush()  # the runner never closes judges: a judge verdict must not wait in memory
-        return output, False
-
-    async def _grade_item(self, adapter: ModelAdapter, prompt: str) -> _ItemResult:
+    async def _grade_item(self, sample: Sample, prompt: str) -> Parsed[RubricVerdict]:
         """One rubric item: ask, and re-ask after an unreadable reply up to ``retries`` times."""
-        result = _ItemResult()
-        messages = [Message(role="user", content=[TextPart(text=prompt)])]
-        for attempt in range(1, self.retries + 2):
-            result.attempts = attempt
-            output, cached = await self._call(adapter, ChatRequest(messages=messages, params=self.params))
-            result.calls_cached.append(cached)
-            if not output.ok:
-                assert output.error is not None
-                result.error = f"judge model {self.model_spec}: [{output.error.kind}] {output.error.message}"
-                return result
-            try:
-                result.verdict = parse_rubric_verdict(output.text)
-                return result
-            except RubricParseError as exc:
-                result.problems.append(str(exc))
-                messages = [
-                    *messages,
-                    Message(role="assistant", content=[TextPart(text=output.text or "")]),
-                    Message(role="user", content=[TextPart(text=REASK.format(error=exc))]),
-                ]
-        result.unreadable = True
-        return result
+        return await self.ask_until_parsed(sample, prompt, parse_rubric_verdict, RubricParseError, REASK)
 
     async def ascore(self, sample: Sample, outputs: list[ModelOutput]) -> Score:
         rubrics = [str(r) for r in sample.reference.get("rubrics") or []]
@@ -271,16 +204,12 @@ class RubricJudge(Judge):
             prompts = [self.render(sample, outputs, item) for item in rubrics]
         except ValueError as exc:
             return self._error(str(exc), attempts=0)
-        # One adapter per sample, shared by its item calls and closed here: the runner does not close
-        # judges, and an adapter's HTTP client must not outlive the event loop.
-        adapter = load_model(self._raw_spec)
-        try:
-            results = await asyncio.gather(*(self._grade_item(adapter, p) for p in prompts))
-        finally:
-            await adapter.aclose()
+        # every item at once: the service's endpoint bound, not this judge, limits what is in flight
+        results = await asyncio.gather(*(self._grade_item(sample, p) for p in prompts))
         for i, result in enumerate(results, start=1):
             if result.error is not None:
-                return self._error(f"rubric {i} of {len(rubrics)}: {result.error}", attempts=result.attempts)
+                message = f"rubric {i} of {len(rubrics)}: {self.call_error(result.error)}"
+                return self._error(message, attempts=result.attempts)
         if not self.unreadable_not_met and all(r.unreadable for r in results):
             return self._error(
                 f"all {len(rubrics)} rubric judge replies unreadable after the re-asks: "
@@ -289,21 +218,14 @@ class RubricJudge(Judge):
             )
         return self._score(rubrics, results)
 
-    def score(self, sample: Sample, outputs: list[ModelOutput]) -> Score:
-        """Synchronous entry for scripts outside an event loop (the runner awaits ``ascore``)."""
-        return asyncio.run(self.ascore(sample, outputs))
-
     # -- results ------------------------------------------------------------------------------------
-    def _error(self, message: str, attempts: int) -> Score:
-        return Score(judge=self.name, error=ErrorInfo(kind="judge_error", message=message, attempts=attempts))
-
-    def _item_met(self, result: _ItemResult) -> bool | None:
+    def _item_met(self, result: Parsed[RubricVerdict]) -> bool | None:
         """One item's verdict: met or not, or None when it is left out (unreadable, excluded)."""
-        if result.verdict is not None:
-            return result.verdict.criteria_met
+        if result.value is not None:
+            return result.value.criteria_met
         return False if self.unreadable_not_met else None
 
-    def _score(self, rubrics: list[str], results: list[_ItemResult]) -> Score:
+    def _score(self, rubrics: list[str], results: list[Parsed[RubricVerdict]]) -> Score:
         verdicts = [self._item_met(r) for r in results]
         counted = [v for v in verdicts if v is not None]
         met = sum(counted)
@@ -314,7 +236,7 @@ class RubricJudge(Judge):
                 {
                     "rubric": rubric,
                     "criteria_met": verdict,
-                    "explanation": r.verdict.explanation if r.verdict is not None else None,
+                    "explanation": r.value.explanation if r.value is not None else None,
                     "attempts": r.attempts,
                     "unreadable": r.unreadable,
                 }
@@ -322,9 +244,9 @@ class RubricJudge(Judge):
             ],
             "n_judge_unreadable": n_unreadable,
             "judge_model": self.model_spec,
-            "judge_calls": sum(len(r.calls_cached) for r in results),
+            "judge_calls": sum(len(r.cached) for r in results),
             "judge_attempts": max(r.attempts for r in results),
-            "judge_cached": all(all(r.calls_cached) for r in results),
+            "judge_cached": all(all(r.cached) for r in results),
         }
         problems = [f"rubric {i}: {p}" for i, r in enumerate(results, start=1) for p in r.problems]
         if problems:

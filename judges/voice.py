@@ -48,10 +48,11 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from evalkit import audio as audio_io
 from evalkit.errors import EvalkitError
-from evalkit.judges.base import Judge
+from evalkit.judges.base import Judge, JudgeOptions, MetricSpec, build_options, share
 from evalkit.records import ErrorInfo, ModelOutput, Sample, Score
 from evalkit.registry import register_judge
 
@@ -99,16 +100,49 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
+class VoiceOptions(JudgeOptions):
+    """The voice judge's setting: the similarity to the anchor turn below which a turn drifted."""
+
+    threshold: float = Field(default=DRIFT_THRESHOLD, gt=-1.0, le=1.0)
+
+
 @register_judge("voice")
 class VoiceConsistencyJudge(Judge):
     """Voice (timbre) consistency across the model's spoken turns: resemblyzer speaker embeddings,
     cosine similarity of each turn to the first, drift below a calibrated threshold."""
 
     name = "voice"
-    cpu_heavy = True
+    metrics = (
+        MetricSpec(
+            name="voice_similarity_min",
+            direction="higher",
+            unit="cos",
+            range=(-1.0, 1.0),
+            description="lowest speaker-embedding similarity of a turn to the anchor turn",
+        ),
+        MetricSpec(
+            name="voice_similarity_mean",
+            direction="higher",
+            unit="cos",
+            range=(-1.0, 1.0),
+            description="mean speaker-embedding similarity of the turns to the anchor turn",
+        ),
+        MetricSpec(
+            name="timbre_drift_turns",
+            direction="lower",
+            unit="turns",
+            range=(0.0, None),
+            description="turns whose similarity to the anchor is below the drift threshold",
+        ),
+        share("timbre_drift", "1 when any turn drifted from the anchor voice, else 0", direction="lower"),
+    )
+    execution = "process"
 
-    def __init__(self, threshold: float = DRIFT_THRESHOLD):
-        self.threshold = threshold
+    Options = VoiceOptions
+
+    def __init__(self, threshold: float | None = None):
+        self.options: VoiceOptions = build_options(VoiceOptions, self.name, threshold=threshold)
+        self.threshold = self.options.threshold
 
     def score(self, sample: Sample, outputs: list[ModelOutput]) -> Score:
         embeddings: list[np.ndarray] = []

@@ -18,11 +18,14 @@ from typing import Any
 
 from evalkit.confine import confine
 from evalkit.errors import EvalkitError
+from evalkit.judges.base import recorded_metric_specs
+from evalkit.run_files import Manifest, as_run_file
 from evalkit.store import MANIFEST, SUMMARY
 
 #: the fix printed for any run whose summary is missing or unreadable
 REBUILD_HINT = (
-    "rebuild it with `evalkit report {path}` (or finish the run with `evalkit run --resume {path}`)"
+    "rebuild it with `evalkit score --finalize-only {path}` "
+    "(or finish the run with `evalkit run --resume {path}`)"
 )
 
 
@@ -67,6 +70,8 @@ class TaskResult:
     n_judge_errors: int
     n_parse_failures: int
     n_request_errors: int
+    #: which way the primary metric is good, as its judge declared it (None: not declared)
+    direction: str | None = None
 
 
 @dataclass
@@ -85,12 +90,11 @@ class RunEntry:
     notes: list[str] = field(default_factory=list)
 
 
-def model_name(manifest: dict[str, Any]) -> str:
+def model_name(manifest: Manifest) -> str:
     """The model's name on the leaderboard: its spec without ``@base_url`` (a served model moves
     between hosts and ports from night to night; it is still the same model)."""
-    model = manifest.get("model") or {}
-    spec = model.get("spec") or (manifest.get("config") or {}).get("model") or "(unknown model)"
-    return str(spec).split("@")[0]
+    spec = manifest.model_spec
+    return "(unknown model)" if spec == "?" else spec.split("@")[0]
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -137,11 +141,18 @@ def primary_of(task_summary: dict[str, Any], task_manifest: dict[str, Any]) -> t
     return judge, primary.get("metric") or task_manifest.get("primary_metric") or "accuracy"
 
 
-def task_result(name: str, task_summary: dict[str, Any], task_manifest: dict[str, Any]) -> TaskResult | None:
+def task_result(
+    name: str,
+    task_summary: dict[str, Any],
+    task_manifest: dict[str, Any],
+    judges_recorded: dict[str, Any] | None = None,
+) -> TaskResult | None:
+    """The task's primary result; ``judges_recorded`` (manifest ``judges``) gives its direction."""
     chosen = primary_of(task_summary, task_manifest)
     if chosen is None:
         return None
     judge, metric = chosen
+    declared = recorded_metric_specs(judges_recorded or {}, name, judge)
     stats = task_summary["judges"][judge]
     value = (stats.get("metrics") or {}).get(metric) or {}
     dataset = task_summary.get("dataset") or task_manifest.get("dataset") or {}
@@ -167,6 +178,7 @@ def task_result(name: str, task_summary: dict[str, Any], task_manifest: dict[str
         n_judge_errors=int(stats.get("n_judge_errors", 0)),
         n_parse_failures=int(stats.get("n_parse_failures", 0)),
         n_request_errors=int((task_summary.get("requests") or {}).get("n_errors", 0)),
+        direction=next((s.direction for s in declared if s.name == metric), None),
     )
 
 
@@ -185,7 +197,8 @@ def load_run(path: Path) -> RunEntry:
     summary = _read_json(path / SUMMARY, SUMMARY, REBUILD_HINT.format(path=path))
     if not isinstance(summary.get("tasks"), dict):
         raise EvalkitError(f"{path / SUMMARY}: has no 'tasks'; {REBUILD_HINT.format(path=path)}")
-    started_text = manifest.get("started") or manifest.get("ended") or ""
+    info = as_run_file(manifest, Manifest, path / MANIFEST, "the run directory is damaged; run it again")
+    started_text = info.started or info.ended or ""
     started = parse_time(started_text)
     notes = []
     if started is None:
@@ -194,18 +207,18 @@ def load_run(path: Path) -> RunEntry:
         notes.append("manifest has no start time: ordered by the manifest file's modification time")
     entry = RunEntry(
         path=path,
-        run_id=str(manifest.get("run_id") or path.name),
-        model=model_name(manifest),
+        run_id=info.run_id or path.name,
+        model=model_name(info),
         started=started,
         started_text=started_text,
-        status=str(manifest.get("status", "unknown")),
+        status=info.status,
         manifest=manifest,
         summary=summary,
         notes=notes,
     )
     described = {t.get("name"): t for t in manifest.get("tasks") or [] if isinstance(t, dict)}
     for name, task_summary in summary["tasks"].items():
-        result = task_result(name, task_summary, described.get(name, {}))
+        result = task_result(name, task_summary, described.get(name, {}), manifest.get("judges"))
         if result is None:
             entry.notes.append(f"task {name}: no judge results in summary.json")
         else:

@@ -8,8 +8,10 @@ The rules, also printed on the site (``OVERALL_RULE``, ``VERSION_RULE``):
   every run still appears in the model's history.
 - The task's *reference version* is the group with the most models (ties: the one with the newest
   run). Other groups are shown as separate tables with a warning; they never enter the overall.
+- Within a table the best row comes first by the direction the metric's judge declares
+  (``MetricSpec.direction``: a lower-is-better metric such as WER sorts ascending).
 - Overall = unweighted mean of the primary metric over the benchmarks (reference versions only)
-  whose primary metric is a 0-1 score, shown only for models that have a number on every one of
+  whose primary metric is a higher-is-better 0-1 score, shown only for models that have a number on every one of
   them. Metrics on other scales (e.g. DNSMOS 1-5) are left out and named in the note; averaging them
   with accuracies would mean nothing. No CI is given for the overall (the runs' bootstrap samples
   are not joint).
@@ -27,7 +29,7 @@ from evalkit.leaderboard.runs import RunEntry, TaskResult, VersionKey
 
 OVERALL_RULE = (
     "Overall = unweighted mean of each benchmark's primary metric, over the benchmarks whose primary "
-    "metric is a 0-1 score, using each benchmark's reference dataset version only. It is shown only "
+    "metric is a higher-is-better 0-1 score, using each benchmark's reference dataset version only. It is shown only "
     "for models with a result on every one of those benchmarks (others show which are missing). "
     "No confidence interval is given for it."
 )
@@ -76,6 +78,14 @@ def _row_dict(row: Row) -> dict[str, Any]:
     }
 
 
+def best_first(value: float | None, direction: str | None, model: str) -> tuple[bool, float, str]:
+    """Sort key of a table row: the best value first as the metric's judge declares it (a
+    lower-is-better metric such as WER ascending, every other one descending), missing values
+    last, ties by model name."""
+    signed = (value or 0.0) if direction == "lower" else -(value or 0.0)
+    return (value is None, signed, model)
+
+
 def version_groups(runs: list[RunEntry]) -> dict[str, list[dict[str, Any]]]:
     """task -> its version groups, reference version first, each with its latest-per-model rows."""
     by_key: dict[VersionKey, dict[str, list[tuple[RunEntry, TaskResult]]]] = defaultdict(
@@ -90,13 +100,15 @@ def version_groups(runs: list[RunEntry]) -> dict[str, list[dict[str, Any]]]:
         for model, items in models.items():
             run, res = max(items, key=lambda item: (item[0].started, item[0].run_id))
             rows.append(Row(model, run, res, len(items)))
-        rows.sort(key=lambda r: (r.result.value is None, -(r.result.value or 0.0), r.model))
+        direction = next((r.result.direction for r in rows if r.result.direction), None)
+        rows.sort(key=lambda r: best_first(r.result.value, direction, r.model))
         newest = max(r.run.started for r in rows)
         tasks[key.task].append(
             {
                 "key": key,
                 "slug": key.slug(),
                 "label": key.label(),
+                "direction": direction,
                 "dataset": rows[0].result.dataset,
                 "rows": [_row_dict(r) for r in rows],
                 "_rank": (len(rows), newest),
@@ -122,8 +134,11 @@ def version_groups(runs: list[RunEntry]) -> dict[str, list[dict[str, Any]]]:
 
 
 def _is_unit_scale(group: dict[str, Any]) -> bool:
+    """A 0-1 higher-is-better score (an error rate in 0-1 averaged with accuracies would mean nothing)."""
     values = [r["value"] for r in group["rows"] if r["value"] is not None]
-    return bool(values) and all(0.0 <= v <= 1.0 for v in values)
+    return (
+        group.get("direction") in (None, "higher") and bool(values) and all(0.0 <= v <= 1.0 for v in values)
+    )
 
 
 def overall(benchmarks: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:

@@ -50,6 +50,19 @@ class ModelAdapter(ABC):
         (``evalkit.cache``); ``--model-revision`` pins any model by the user's word."""
         return None
 
+    @property
+    def endpoint(self) -> str:
+        """Where this adapter's requests go. Every caller of one endpoint (the model under test, a
+        judge on the same server) shares one concurrency bound (``evalkit.service``); an
+        in-process model is an endpoint of its own."""
+        return self.spec
+
+    @property
+    def secret_env(self) -> tuple[str, ...]:
+        """Environment variables holding this adapter's credentials: their values are scrubbed
+        from every output before it is cached or written (``evalkit.service``)."""
+        return ()
+
     #: whole-attempt deadline in seconds this adapter asks for (a card's ``timeout``), when the run
     #: gives no ``--timeout``; None: no deadline of its own
     request_timeout: float | None = None

@@ -11,7 +11,7 @@ report says so. Its value is that it runs anywhere, end to end, with no download
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from evalkit.errors import EvalkitError
 from evalkit.models.asr import WhisperTranscriber
@@ -20,9 +20,19 @@ from evalkit.models.hf_text import SMOLLM2
 from evalkit.models.tts import espeak
 from evalkit.records import AudioPart, AudioRef, ChatRequest, Message, ModelOutput, TextPart
 from evalkit.registry import register_model
-from evalkit.specs import parse_options
+from evalkit.specs import Options, parse_into
 
-DEFAULTS = {"asr": "tiny.en", "llm": f"hf:{SMOLLM2}", "tts": "espeak", "voice": "en-us"}
+
+class CascadeOptions(Options):
+    """``cascade[:asr=NAME,llm=SPEC,tts=espeak|none,voice=V]``: the llm spec may hold ':' and '@'
+    but no ','."""
+
+    asr: str = "tiny.en"
+    llm: str = f"hf:{SMOLLM2}"
+    tts: Literal["espeak", "none"] = "espeak"
+    voice: str = "en-us"
+
+
 NOTE = (
     "Weak offline baseline: Whisper tiny.en transcribes the audio, SmolLM2-135M-Instruct answers the "
     "text, espeak-ng speaks the answer. It ignores everything in the audio but the words."
@@ -63,15 +73,10 @@ class CascadeAdapter(ModelAdapter):
 
     @classmethod
     def from_spec(cls, arg: str, **options: Any) -> CascadeAdapter:
-        opts = {**DEFAULTS, **parse_options(arg, "model spec 'cascade:...'")}
-        unknown = set(opts) - set(DEFAULTS)
-        if unknown:
-            raise EvalkitError(
-                f"unknown cascade option(s) {', '.join(sorted(unknown))}; known: asr, llm, tts, voice"
-            )
-        if opts["llm"].startswith("cascade"):
+        opts = parse_into(CascadeOptions, arg, "model spec 'cascade:...'")
+        if opts.llm.startswith("cascade"):
             raise EvalkitError("cascade llm= must be a text model spec (hf:... or openai:...)")
-        return cls(opts["asr"], load_model(opts["llm"], **options), opts["tts"], opts["voice"])
+        return cls(opts.asr, load_model(opts.llm, **options), opts.tts, opts.voice)
 
     async def check(self) -> None:
         await asyncio.to_thread(self.transcriber.load)

@@ -4,7 +4,7 @@ run in-process with transformers.
 The ``hf`` kind serves both text chat models (the cascade's default LLM stage) and audio language
 models. Which one a checkpoint is comes from its ``config.json`` (``model_type``), looked up in
 ``evalkit.models.hf_audio.AUDIO_ADAPTERS``; anything not listed there is a text model. Options use
-the same ``k=v,k=v`` syntax as every other spec (``evalkit.specs.parse_options``); the name comes
+the same ``k=v,k=v`` syntax as every other spec (``evalkit.specs.parse_into``); the name comes
 first and so cannot contain a comma.
 
 Both paths share ``HFAdapterBase``: concurrent ``generate()`` calls are gathered by a
@@ -27,18 +27,20 @@ import sys
 import threading
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import Field, field_validator
+
+from evalkit.batching import MicroBatcher
 from evalkit.errors import EvalkitError, SpecError
 from evalkit.models.base import Capabilities, ModelAdapter
 from evalkit.models.reasoning import split_reasoning
 from evalkit.paths import cache_dir
 from evalkit.records import ChatRequest, GenerationParams, ModelOutput, Timing, Usage
 from evalkit.registry import register_model
-from evalkit.specs import parse_options
+from evalkit.specs import Options, parse_into, validate_options
 
 if TYPE_CHECKING:
     import torch
@@ -47,7 +49,7 @@ SMOLLM2 = "smollm2-135m-instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 DEVICES = ("auto", "cpu", "cuda")
-DTYPES = ("auto", "bfloat16", "float16", "float32")
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 DEFAULT_BATCH = 8
 #: how long the first request of a batch waits for company: long enough for concurrent requests to
 #: finish decoding their audio (a 30 s clip takes ~10-30 ms), short next to any generation
@@ -155,34 +157,19 @@ def read_config(name: str) -> dict[str, Any]:
 # -- options ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class HFOptions:
+class HFOptions(Options):
     """What the user asked for; ``device``/``dtype`` ``auto`` are resolved at load time."""
 
     device: str = "auto"
-    dtype: str = "auto"
-    batch: int = DEFAULT_BATCH
+    dtype: Dtype = "auto"
+    batch: int = Field(DEFAULT_BATCH, ge=1)
 
+    @field_validator("device")
     @classmethod
-    def parse(cls, values: dict[str, Any], where: str) -> HFOptions:
-        unknown = set(values) - {"device", "dtype", "batch"}
-        if unknown:
-            raise SpecError(
-                f"unknown option(s) {', '.join(sorted(unknown))} in {where}; known: device, dtype, batch"
-            )
-        device = str(values.get("device", "auto"))
+    def _known_device(cls, device: str) -> str:
         if device.partition(":")[0] not in DEVICES or (":" in device and not device.startswith("cuda:")):
-            raise SpecError(f"device={device!r} in {where}: use auto, cpu, cuda or cuda:N")
-        dtype = str(values.get("dtype", "auto"))
-        if dtype not in DTYPES:
-            raise SpecError(f"dtype={dtype!r} in {where}: use one of {', '.join(DTYPES)}")
-        try:
-            batch = int(values.get("batch", DEFAULT_BATCH))
-        except ValueError:
-            raise SpecError(f"batch={values['batch']!r} in {where}: give a positive integer") from None
-        if batch < 1:
-            raise SpecError(f"batch={batch} in {where}: give a positive integer")
-        return cls(device=device, dtype=dtype, batch=batch)
+            raise ValueError("use auto, cpu, cuda or cuda:N")
+        return device
 
 
 def split_spec(arg: str, options: dict[str, Any]) -> tuple[str, HFOptions]:
@@ -197,8 +184,7 @@ def split_spec(arg: str, options: dict[str, Any]) -> tuple[str, HFOptions]:
             "then options, e.g. hf:/models/qwen2-audio,dtype=bfloat16,batch=8"
         )
     given = {k: v for k, v in options.items() if k in ("device", "dtype", "batch") and v is not None}
-    given.update(parse_options(rest, f"model spec 'hf:{arg}'"))
-    return name, HFOptions.parse(given, f"model spec 'hf:{arg}'")
+    return name, parse_into(HFOptions, rest, f"model spec 'hf:{arg}'", defaults=given)
 
 
 def resolve_device(device: str) -> str:
@@ -226,91 +212,6 @@ def resolve_dtype(dtype: str, device: str, config: dict[str, Any]) -> torch.dtyp
     if stored in ("bfloat16", "float16"):
         return getattr(torch, stored)
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-# -- batching --------------------------------------------------------------------------------------
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-@dataclass
-class _Pending(Generic[T, R]):
-    item: T
-    key: Hashable
-    future: asyncio.Future[R]
-
-
-@dataclass
-class _LoopState(Generic[T, R]):
-    pending: list[_Pending[T, R]] = field(default_factory=list)
-    drainer: asyncio.Task[None] | None = None
-
-
-class MicroBatcher(Generic[T, R]):
-    """Gathers concurrent ``submit`` calls into batches for ``run`` (a blocking function, called in a
-    worker thread with a list of items; it returns one result per item, in order).
-
-    The first item waits ``max_wait_s`` for company unless ``max_batch`` items are already queued;
-    while a batch runs, new items queue, so under load batches fill without waiting. Only items
-    with equal ``key`` share a batch (one ``generate`` call has one set of sampling parameters).
-    One batch runs at a time: the model is one, and a second batch would only contend for it.
-
-    State is kept per event loop because ``asyncio.run`` called twice on one adapter (as scripts
-    and tests do) must not find futures of a closed loop.
-    """
-
-    def __init__(self, run: Callable[[list[T]], list[R]], max_batch: int, max_wait_s: float = BATCH_WAIT_S):
-        self._run = run
-        self.max_batch = max_batch
-        self.max_wait_s = max_wait_s
-        self._states: dict[asyncio.AbstractEventLoop, _LoopState[T, R]] = {}
-
-    async def submit(self, item: T, key: Hashable = None) -> R:
-        loop = asyncio.get_running_loop()
-        state = self._states.setdefault(loop, _LoopState())
-        future: asyncio.Future[R] = loop.create_future()
-        state.pending.append(_Pending(item, key, future))
-        if state.drainer is None:
-            state.drainer = loop.create_task(self._drain(loop, state))
-        return await future
-
-    def _take(self, state: _LoopState[T, R]) -> list[_Pending[T, R]]:
-        """Up to ``max_batch`` live items sharing the oldest item's key, in arrival order."""
-        state.pending = [p for p in state.pending if not p.future.done()]  # callers that gave up
-        if not state.pending:
-            return []
-        key = state.pending[0].key
-        batch = [p for p in state.pending if p.key == key][: self.max_batch]
-        taken = {id(p) for p in batch}
-        state.pending = [p for p in state.pending if id(p) not in taken]
-        return batch
-
-    async def _drain(self, loop: asyncio.AbstractEventLoop, state: _LoopState[T, R]) -> None:
-        try:
-            while state.pending:
-                if len(state.pending) < self.max_batch:
-                    await asyncio.sleep(self.max_wait_s)
-                batch = self._take(state)
-                if not batch:
-                    continue
-                try:
-                    results = await asyncio.to_thread(self._run, [p.item for p in batch])
-                    if len(results) != len(batch):
-                        raise RuntimeError(f"batch of {len(batch)} returned {len(results)} results")
-                except Exception as exc:  # every caller in the batch gets the failure as its own
-                    for p in batch:
-                        if not p.future.done():
-                            p.future.set_exception(exc)
-                    continue
-                for p, result in zip(batch, results, strict=True):
-                    if not p.future.done():
-                        p.future.set_result(result)
-        finally:
-            # Normal exit: nothing pending. Cancelled (loop shutting down): nobody can be served.
-            for p in state.pending:
-                p.future.cancel()
-            self._states.pop(loop, None)
 
 
 # -- the adapters ----------------------------------------------------------------------------------
@@ -342,7 +243,8 @@ class HFAdapterBase(ModelAdapter):
     ):
         if not name:
             raise EvalkitError("hf spec needs a model: hf:PATH or hf:HUB_ID or hf:smollm2-135m-instruct")
-        opts = HFOptions.parse({"device": device, "dtype": dtype, "batch": batch}, f"hf adapter {name!r}")
+        given = {"device": device, "dtype": dtype, "batch": batch}
+        opts = validate_options(HFOptions, given, f"hf adapter {name!r}")
         self.name = name
         self.options = opts
         self.batch = opts.batch
@@ -356,7 +258,9 @@ class HFAdapterBase(ModelAdapter):
         self._model: Any = None
         self._load_lock = threading.Lock()
         self._generate_lock = threading.Lock()
-        self.batcher: MicroBatcher[Prepared, ModelOutput] = MicroBatcher(self._run_batch, opts.batch)
+        self.batcher: MicroBatcher[Prepared, ModelOutput] = MicroBatcher(
+            self._run_batch, opts.batch, BATCH_WAIT_S, name=f"hf-{name}"
+        )
         self.spec = self._canonical_spec()
 
     @property
@@ -424,6 +328,7 @@ class HFAdapterBase(ModelAdapter):
 
     async def aclose(self) -> None:
         """Drop the weights so a long script that evaluates several models does not hold them all."""
+        await self.batcher.aclose()
         with self._load_lock:
             self._model = None
         if self.device.startswith("cuda"):

@@ -49,7 +49,7 @@ from evalkit.models.openai_chat import (
 )
 from evalkit.records import AudioPart, Message, TextPart
 from evalkit.registry import register_model
-from evalkit.specs import parse_options
+from evalkit.specs import Options, parse_into
 
 CARDS_DIR = Path(__file__).parent / "cards"
 
@@ -222,6 +222,14 @@ def card_manifest(card: ModelCard) -> dict[str, Any]:
     return {**card.model_dump(mode="json"), "digest": card.digest, "file": f"models/cards/{card.name}.yaml"}
 
 
+class CardSpecOptions(Options):
+    """``CARD[:served=NAME,card=DIGEST][@URL]``: the served model name, and the card digest a
+    canonical spec pins (a changed card file is then refused, not silently used)."""
+
+    served: str | None = None
+    card: str | None = None
+
+
 class CardModel(ModelAdapter):
     """Base of the per-card registry entries (one subclass per card, made below)."""
 
@@ -236,13 +244,10 @@ class CardModel(ModelAdapter):
         card = get_card(cls.card_name)
         where = f"model spec '{card.name}:{redact_urls(arg)}'"
         body, spec_url = split_spec_url(arg)
-        opts = parse_options(body, where)
-        unknown = set(opts) - {"served", "card"}
-        if unknown:
-            raise SpecError(f"unknown option(s) {', '.join(sorted(unknown))} in {where}; known: served, card")
-        if "card" in opts and opts["card"] != card.digest:
+        opts = parse_into(CardSpecOptions, body, where)
+        if opts.card is not None and opts.card != card.digest:
             raise SpecError(
-                f"{where} was made with card digest {opts['card']} but models/cards/{card.name}.yaml "
+                f"{where} was made with card digest {opts.card} but models/cards/{card.name}.yaml "
                 f"is now {card.digest}; drop card= to use the current card"
             )
         option_url = options.get("base_url")
@@ -258,7 +263,7 @@ class CardModel(ModelAdapter):
                 f"(OpenAI itself is {DEFAULT_BASE_URL})"
             )
         check_base_url(base_url, where, "http(s)://HOST:PORT/v1")
-        served = opts.get("served") or card.served_name
+        served = opts.served or card.served_name
         if not served:
             raise SpecError(f"card {card.name!r} has no served model name; give {card.name}:served=NAME")
         known = {"api_key_env", "timeout", "stream"}

@@ -400,6 +400,15 @@ class OpenAIChatAdapter(ModelAdapter):
         self._client = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
 
+    @property
+    def endpoint(self) -> str:
+        """The server: two model names served at one base URL share its concurrency bound."""
+        return self.base_url
+
+    @property
+    def secret_env(self) -> tuple[str, ...]:
+        return (self.api_key_env,)
+
     @classmethod
     def from_spec(cls, arg: str, **options: Any) -> ModelAdapter:
         """``MODEL@BASE_URL``; without ``@``: the ``base_url`` option (``--base-url``), else

@@ -130,6 +130,15 @@ class ReplicaPool(ModelAdapter):
         return self.replicas[0].adapter.pinned_revision
 
     @property
+    def endpoint(self) -> str:
+        """All replicas together: the pool balances its own load, under the run's one bound."""
+        return " + ".join(r.adapter.endpoint for r in self.replicas)
+
+    @property
+    def secret_env(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(env for r in self.replicas for env in r.adapter.secret_env))
+
+    @property
     def request_timeout(self) -> float | None:  # type: ignore[override]
         """The first replica's deadline (replicas of one spec share their options)."""
         return self.replicas[0].adapter.request_timeout

@@ -34,14 +34,13 @@ module and must import on machines without vllm.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evalkit.batching import MicroBatcher
 from evalkit.errors import EvalkitError, ModelError, SpecError
 from evalkit.models.base import Capabilities, ModelAdapter
 from evalkit.models.hf_text import resolve_path
@@ -49,6 +48,7 @@ from evalkit.models.openai_chat import message_to_openai
 from evalkit.models.reasoning import split_reasoning
 from evalkit.records import ChatRequest, ModelOutput, Timing, Usage
 from evalkit.registry import register_model
+from evalkit.specs import Options, parse_into
 
 #: the rate audio is sent at; audio models' feature extractors (Whisper's) want 16 kHz
 AUDIO_SAMPLE_RATE = 16000
@@ -67,15 +67,16 @@ SAMPLING_EXTRA = (
     "ignore_eos",
     "stop_token_ids",
 )
-_OPTIONS = {"tp": int, "gpu_memory": float, "max_model_len": int, "dtype": str, "eager": bool}
 
 
-def _parse_bool(value: str) -> bool:
-    if value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected 1/0 or true/false, got {value!r}")
+class VLLMOptions(Options):
+    """The options of ``vllm:PATH_OR_ID,k=v,...`` (``eager`` takes 1/0, true/false, yes/no, on/off)."""
+
+    tp: int = 1
+    gpu_memory: float = 0.9
+    max_model_len: int | None = None
+    dtype: str = "auto"
+    eager: bool = False
 
 
 def is_audio_config(config: dict[str, Any]) -> bool:
@@ -103,14 +104,13 @@ def read_model_config(path_or_id: str) -> dict[str, Any]:
         ) from exc
 
 
-@dataclass
-class _Pending:
-    """One ``generate()`` call waiting for its batch: its conversation in OpenAI form, its
-    sampling parameters and the future its caller awaits."""
+@dataclass(frozen=True)
+class _Call:
+    """One ``generate()`` call waiting for its batch: its conversation in OpenAI form and its
+    sampling parameters."""
 
     messages: list[dict[str, Any]]
     params: Any
-    future: asyncio.Future = field(repr=False)
 
 
 @register_model("vllm")
@@ -150,12 +150,12 @@ class VLLMLocalAdapter(ModelAdapter):
         self.spec = "vllm:" + ",".join(parts)
         self._capabilities: Capabilities | None = None
         self._llm: Any = None
-        # one thread for every vLLM call: the engine is not thread-safe, and loading it in the
-        # same thread that later drives it keeps vLLM's thread-local state consistent
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalkit-vllm")
-        self._pending: list[_Pending] = []
-        self._drainer: asyncio.Task | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # one thread for every vLLM call (the batcher's): the engine is not thread-safe, and
+        # loading it in the same thread that later drives it keeps vLLM's thread-local state
+        # consistent; no cap on the batch, vLLM schedules inside one LLM.chat call
+        self.batcher: MicroBatcher[_Call, ModelOutput] = MicroBatcher(
+            self._run_batch, None, batch_wait, "vllm"
+        )
         #: sizes of the LLM.chat calls made so far (tests and the manifest read it)
         self.batch_sizes: list[int] = []
 
@@ -168,23 +168,11 @@ class VLLMLocalAdapter(ModelAdapter):
 
     @classmethod
     def from_spec(cls, arg: str, **options: Any) -> VLLMLocalAdapter:
-        model, *settings = [s.strip() for s in arg.split(",")]
-        kwargs: dict[str, Any] = {}
-        for setting in settings:
-            key, sep, value = setting.partition("=")
-            if not sep or key not in _OPTIONS:
-                raise SpecError(
-                    f"bad option {setting!r} in model spec 'vllm:{arg}'; "
-                    f"known: {', '.join(f'{k}=...' for k in _OPTIONS)}"
-                )
-            kind = _OPTIONS[key]
-            try:
-                kwargs[key] = _parse_bool(value) if kind is bool else kind(value)
-            except ValueError as exc:
-                raise SpecError(f"bad value for {key} in model spec 'vllm:{arg}': {exc}") from None
+        model, _, rest = arg.partition(",")
+        kwargs: dict[str, Any] = parse_into(VLLMOptions, rest, f"model spec 'vllm:{arg}'").model_dump()
         if "batch_wait" in options:
             kwargs["batch_wait"] = float(options["batch_wait"])
-        return cls(model, **kwargs)
+        return cls(model.strip(), **kwargs)
 
     # -- capabilities -----------------------------------------------------------------------------
     @property
@@ -225,7 +213,7 @@ class VLLMLocalAdapter(ModelAdapter):
         return self._llm
 
     async def _in_worker(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await self.batcher.run_in_worker(fn, *args)
 
     async def check(self) -> None:
         """Load the engine before the run (minutes for a large model), so that a bad path or too
@@ -259,42 +247,12 @@ class VLLMLocalAdapter(ModelAdapter):
     async def generate(self, request: ChatRequest) -> ModelOutput:
         messages = [message_to_openai(m, AUDIO_SAMPLE_RATE) for m in request.messages]
         params = self.sampling_params(request)
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # a new asyncio.run(): the old loop's batcher is gone with it
-            self._loop, self._pending, self._drainer = loop, [], None
-        pending = _Pending(messages, params, loop.create_future())
-        self._pending.append(pending)
-        if self._drainer is None or self._drainer.done():
-            self._drainer = loop.create_task(self._drain())
-        return await pending.future
+        return await self.batcher.submit(_Call(messages, params))
 
-    async def _drain(self) -> None:
-        """Send what has gathered as one batch, then again for what arrived meanwhile, until
-        nothing waits. A failure is handed to the callers, never lost."""
-        while self._pending:
-            await asyncio.sleep(self.batch_wait)  # let callers started in the same tick join
-            batch, self._pending = self._pending, []
-            try:
-                outputs = await self._in_worker(self._run_batch, batch)
-            except BaseException as exc:
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for item, output in zip(batch, outputs, strict=True):
-                if item.future.done():  # its caller was cancelled
-                    continue
-                if isinstance(output, BaseException):
-                    item.future.set_exception(output)
-                else:
-                    item.future.set_result(output)
-
-    def _run_batch(self, batch: list[_Pending]) -> list[ModelOutput | ModelError]:
+    def _run_batch(self, batch: list[_Call]) -> list[ModelOutput | ModelError]:
         """One ``LLM.chat`` call for the whole batch (worker thread). vLLM rejects the whole call
-        when one conversation is bad (too long, undecodable audio); then each is sent alone, so
-        the bad one fails by itself and the others still get answers."""
+        when one conversation is bad (too long, undecodable audio); the batcher then sends each
+        alone, so the bad one fails by itself and the others still get answers."""
         llm = self._load()
         started = time.perf_counter()
         from vllm.exceptions import VLLMClientError
@@ -302,9 +260,7 @@ class VLLMLocalAdapter(ModelAdapter):
         try:
             results = llm.chat([b.messages for b in batch], [b.params for b in batch], use_tqdm=False)
         except (ValueError, VLLMClientError) as exc:  # vLLM's request validation errors
-            if len(batch) == 1:
-                return [ModelError("bad_request", f"vLLM rejected the request: {exc}", transient=False)]
-            return [out for item in batch for out in self._run_batch([item])]
+            raise ModelError("bad_request", f"vLLM rejected the request: {exc}", transient=False) from exc
         elapsed = time.perf_counter() - started
         self.batch_sizes.append(len(batch))
         return [self._to_output(r, elapsed, len(batch)) for r in results]
@@ -333,8 +289,7 @@ class VLLMLocalAdapter(ModelAdapter):
             engine_core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
             if engine_core is not None:
                 await self._in_worker(engine_core.shutdown)
-        self._executor.shutdown(wait=False)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalkit-vllm")
+        await self.batcher.aclose()
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from evalkit.errors import EvalkitError
 from evalkit.reports.charts import ChartData, _figure_json, plotly_js
+from evalkit.run_files import Manifest, PrimaryMetric
 from evalkit.store import RunStore
 
 
@@ -35,33 +35,33 @@ class BudgetPoint:
     truncated_share: float | None
 
 
-def _budget_of(manifest: dict[str, Any], task: str, where: Path) -> int:
+def _budget_of(manifest: Manifest, task: str, where: Path) -> int:
     """The run's token budget for ``task``: the effective max_tokens the manifest recorded."""
-    entry = manifest.get("generation", {}).get(task, {}).get("max_tokens")
-    budget = entry["value"] if entry else manifest.get("config", {}).get("max_tokens")
+    entry = manifest.generation.get(task, {}).get("max_tokens")
+    budget = entry["value"] if entry else manifest.config.get("max_tokens")
     if budget is None:
         raise EvalkitError(f"{where / 'manifest.json'}: no max_tokens recorded; was it made by evalkit run?")
     return int(budget)
 
 
 def _points_of(store: RunStore) -> dict[str, BudgetPoint]:
-    manifest, summary = store.read_manifest(), store.read_summary()
+    manifest, summary = store.manifest(), store.summary()
     data = ChartData.of(summary, store.iter_responses(), store.iter_scores())
     points: dict[str, BudgetPoint] = {}
     for task, samples in data.reasoning_points().items():
-        primary = summary["tasks"][task].get("primary") or {}
+        task_summary = summary.tasks[task]
+        primary = task_summary.primary or PrimaryMetric()
         lengths = [length for length, _ in samples]
-        requests = summary["tasks"][task].get("requests", {})
         points[task] = BudgetPoint(
             budget=_budget_of(manifest, task, store.root),
             run_id=store.run_id,
             mean_reasoning=sum(lengths) / len(lengths) if lengths else 0.0,
-            metric=primary.get("metric", "accuracy"),
-            value=primary.get("value"),
-            ci_low=primary.get("ci_low"),
-            ci_high=primary.get("ci_high"),
-            n_truncated=summary["tasks"][task].get("n_truncated", 0),
-            truncated_share=requests.get("truncated_share"),
+            metric=primary.metric,
+            value=primary.value,
+            ci_low=primary.ci_low,
+            ci_high=primary.ci_high,
+            n_truncated=task_summary.n_truncated,
+            truncated_share=task_summary.requests.truncated_share,
         )
     return points
 
@@ -72,13 +72,13 @@ def budget_sweep(run_dirs: list[Path]) -> dict[str, list[BudgetPoint]]:
     if len(run_dirs) < 2:
         raise EvalkitError("--compare-budgets needs two or more run directories of one sweep")
     stores = [RunStore.open_existing(d) for d in run_dirs]
-    first = stores[0].read_manifest()
+    first = stores[0].manifest()
     sweep: dict[str, list[BudgetPoint]] = {}
     for store in stores:
-        manifest = store.read_manifest()
+        manifest = store.manifest()
         for key in ("model", "tasks"):
-            mine = manifest["config"][key] if key == "tasks" else manifest["model"]["spec"]
-            theirs = first["config"][key] if key == "tasks" else first["model"]["spec"]
+            mine = manifest.config.get(key) if key == "tasks" else manifest.model.spec
+            theirs = first.config.get(key) if key == "tasks" else first.model.spec
             if mine != theirs:
                 raise EvalkitError(
                     f"{store.root}: {key} {mine!r} differs from {stores[0].root}'s {theirs!r}; "

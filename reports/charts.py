@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from evalkit.records import ResponseRecord, ScoreRecord
+from evalkit.run_files import Summary, TaskSummary
 from evalkit.stats import metric_summary
 
 #: quantile bins of the reasoning-length curve (fewer when there are fewer distinct lengths)
@@ -77,23 +78,23 @@ class Bin:
 
 
 # -- data -------------------------------------------------------------------------------------------
-def _primary(task: dict[str, Any]) -> tuple[str, str] | None:
-    primary = task.get("primary") or {}
-    if not primary.get("judge"):
+def _primary(task: TaskSummary) -> tuple[str, str] | None:
+    primary = task.primary
+    if primary is None or not primary.judge:
         return None
-    return primary["judge"], primary.get("metric") or "accuracy"
+    return primary.judge, primary.metric or "accuracy"
 
 
-def category_series(summary: dict[str, Any]) -> list[tuple[str, str, Series]]:
+def category_series(summary: Summary) -> list[tuple[str, str, Series]]:
     """(task, group key, series of the primary metric per group value) for every breakdown the
     summary holds, values and CIs exactly as summary.json has them."""
     out = []
-    for task_name, task in summary.get("tasks", {}).items():
+    for task_name, task in summary.tasks.items():
         primary = _primary(task)
-        if primary is None:
+        if primary is None or primary[0] not in task.judges:
             continue
         judge, metric = primary
-        for key, groups in task["judges"].get(judge, {}).get("groups", {}).items():
+        for key, groups in task.judges[judge].groups.items():
             rows = [(value, metrics[metric]) for value, metrics in groups.items() if metric in metrics]
             if not rows:
                 continue
@@ -104,10 +105,10 @@ def category_series(summary: dict[str, Any]) -> list[tuple[str, str, Series]]:
                     Series(
                         name=f"{task_name} · {metric}",
                         x=[value for value, _ in rows],
-                        y=[m["value"] for _, m in rows],
-                        ci_low=[m["ci_low"] for _, m in rows],
-                        ci_high=[m["ci_high"] for _, m in rows],
-                        n=[m["n"] for _, m in rows],
+                        y=[m.value for _, m in rows],
+                        ci_low=[m.ci_low for _, m in rows],
+                        ci_high=[m.ci_high for _, m in rows],
+                        n=[m.n for _, m in rows],
                     ),
                 )
             )
@@ -131,9 +132,9 @@ class ChartData:
     Feed every response (``add_response``) before any score (``add_score``): a score's point
     needs its sample's summed reasoning length."""
 
-    def __init__(self, summary: dict[str, Any]):
+    def __init__(self, summary: Summary):
         self.primary: dict[str, tuple[str, str]] = {}
-        for task_name, task in summary.get("tasks", {}).items():
+        for task_name, task in summary.tasks.items():
             primary = _primary(task)
             if primary is not None:
                 self.primary[task_name] = primary
@@ -184,7 +185,7 @@ class ChartData:
 
     @classmethod
     def of(
-        cls, summary: dict[str, Any], responses: Iterable[ResponseRecord], scores: Iterable[ScoreRecord]
+        cls, summary: Summary, responses: Iterable[ResponseRecord], scores: Iterable[ScoreRecord]
     ) -> ChartData:
         """Fed from any iterables (each read once)."""
         data = cls(summary)
@@ -196,7 +197,7 @@ class ChartData:
 
 
 def reasoning_points(
-    summary: dict[str, Any], responses: Iterable[ResponseRecord], scores: Iterable[ScoreRecord]
+    summary: Summary, responses: Iterable[ResponseRecord], scores: Iterable[ScoreRecord]
 ) -> dict[str, list[tuple[int, float]]]:
     """Per task: (reasoning length summed over the sample's turns, primary metric of the sample) for
     every sample the primary judge scored. Samples whose model call or judge failed have no metric
@@ -238,12 +239,12 @@ def quantile_bins(points: list[tuple[int, float]], n_bins: int = REASONING_BINS,
     return bins
 
 
-def turn_accuracy_series(summary: dict[str, Any]) -> list[Series]:
+def turn_accuracy_series(summary: Summary) -> list[Series]:
     """Accuracy per answered turn (summary.json's ``by_turn``) of every judge that has one."""
     out = []
-    for task_name, task in summary.get("tasks", {}).items():
-        for judge_name, judge in task.get("judges", {}).items():
-            by_turn = judge.get("by_turn") or {}
+    for task_name, task in summary.tasks.items():
+        for judge_name, judge in task.judges.items():
+            by_turn = judge.by_turn
             if not by_turn:
                 continue
             turns = sorted(by_turn, key=int)
@@ -251,10 +252,10 @@ def turn_accuracy_series(summary: dict[str, Any]) -> list[Series]:
                 Series(
                     name=f"{task_name} · {judge_name}",
                     x=[int(t) for t in turns],
-                    y=[by_turn[t]["value"] for t in turns],
-                    ci_low=[by_turn[t]["ci_low"] for t in turns],
-                    ci_high=[by_turn[t]["ci_high"] for t in turns],
-                    n=[by_turn[t]["n"] for t in turns],
+                    y=[by_turn[t].value for t in turns],
+                    ci_low=[by_turn[t].ci_low for t in turns],
+                    ci_high=[by_turn[t].ci_high for t in turns],
+                    n=[by_turn[t].n for t in turns],
                 )
             )
     return out
@@ -276,12 +277,12 @@ def _mean_by_turn(rows: list[tuple[int, float]], name: str) -> Series:
 def prosody_series(scores: Iterable[ScoreRecord]) -> dict[tuple[str, str], list[tuple[str, Series]]]:
     """(task, judge) -> [(panel label, mean per model turn)] from prosody judges' per-turn rows
     (``details["turn_features"]``), recognised by that shape rather than by judge name."""
-    return ChartData.of({}, [], scores).prosody_series()
+    return ChartData.of(Summary(), [], scores).prosody_series()
 
 
 def arousal_series(scores: Iterable[ScoreRecord]) -> dict[tuple[str, str], list[Series]]:
     """(task, judge) -> model and user arousal per turn from emotion judges' ``details["per_turn"]``."""
-    return ChartData.of({}, [], scores).arousal_series()
+    return ChartData.of(Summary(), [], scores).arousal_series()
 
 
 # -- figures --------------------------------------------------------------------------------------------
@@ -405,7 +406,7 @@ def _panels_figure(title: str, panels: list[tuple[str, list[Series]]]) -> str:
     return _figure_json(fig, height=max(360, 220 * len(panels)))
 
 
-def _category_charts(summary: dict[str, Any]) -> list[Chart]:
+def _category_charts(summary: Summary) -> list[Chart]:
     found = category_series(summary)
     if not found:
         return [
@@ -427,13 +428,13 @@ def _category_charts(summary: dict[str, Any]) -> list[Chart]:
     ]
 
 
-def _reasoning_chart(summary: dict[str, Any], data: ChartData) -> Chart:
+def _reasoning_chart(summary: Summary, data: ChartData) -> Chart:
     title = "Reasoning length vs. score"
     points = data.reasoning_points()
     with_reasoning = {t: p for t, p in points.items() if any(length > 0 for length, _ in p)}
     if not with_reasoning:
         return Chart("chart-reasoning", "reasoning", title, note="No reasoning was recorded in this run.")
-    seed = int(summary.get("seed", 0))
+    seed = summary.seed
     curves = {t: quantile_bins(p, seed=seed) for t, p in with_reasoning.items()}
     curves = {t: bins for t, bins in curves.items() if len(bins) >= 2}
     if not curves:
@@ -443,7 +444,7 @@ def _reasoning_chart(summary: dict[str, Any], data: ChartData) -> Chart:
             title,
             note="Every sample reasoned for the same length; there is no curve to draw.",
         )
-    metrics = {t: (_primary(summary["tasks"][t]) or ("", "score"))[1] for t in curves}
+    metrics = {t: (_primary(summary.tasks[t]) or ("", "score"))[1] for t in curves}
     skipped = sorted(set(points) - set(curves))
     note = f"Tasks without varying reasoning length: {', '.join(skipped)}." if skipped else None
     return Chart(
@@ -451,7 +452,7 @@ def _reasoning_chart(summary: dict[str, Any], data: ChartData) -> Chart:
     )
 
 
-def _turn_charts(summary: dict[str, Any], data: ChartData) -> list[Chart]:
+def _turn_charts(summary: Summary, data: ChartData) -> list[Chart]:
     charts = []
     accuracy = turn_accuracy_series(summary)
     if accuracy:
@@ -487,14 +488,14 @@ def _turn_charts(summary: dict[str, Any], data: ChartData) -> list[Chart]:
 
 
 def build_charts(
-    summary: dict[str, Any], responses: Iterable[ResponseRecord], scores: Iterable[ScoreRecord]
+    summary: Summary, responses: Iterable[ResponseRecord], scores: Iterable[ScoreRecord]
 ) -> list[Chart]:
     """Every chart of the report in display order: score by category, reasoning length vs. score,
     per-turn trajectories."""
     return build_charts_from(summary, ChartData.of(summary, responses, scores))
 
 
-def build_charts_from(summary: dict[str, Any], data: ChartData) -> list[Chart]:
+def build_charts_from(summary: Summary, data: ChartData) -> list[Chart]:
     """``build_charts`` from numbers already gathered (the report streams records into ``data``)."""
     return [
         *_category_charts(summary),

@@ -35,6 +35,7 @@ from evalkit.errors import EvalkitError
 from evalkit.records import ResponseRecord, ScoreRecord
 from evalkit.reports.charts import ChartData
 from evalkit.reports.formatting import fmt_value
+from evalkit.run_files import Manifest, Summary
 from evalkit.store import RunStore, atomic_write_text
 
 EMBED_LIMIT_BYTES = 64 * 2**20
@@ -64,16 +65,10 @@ class AudioLinker:
         self.roots_by_task = roots_by_task or {}
 
     @classmethod
-    def for_run(
-        cls, run_root: Path, manifest: dict[str, Any], budget: int = EMBED_LIMIT_BYTES
-    ) -> AudioLinker:
+    def for_run(cls, run_root: Path, manifest: Manifest, budget: int = EMBED_LIMIT_BYTES) -> AudioLinker:
         """The linker of a run: each task's recorded ``path_roots`` (a run written before they
         were recorded shows only audio inside its own directory)."""
-        roots = {
-            str(t.get("name")): tuple(Path(r) for r in t.get("path_roots") or [])
-            for t in manifest.get("tasks") or []
-            if isinstance(t, dict)
-        }
+        roots = {t.name: tuple(Path(r) for r in t.path_roots) for t in manifest.tasks}
         return cls(run_root, budget, roots)
 
     def src(self, path: str | None, task: str | None = None) -> tuple[str | None, str | None]:
@@ -134,39 +129,39 @@ def _fmt_seconds(value: Any) -> str:
 
 
 # -- the run header ----------------------------------------------------------------------------------
-def _token_totals(summary: dict[str, Any]) -> dict[str, int]:
+def _token_totals(summary: Summary) -> dict[str, int]:
     totals: Counter[str] = Counter()
-    for task in summary.get("tasks", {}).values():
-        totals.update((task.get("requests") or {}).get("tokens") or {})
+    for task in summary.tasks.values():
+        totals.update(task.requests.tokens)
     return dict(totals)
 
 
-def _request_totals(summary: dict[str, Any]) -> dict[str, int]:
+def _request_totals(summary: Summary) -> dict[str, int]:
     totals: Counter[str] = Counter()
-    for task in summary.get("tasks", {}).values():
-        requests = task.get("requests") or {}
-        totals.update({k: requests.get(k, 0) for k in ("n_requests", "n_errors", "n_cached")})
+    for task in summary.tasks.values():
+        requests = task.requests
+        totals.update(n_requests=requests.n_requests, n_errors=requests.n_errors, n_cached=requests.n_cached)
         # answers worth a second look: nothing after the reasoning, or cut by the token limit
-        totals.update({k: task.get(k, 0) for k in ("n_empty", "n_truncated")})
+        totals.update(n_empty=task.n_empty, n_truncated=task.n_truncated)
     return dict(totals)
 
 
-def run_header(manifest: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+def run_header(manifest: Manifest, summary: Summary) -> dict[str, Any]:
     """The facts a reader needs to trust and reproduce the numbers, gathered from manifest.json
     (model, card, datasets, versions, seed, hardware, timing) and summary.json (token cost)."""
-    model = manifest.get("model") or {}
-    session = manifest.get("last_session") or {}
+    model = manifest.model
+    session = manifest.last_session
     seconds = session.get("seconds")
     tokens = _token_totals(summary)
     requests = _request_totals(summary)
     generated = (tokens.get("completion_tokens") or 0) if seconds else 0
     return {
-        "model": model,
-        "card": model.get("card"),
-        "datasets": [{"task": t.get("name"), **(t.get("dataset") or {})} for t in manifest.get("tasks", [])],
-        "versions": manifest.get("versions") or {},
-        "seed": manifest.get("seed"),
-        "hardware": manifest.get("hardware") or {},
+        "model": model.model_dump(exclude_unset=True),  # as recorded: absent facts show as "–"
+        "card": model.card,
+        "datasets": [{"task": t.name, **t.dataset.model_dump(exclude_unset=True)} for t in manifest.tasks],
+        "versions": manifest.versions,
+        "seed": manifest.seed,
+        "hardware": manifest.hardware,
         "session": session,
         "seconds": seconds,
         "samples_per_s": session.get("samples_per_s"),
@@ -319,6 +314,11 @@ def _with_audio(rows: list[dict[str, Any]], linker: AudioLinker) -> list[dict[st
 
 
 # -- rendering ---------------------------------------------------------------------------------------
+#: how the metric tables mark a declared direction (summary.json ``metrics_declared``)
+DIRECTION_MARKS = {"higher": "↑", "lower": "↓", "descriptive": "·"}
+DIRECTION_TITLES = {"higher": "higher is better", "lower": "lower is better", "descriptive": "descriptive"}
+
+
 def _environment():
     from jinja2 import Environment, PackageLoader, select_autoescape
 
@@ -329,6 +329,7 @@ def _environment():
         lstrip_blocks=True,
     )
     env.filters.update(fmt=fmt_value, fmt_int=_fmt_int, fmt_seconds=_fmt_seconds)
+    env.globals.update(DIRECTION_MARKS=DIRECTION_MARKS, DIRECTION_TITLES=DIRECTION_TITLES)
     return env
 
 
@@ -339,8 +340,8 @@ def render(store: RunStore, max_samples: int | None = None, embed_limit: int = E
     from evalkit.reports.charts import build_charts_from, plotly_js
 
     cap = max_samples_setting(max_samples)
-    manifest = store.read_manifest()
-    summary = store.read_summary()
+    manifest = store.manifest()
+    summary = store.summary()
     # streamed: one pass for statuses, errors and chart numbers, one for the shown samples' records
     chart_data = ChartData(summary)
     scan = _scan(store, chart_data)

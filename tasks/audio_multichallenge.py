@@ -43,7 +43,9 @@ evaluation guide scores it) and ``exclude-unreadable`` (``amc-rubric-exclude``: 
 out of its conversation's APR/ARS); both count those items (``n_judge_unreadable``).
 Other options: ``data``, ``revision``, ``split``, ``mode`` (see ``BenchmarkTask``),
 ``judge_model`` (a model spec, default ``openai:o4-mini`` as the card names; its key comes from
-``OPENAI_API_KEY`` like any ``openai:`` model) and ``judge_retries`` (re-asks after an unreadable
+``OPENAI_API_KEY`` like any ``openai:`` model), ``judge_revision`` (pins the judge model, as
+``--model-revision`` pins the model under test: its cached verdicts then serve later runs; without
+it they serve only this run and its resume) and ``judge_retries`` (re-asks after an unreadable
 judge reply, default 3).
 """
 
@@ -67,7 +69,7 @@ from evalkit.records import (
 )
 from evalkit.registry import judges as judge_registry
 from evalkit.registry import register_task
-from evalkit.tasks.benchmark import BenchmarkTask
+from evalkit.tasks.benchmark import BenchmarkOptions, BenchmarkTask
 from evalkit.tasks.prompts import template_digest
 from evalkit.tasks.sources import audio_ref
 
@@ -101,6 +103,15 @@ def parse_rubrics(value: Any, what: str) -> list[str]:
     return rubrics
 
 
+class AMCOptions(BenchmarkOptions):
+    """The benchmark options plus the protocol and the rubric judge's model, re-asks and pin."""
+
+    protocol: str = "fixed-context"
+    judge_model: str = DEFAULT_JUDGE_MODEL
+    judge_retries: int = 3
+    judge_revision: str | None = None
+
+
 @register_task("audio-multichallenge")
 class AudioMultiChallenge(BenchmarkTask):
     """Audio MultiChallenge: multi-turn spoken dialogue graded by rubrics (APR, ARS) per axis."""
@@ -112,7 +123,7 @@ class AudioMultiChallenge(BenchmarkTask):
         "official": ("amc-rubric",),
         "exclude-unreadable": ("amc-rubric-exclude",),
     }
-    spec_options = BenchmarkTask.spec_options | {"protocol", "judge_model", "judge_retries"}
+    spec_options = AMCOptions
     template = None  # no prompt around the audio: the conversation is the prompt
     judge_template = "amc_judge.j2"
     group_by = ("axis",)
@@ -131,6 +142,7 @@ class AudioMultiChallenge(BenchmarkTask):
         protocol: str = "fixed-context",
         judge_model: str = DEFAULT_JUDGE_MODEL,
         judge_retries: int | str = 3,
+        judge_revision: str | None = None,
     ):
         super().__init__(data=data, revision=revision, split=split, mode=mode)
         if protocol not in PROTOCOLS:
@@ -152,6 +164,7 @@ class AudioMultiChallenge(BenchmarkTask):
         self.protocol = protocol
         self.judge_model = judge_model
         self.judge_retries = retries
+        self.judge_revision = judge_revision or None
 
     # -- rows -> samples ----------------------------------------------------------------------------
     def to_sample(self, row: dict[str, Any], index: int) -> Sample:
@@ -213,7 +226,10 @@ class AudioMultiChallenge(BenchmarkTask):
         context = "model" if self.protocol == "closed-loop" else "reference"
         return {
             name: judge_registry.get(name)(
-                model_spec=self.judge_model, retries=self.judge_retries, context=context
+                model_spec=self.judge_model,
+                retries=self.judge_retries,
+                context=context,
+                revision=self.judge_revision,
             )
             for name in self.judges
         }
@@ -224,6 +240,7 @@ class AudioMultiChallenge(BenchmarkTask):
             "protocol": self.protocol,
             "judge_model": self.judge_model,
             "judge_retries": self.judge_retries,
+            "judge_revision": self.judge_revision,
             "judge_template": self.judge_template,
             "judge_template_sha256": template_digest(self.judge_template),
         }

@@ -15,10 +15,20 @@ from typing import Any, ClassVar
 
 from evalkit.errors import EvalkitError
 from evalkit.records import Sample
-from evalkit.specs import parse_options
+from evalkit.specs import Options, parse_into
 from evalkit.tasks.base import InMemoryTask, fingerprint
 from evalkit.tasks.prompts import template_digest
 from evalkit.tasks.sources import DataSource, load_rows
+
+
+class BenchmarkOptions(Options):
+    """``NAME:data=DIR,revision=REV,split=S,mode=M``: a local copy or pinned hub revision, the
+    split and the scoring mode (defaults: the task's own)."""
+
+    data: str | None = None
+    revision: str | None = None
+    split: str | None = None
+    mode: str = "official"
 
 
 class BenchmarkTask(InMemoryTask):
@@ -34,8 +44,8 @@ class BenchmarkTask(InMemoryTask):
     template: ClassVar[str | None] = None
     #: the dataset version the task was written against (e.g. MMAU's v05.15.25)
     dataset_version: ClassVar[str | None] = None
-    #: the ``NAME:key=value`` options the task spec accepts (subclasses add their own)
-    spec_options: ClassVar[frozenset[str]] = frozenset({"data", "revision", "split", "mode"})
+    #: the ``NAME:key=value`` options the task spec accepts (subclasses add their own fields)
+    spec_options: ClassVar[type[BenchmarkOptions]] = BenchmarkOptions
 
     def __init__(
         self,
@@ -57,14 +67,8 @@ class BenchmarkTask(InMemoryTask):
 
     @classmethod
     def from_spec(cls, arg: str, **options: Any) -> BenchmarkTask:
-        opts = parse_options(arg, f"task spec '{cls.name}:...'")
-        unknown = set(opts) - cls.spec_options
-        if unknown:
-            raise EvalkitError(
-                f"task {cls.name!r}: unknown option(s) {', '.join(sorted(unknown))}; "
-                f"it takes {', '.join(sorted(cls.spec_options))}"
-            )
-        return cls(**opts, **options)
+        opts = parse_into(cls.spec_options, arg, f"task spec '{cls.name}:...'")
+        return cls(**opts.model_dump(exclude_unset=True), **options)
 
     @property
     def source(self) -> DataSource:

@@ -25,8 +25,18 @@ from typing import Any
 from evalkit.errors import EvalkitError
 from evalkit.records import Sample
 from evalkit.registry import register_task
-from evalkit.specs import parse_options
+from evalkit.specs import Options, parse_into
 from evalkit.tasks.base import SampleIds, Task, fingerprint, name_slug
+
+
+class SamplesFileOptions(Options):
+    """``jsonl:path=FILE,judges=J1+J2[,group_by=K1+K2,system=TEXT,name=NAME]``."""
+
+    path: str
+    judges: str
+    group_by: str = ""
+    system: str | None = None
+    name: str | None = None
 
 
 @register_task("jsonl")
@@ -55,17 +65,15 @@ class SamplesFileTask(Task):
 
     @classmethod
     def from_spec(cls, arg: str, **options: Any) -> SamplesFileTask:
-        opts = parse_options(arg, "task spec 'jsonl:...'")
-        if "path" not in opts or "judges" not in opts:
-            raise EvalkitError(
-                "task spec jsonl needs path= and judges=, e.g. jsonl:path=data.jsonl,judges=numeric"
-            )
+        opts = parse_into(
+            SamplesFileOptions, arg, "task spec 'jsonl:...' (e.g. jsonl:path=data.jsonl,judges=numeric)"
+        )
         return cls(
-            Path(opts["path"]).expanduser(),
-            tuple(filter(None, opts["judges"].split("+"))),
-            tuple(filter(None, opts.get("group_by", "").split("+"))),
-            opts.get("system"),
-            opts.get("name") or None,
+            Path(opts.path).expanduser(),
+            tuple(filter(None, opts.judges.split("+"))),
+            tuple(filter(None, opts.group_by.split("+"))),
+            opts.system,
+            opts.name or None,
         )
 
     def identity(self) -> Hashable:

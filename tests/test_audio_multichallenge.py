@@ -205,7 +205,9 @@ def test_amc_end_to_end_scores_unreadable_items_and_cache(amc_data, tmp_path):
         judge_spec = f"openai:judge@{judge_server.base_url}"
         config = RunConfig(
             model=f"openai:{model_server.model}@{model_server.base_url}",
-            tasks=f"audio-multichallenge:data={amc_data},judge_model={judge_spec},judge_retries=2",
+            # the judge pinned (judge_revision): its cached verdicts serve the reruns below
+            tasks=f"audio-multichallenge:data={amc_data},judge_model={judge_spec},judge_retries=2,"
+            "judge_revision=judge-v1",
             out_dir=str(tmp_path / "runs"),
             concurrency=4,
         )
@@ -269,8 +271,8 @@ def test_amc_end_to_end_scores_unreadable_items_and_cache(amc_data, tmp_path):
         assert c2.details["rubrics"][0]["explanation"] == "looked for 'noon'"
         assert c2.details["judge_cached"] is False
 
-        # a rerun asks the judge nothing new (the model's answers are reused only within a run
-        # or a pinned revision: evalkit.cache.cache_scope; the same replies come back anyway)
+        # a rerun asks the pinned judge nothing new (the unpinned model's answers are reused only
+        # within a run: evalkit.cache.cache_scope; it gives the same replies again anyway)
         judge_hits = judge_server.hits
         again = evaluate(config, show_progress=False)
         rerun = json.loads((again.root / "summary.json").read_text())

@@ -289,12 +289,21 @@ def judge_answer(body: dict[str, Any]) -> str:
 
 
 def test_emotion_llm_judge_parses_reasks_errors_and_caches(steady, tmp_path, monkeypatch):
+    from evalkit.cache import ResponseCache
     from evalkit.judges.emotion import EmotionLLMJudge
+    from evalkit.service import ModelService
     from evalkit.testing.openai_server import OpenAIServer
+
+    def pinned_judge(spec: str) -> EmotionLLMJudge:
+        """The judge pinned (``revision``) and bound to a service on the shared cache file: its
+        verdicts serve any later binding (evalkit.service)."""
+        judge = EmotionLLMJudge(spec, revision="judge-v1")
+        judge.bind(ModelService.standalone(cache=ResponseCache(tmp_path / "cache.sqlite")))
+        return judge
 
     with OpenAIServer(model="judge", answer=judge_answer) as server:
         spec = f"openai:judge@{server.base_url}"
-        judge = EmotionLLMJudge(spec, cache_path=tmp_path / "cache.sqlite")
+        judge = pinned_judge(spec)
         sample, outputs = conversation(steady)
         score = judge.score(sample, outputs)
         assert score.error is None, score.error
@@ -310,13 +319,13 @@ def test_emotion_llm_judge_parses_reasks_errors_and_caches(steady, tmp_path, mon
         assert prompt.count("[prosody: ") == 4 and "median pitch" in prompt
         assert "could not be read" in server.requests[1].body["messages"][-1]["content"]
 
-        # a rerun is answered from the cache
-        again = EmotionLLMJudge(spec, cache_path=tmp_path / "cache.sqlite").score(sample, outputs)
+        # a rerun of the pinned judge is answered from the cache
+        again = pinned_judge(spec).score(sample, outputs)
         assert again.metrics == score.metrics and again.details["judge_cached"] and server.hits == 2
 
         # a judge that never answers in form is a judge error after 1 + retries calls
         short, short_outputs = conversation(steady[:2])
-        failed = EmotionLLMJudge(spec, retries=1, use_cache=False).score(short, short_outputs)
+        failed = EmotionLLMJudge(spec, retries=1).score(short, short_outputs)
         assert failed.error.kind == "judge_error" and "after 2 attempts" in failed.error.message
         assert server.hits == 4
 

@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 
 from evalkit.audio import wav_bytes
+from evalkit.batching import MicroBatcher
 from evalkit.errors import EvalkitError, SpecError
 from evalkit.models.base import load_model
-from evalkit.models.hf_text import HFTextAdapter, MicroBatcher, split_spec
+from evalkit.models.hf_text import HFTextAdapter, split_spec
 from evalkit.records import AudioPart, AudioRef, ChatRequest, GenerationParams, Message, TextPart
 
 # -- fast tier: no model ---------------------------------------------------------------------------
@@ -37,10 +38,10 @@ def test_spec_options_parse_like_every_other_spec() -> None:
     assert name == "Qwen/Qwen2-Audio-7B-Instruct" and opts.batch == 2 and opts.device == "auto"
     for bad, words in [
         ("/m,dtype=int8", "dtype='int8'"),
-        ("/m,batch=0", "batch=0"),
+        ("/m,batch=0", "batch='0'"),
         ("/m,batch=many", "batch='many'"),
         ("/m,device=tpu", "device='tpu'"),
-        ("/m,colour=red", "unknown option(s) colour"),
+        ("/m,colour=red", "unknown option 'colour'"),
         ("device=cpu", "needs a model first"),
         ("/m,batch", "expected key=value"),
     ]:
@@ -49,7 +50,7 @@ def test_spec_options_parse_like_every_other_spec() -> None:
         assert words in str(info.value), (bad, str(info.value))
 
 
-def test_micro_batcher_groups_by_key_caps_size_and_fails_whole_batch() -> None:
+def test_micro_batcher_groups_by_key_caps_size_and_isolates_a_failing_item() -> None:
     calls: list[list[tuple[str, int]]] = []
 
     def run(items: list[tuple[str, int]]) -> list[int]:
@@ -73,9 +74,11 @@ def test_micro_batcher_groups_by_key_caps_size_and_fails_whole_batch() -> None:
     async def failing() -> list[Any]:
         return await asyncio.gather(*(batcher.submit(("a", v)) for v in (1, -1)), return_exceptions=True)
 
-    # a second event loop on the same batcher: state is per loop, so nothing leaks from the first
+    # a second event loop on the same batcher: state is per loop, so nothing leaks from the first;
+    # the batch raises, so each item runs again alone and only the bad one fails
     results = asyncio.run(failing())
-    assert all(isinstance(r, ValueError) for r in results)
+    assert results[0] == 10 and isinstance(results[1], ValueError)
+    assert [len(c) for c in calls[3:]] == [2, 1, 1] and batcher.stats.batch_failures == 1
     assert asyncio.run(batcher.submit(("a", 7))) == 70  # and it still works afterwards
 
 

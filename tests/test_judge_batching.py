@@ -1,4 +1,4 @@
-"""Batched model-based judges (issue 7): the micro-batcher, the runner routing batchable judges to
+"""Batched model-based judges (issue 7): the micro-batcher, the runner routing batched judges to
 it, and the ASR / MOS judges giving the same scores batched as one sample at a time."""
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from loopback_runs import numbers_file, run_on_loopback
 
 from evalkit.batching import MicroBatcher
 from evalkit.judges.base import JudgeItem, load_judge
 from evalkit.judges.numeric import NumericJudge
 from evalkit.records import AudioRef, ModelOutput, Sample, Score, Turn
 from evalkit.registry import register_judge
-from evalkit.runner import RunConfig, evaluate
-from evalkit.testing.openai_server import OpenAIServer
 
 
 @register_judge("test-batched-numeric")
@@ -30,6 +29,7 @@ class BatchedNumericJudge(NumericJudge):
     on one input would); scored alone it is an ordinary per-item failure."""
 
     name = "test-batched-numeric"
+    execution = "batched"
     batch_size = 4
     batch_max_wait_s = 0.2
 
@@ -55,11 +55,17 @@ def _item(i: int, prefix: str = "q") -> JudgeItem:
     return sample, [ModelOutput(text=f"The answer is {i}.")]
 
 
+def _judge_batcher(batch_size: int, max_wait_s: float) -> MicroBatcher[JudgeItem, Score]:
+    """What the judge executor builds for a batched judge: the judge's ``score_batch`` fed by the
+    one micro-batcher."""
+    return MicroBatcher(BatchedNumericJudge().score_batch, batch_size, max_wait_s)
+
+
 def test_max_wait_flushes_a_partial_batch() -> None:
     async def scenario() -> tuple[list[Score], float, dict[str, Any]]:
-        batcher = MicroBatcher(BatchedNumericJudge(), batch_size=8, max_wait_s=0.15)
+        batcher = _judge_batcher(batch_size=8, max_wait_s=0.15)
         started = time.perf_counter()
-        scores = await asyncio.gather(*(batcher.submit(*_item(i)) for i in range(3)))
+        scores = await asyncio.gather(*(batcher.submit(_item(i)) for i in range(3)))
         elapsed = time.perf_counter() - started
         await batcher.aclose()
         return list(scores), elapsed, batcher.describe()
@@ -73,9 +79,9 @@ def test_max_wait_flushes_a_partial_batch() -> None:
 
 def test_full_batches_do_not_wait_and_order_is_kept() -> None:
     async def scenario() -> tuple[list[Score], dict[str, Any]]:
-        batcher = MicroBatcher(BatchedNumericJudge(), batch_size=4, max_wait_s=30.0)
+        batcher = _judge_batcher(batch_size=4, max_wait_s=30.0)
         scores = await asyncio.wait_for(
-            asyncio.gather(*(batcher.submit(*_item(i)) for i in range(8))), timeout=10
+            asyncio.gather(*(batcher.submit(_item(i)) for i in range(8))), timeout=10
         )
         await batcher.aclose()
         return list(scores), batcher.describe()
@@ -87,9 +93,9 @@ def test_full_batches_do_not_wait_and_order_is_kept() -> None:
 
 def test_one_bad_item_is_that_items_error_only() -> None:
     async def scenario() -> tuple[list[Score], dict[str, Any]]:
-        batcher = MicroBatcher(BatchedNumericJudge(), batch_size=4, max_wait_s=1.0)
+        batcher = _judge_batcher(batch_size=4, max_wait_s=1.0)
         items = [_item(0), _item(1), _item(2, prefix="poison"), _item(3)]
-        scores = await asyncio.gather(*(batcher.submit(*item) for item in items))
+        scores = await asyncio.gather(*(batcher.submit(item) for item in items))
         await batcher.aclose()
         return list(scores), batcher.describe()
 
@@ -102,26 +108,8 @@ def test_one_bad_item_is_that_items_error_only() -> None:
 
 
 def test_runner_sends_batchable_judges_to_the_batcher(tmp_path: Path) -> None:
-    rows = [
-        {
-            "id": f"q{i}",
-            "task": "b",
-            "conversation": [{"role": "user", "text": f"Please repeat the number {i}."}],
-            "reference": {"answer": str(i)},
-        }
-        for i in range(12)
-    ]
-    data = tmp_path / "b.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    with OpenAIServer() as server:
-        config = RunConfig(
-            model=f"openai:loopback@{server.base_url}",
-            tasks=f"jsonl:path={data},judges=test-batched-numeric",
-            concurrency=6,
-            out_dir=str(tmp_path / "runs"),
-            use_cache=False,
-        )
-        store = evaluate(config, argv=["test"], show_progress=False)
+    data = numbers_file(tmp_path / "b.jsonl", 12, "b")
+    store = run_on_loopback(tmp_path, data, "test-batched-numeric", concurrency=6)
     scores = [json.loads(line)["score"] for line in (store.root / "scores.jsonl").read_text().splitlines()]
     assert len(scores) == 12 and all(s["passed"] for s in scores)
     manifest = json.loads((store.root / "manifest.json").read_text())

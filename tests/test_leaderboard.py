@@ -390,6 +390,6 @@ def test_cli_bad_input_is_one_error_line_exit_2(runs: Runs, tmp_path: Path) -> N
     assert_one_error_line(
         cli("leaderboard", "build", str(runs.dirs["alpha-1"]), str(broken), "--out", str(tmp_path / "s3")),
         str(broken / "summary.json"),
-        f"evalkit report {broken}",
+        f"evalkit score --finalize-only {broken}",
     )
     assert not (tmp_path / "s3").exists()  # bad input fails before anything is written

@@ -13,7 +13,7 @@ from evalkit import registry
 from evalkit.errors import EvalkitError, UnknownNameError
 from evalkit.models.reasoning import split_reasoning
 from evalkit.records import AudioPart, AudioRef, GenerationParams, ModelOutput, Sample, TextPart, Turn
-from evalkit.registry import Registry
+from evalkit.registry import NameCollisionError, Registry
 from evalkit.tasks.base import Task, resolve_tasks
 
 # -- built-in registries --------------------------------------------------------------------------
@@ -73,7 +73,9 @@ def test_double_registration_of_another_object_raises() -> None:
 
     assert reg.register("x")(First) is First
     assert reg.register("x")(First) is First  # the same object again is harmless
-    with pytest.raises(ValueError, match="registered twice"):
+    with pytest.raises(
+        NameCollisionError, match="judge 'x' is defined twice: by module test_registry and by"
+    ):
         reg.register("x")(Second)
     assert reg.get("x") is First
     assert reg.names() == ["x"]
@@ -123,23 +125,18 @@ def test_entry_point_plugin_is_discovered(tmp_path: Path, monkeypatch: pytest.Mo
     _install_plugin(
         tmp_path,
         module,
-        f"[evalkit.judges]\nshout = {module}:ShoutJudge\nnumeric = {module}:Clash\n",
+        f"[evalkit.judges]\nshout = {module}:ShoutJudge\n",
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, module, raising=False)
 
     reg = Registry("judge", "evalkit.judges", ())
-
-    class OwnNumeric:
-        """Registered before discovery."""
-
-    reg.register("numeric")(OwnNumeric)
     try:
         assert "shout" in reg.names()
+        assert module not in sys.modules  # listed by name, imported only when asked for
         cls = reg.get("shout")
         assert cls.__name__ == "ShoutJudge"
         assert cls.__module__ == module
-        assert reg.get("numeric") is OwnNumeric  # a plug-in never replaces a registered name
         assert dict(reg.describe())["shout"] == "Passes replies written in capitals (a third-party plug-in)."
         score = cls().score(
             Sample(id="s", task="t", conversation=[Turn(role="user", text="q")]), [ModelOutput(text="HEY")]
@@ -306,3 +303,135 @@ def test_every_registered_task_class_is_importable_by_its_recorded_path() -> Non
             path = f"{entry.__module__}.{entry.__qualname__}"
             module, _, qualname = path.rpartition(".")
             assert getattr(importlib.import_module(module), qualname) is entry, path
+
+
+# -- lazy loading, broken plug-ins, collisions (fake entry points) ------------------------------------
+GOOD = """
+from evalkit.judges.base import Judge
+from evalkit.records import Score
+
+
+class Good(Judge):
+    '''A plug-in that works.'''
+
+    name = "good"
+
+    def score(self, sample, outputs):
+        return Score(judge=self.name)
+"""
+
+
+def _fake_entry_points(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, modules: dict[str, str], points: dict[str, str]
+) -> None:
+    """``modules`` (name -> source) importable from ``tmp_path``; ``points`` (entry-point name ->
+    value) what ``importlib.metadata.entry_points`` reports for the test group."""
+    from importlib.metadata import EntryPoint
+
+    for name, source in modules.items():
+        (tmp_path / f"{name}.py").write_text(source, encoding="utf-8")
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    eps = [EntryPoint(name=n, value=v, group="evalkit.test-judges") for n, v in points.items()]
+    monkeypatch.setattr(registry, "entry_points", lambda group: [ep for ep in eps if ep.group == group])
+
+
+@pytest.fixture
+def judges(monkeypatch: pytest.MonkeyPatch) -> Registry:
+    """The real judge registry (its built-in table), reading the fake group, its entries restored after."""
+    reg = registry.judges
+    for attr in ("_entries", "_origins"):
+        monkeypatch.setattr(reg, attr, dict(getattr(reg, attr)))
+    monkeypatch.setattr(reg, "_searched", False)
+    monkeypatch.setattr(reg, "group", "evalkit.test-judges")
+    return reg
+
+
+def test_a_plugin_that_fails_to_import_is_a_warning_and_the_rest_works(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, judges: Registry
+) -> None:
+    _fake_entry_points(
+        monkeypatch,
+        tmp_path,
+        {"evalkit_t_good": GOOD, "evalkit_t_broken": "raise ImportError('no module named torchy')\n"},
+        {"good": "evalkit_t_good:Good", "broken": "evalkit_t_broken:Judge", "bare": "evalkit_t_broken"},
+    )
+    reg = judges
+    assert reg.get("good").__name__ == "Good"  # no warning: the broken module is never imported
+    assert "evalkit_t_broken" not in sys.modules
+    assert reg.get("numeric").__name__ == "NumericJudge"
+    with pytest.warns(registry.PluginWarning) as caught:
+        rows = dict(reg.describe())
+    assert {"good", "numeric", "choice"} <= set(rows) and "broken" not in rows
+    messages = [str(w.message) for w in caught]
+    assert any("'broken = evalkit_t_broken:Judge'" in m and "torchy" in m for m in messages), messages
+    assert any("'bare = evalkit_t_broken'" in m for m in messages), messages
+    with pytest.raises(EvalkitError, match=r"judge 'broken' comes from plug-in entry point 'broken = "):
+        reg.get("broken")
+
+
+def test_a_plugin_named_like_a_builtin_is_an_error_naming_both(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _fake_entry_points(monkeypatch, tmp_path, {"evalkit_t_good": GOOD}, {"numeric": "evalkit_t_good:Good"})
+    reg = Registry("judge", "evalkit.test-judges", {"numeric": "evalkit.judges.numeric"})  # not imported yet
+    with pytest.raises(NameCollisionError) as info:
+        reg.get("numeric")
+    message = str(info.value)
+    assert "judge 'numeric' is defined twice" in message
+    assert "built-in module evalkit.judges.numeric" in message
+    assert "'numeric = evalkit_t_good:Good'" in message
+    with pytest.raises(NameCollisionError):
+        reg.names()
+
+
+def test_two_plugins_of_one_name_are_an_error_naming_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import EntryPoint
+
+    eps = [
+        EntryPoint(name="good", value="pkg_a:Good", group="evalkit.test-judges"),
+        EntryPoint(name="good", value="pkg_b:Good", group="evalkit.test-judges"),
+    ]
+    monkeypatch.setattr(registry, "entry_points", lambda group: eps)
+    reg = Registry("judge", "evalkit.test-judges", {})
+    with pytest.raises(NameCollisionError, match=r"'good = pkg_a:Good'.* and by .*'good = pkg_b:Good'"):
+        reg.get("good")
+
+
+def test_a_bare_module_plugin_registering_a_builtin_name_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, judges: Registry
+) -> None:
+    source = "from evalkit import registry\n\n\n@registry.judges.register('choice')\nclass Mine:\n    pass\n"
+    _fake_entry_points(monkeypatch, tmp_path, {"evalkit_t_clash": source}, {"clash": "evalkit_t_clash"})
+    with pytest.raises(
+        NameCollisionError, match="by (built-in )?module evalkit.judges.choice and by module evalkit_t_clash"
+    ):
+        registry.judges.names()
+
+
+def test_a_name_imports_only_its_own_module() -> None:
+    """Lazy per-name loading, in a fresh interpreter (this one has imported everything)."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from evalkit.registry import judges, tasks\n"
+        "judges.get('choice'); tasks.get('jsonl')\n"
+        "heavy = ('evalkit.judges.emotion', 'evalkit.judges.naturalness', 'evalkit.tasks.mmau',"
+        " 'evalkit.judges.rubric')\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("reg", [registry.models, registry.tasks, registry.judges], ids=lambda r: r.kind)
+def test_the_builtin_table_names_the_module_that_registers_each_name(reg: Registry) -> None:
+    for name, module in reg._builtins.items():
+        reg.get(name)
+        assert reg._origins[name] == f"module {module}", name
+    providers = {f"module {m}" for m in reg._providers}
+    for name in reg.names():
+        origin = reg._origins.get(name, "")
+        if origin.startswith("module evalkit."):
+            assert name in reg._builtins or origin in providers, f"{name} is missing from the table"

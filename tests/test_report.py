@@ -24,6 +24,7 @@ from evalkit.records import GenerationParams, Usage
 from evalkit.registry import register_task
 from evalkit.reports import charts as report_charts
 from evalkit.reports.html import render, sample_rows, write_report
+from evalkit.run_files import Summary
 from evalkit.runner import RunConfig, evaluate
 from evalkit.store import RunStore
 from evalkit.tasks.samples_file import SamplesFileTask
@@ -282,6 +283,10 @@ def test_metric_rows_and_cis_equal_summary_json(run: BuiltRun, page: str) -> Non
                 assert value == fmt(m["value"])
                 assert ci == f"[{fmt(m['ci_low'])}, {fmt(m['ci_high'])}]"
                 assert text_of(cells[4]) == f"{judge['n_scored']} / {judge['n']}"
+                # the judge's declaration (summary.json metrics_declared): direction mark and unit
+                declared = judge["metrics_declared"][metric]
+                assert f'data-direction="{declared["direction"]}"' in cells[1]
+                assert not declared["unit"] or declared["unit"] in text_of(cells[1])
                 checked += 1
     assert checked >= 5
     numeric = summary["tasks"]["jsonl-spoken"]["judges"]["numeric"]
@@ -398,7 +403,7 @@ def test_a_chart_without_data_is_a_note_never_a_fake_chart(run: BuiltRun) -> Non
         for r in run.store.responses()
     ]
     flat = {**summary, "tasks": {n: {**t, "judges": {}} for n, t in summary["tasks"].items()}}
-    charts = report_charts.build_charts(flat, silent, [])
+    charts = report_charts.build_charts(Summary.model_validate(flat), silent, [])
     assert [c.figure_json for c in charts] == [None, None, None]
     assert [c.note for c in charts] == [
         "No per-group breakdown in summary.json (the tasks define no group keys).",

@@ -116,6 +116,7 @@ def comparable_summary(summary: dict[str, Any]) -> dict[str, Any]:
 def assert_same_run(merged: Path, plain: Path) -> None:
     """The definition of "identical to a single run" from the module docstring."""
     assert (merged / "scores.jsonl").read_bytes() == (plain / "scores.jsonl").read_bytes()
+    assert (merged / "samples.jsonl").read_bytes() == (plain / "samples.jsonl").read_bytes()
     merged_responses = read_jsonl(merged / "responses.jsonl")
     plain_responses = read_jsonl(plain / "responses.jsonl")
     assert [without_timing(r) for r in merged_responses] == [without_timing(r) for r in plain_responses]

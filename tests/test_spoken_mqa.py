@@ -247,7 +247,7 @@ def test_math_verify_off_the_main_thread_disables_the_signal_timeout() -> None:
     [("official", "spoken-mqa-official"), ("gsm8k", "numeric"), ("math-verify", "math-verify")],
 )
 def test_evalkit_run_on_a_local_copy(dataset: Path, tmp_path: Path, mode: str, judge_name: str) -> None:
-    """The real command; math-verify runs in the judge process pool (cpu_heavy), where the signal
+    """The real command; math-verify runs in the judge process pool (execution "process"), where the signal
     timeout works."""
 
     def answer(body: dict) -> Reply:

@@ -11,6 +11,7 @@ import pytest
 from evalkit.cache import ResponseCache, request_key
 from evalkit.errors import EvalkitError
 from evalkit.records import (
+    SCHEMA_VERSION,
     AudioPart,
     AudioRef,
     ChatRequest,
@@ -62,9 +63,10 @@ def test_create_makes_a_fresh_named_directory(tmp_path: Path) -> None:
 def test_manifest_write_read_update(tmp_path: Path) -> None:
     store = RunStore.create(tmp_path, "m", ["t"])
     store.write_manifest({"status": "running", "seed": 3, "tasks": [{"name": "t"}]})
-    assert store.read_manifest() == {"status": "running", "seed": 3, "tasks": [{"name": "t"}]}
+    version = {"schema_version": SCHEMA_VERSION}  # the writer's, always stamped
+    assert store.read_manifest() == {"status": "running", "seed": 3, "tasks": [{"name": "t"}], **version}
     updated = store.update_manifest(status="completed", ended="now")
-    assert updated == {"status": "completed", "seed": 3, "tasks": [{"name": "t"}], "ended": "now"}
+    assert updated == {"status": "completed", "seed": 3, "tasks": [{"name": "t"}], "ended": "now", **version}
     on_disk = json.loads((store.root / "manifest.json").read_text())
     assert on_disk == updated
     assert not list(store.root.glob("*.tmp"))  # atomic write leaves no temp file
@@ -90,7 +92,7 @@ def test_summary_write_and_missing(tmp_path: Path) -> None:
     with pytest.raises(EvalkitError, match="no summary yet"):
         store.read_summary()
     store.write_summary({"tasks": {"t": {"n": 1}}})
-    assert store.read_summary() == {"tasks": {"t": {"n": 1}}}
+    assert store.read_summary() == {"tasks": {"t": {"n": 1}}, "schema_version": SCHEMA_VERSION}
 
 
 def test_append_and_read_back(tmp_path: Path) -> None:

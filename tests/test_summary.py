@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from evalkit.records import ErrorInfo, ModelOutput, ResponseRecord, Score, ScoreRecord, Timing, Usage
+from evalkit.run_files import Summary
 from evalkit.stats import bootstrap_ci, metric_summary
 from evalkit.summary import summarise_run, truncation_warnings
 
@@ -288,7 +289,7 @@ def test_summary_counts_empty_and_truncated_answers_and_warns_above_5_percent() 
     task = summarise_run([TASK], [], responses, seed=0)["tasks"]["arith"]
     assert (task["n_empty"], task["n_truncated"]) == (2, 2)
     assert task["requests"]["truncated_share"] == pytest.approx(2 / 20)
-    [line] = truncation_warnings({"tasks": {"arith": task}})
+    [line] = truncation_warnings(Summary.model_validate({"tasks": {"arith": task}}))
     assert line.startswith("warning: arith: 2 replies (10%)") and "--max-tokens" in line
 
 
@@ -296,4 +297,4 @@ def test_summary_no_truncation_warning_at_or_below_5_percent() -> None:
     responses = [_answer("s0", "1", "length"), *[_answer(f"t{i}", "7", "stop") for i in range(19)]]
     summary = summarise_run([TASK], [], responses, seed=0)
     assert summary["tasks"]["arith"]["requests"]["truncated_share"] == pytest.approx(0.05)
-    assert truncation_warnings(summary) == []
+    assert truncation_warnings(Summary.model_validate(summary)) == []

@@ -223,6 +223,8 @@ class OpenAIServer:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._received: list[ReceivedRequest] = []
+        self._in_flight = 0
+        self._max_in_flight = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner = None
         self._thread: threading.Thread | None = None
@@ -267,6 +269,13 @@ class OpenAIServer:
         with self._lock:
             return len(self._received)
 
+    @property
+    def max_in_flight(self) -> int:
+        """The most chat requests this server has held open at once (a client's concurrency bound,
+        as the server sees it: from the request's arrival to the end of its answer)."""
+        with self._lock:
+            return self._max_in_flight
+
     def hash_counts(self) -> Counter[str]:
         """How many times each distinct request (by ``request_hash``) arrived."""
         with self._lock:
@@ -304,7 +313,7 @@ class OpenAIServer:
 
         app = web.Application(client_max_size=256 * 2**20)  # base64 audio makes large bodies
         app.router.add_get("/v1/models", self._models)
-        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/chat/completions", self._counted_chat)
         app.router.add_get("/_loopback/stats", self._stats)
         return app
 
@@ -332,6 +341,17 @@ class OpenAIServer:
 
         payload = {"error": {"message": message, "type": kind, "param": None, "code": status}}
         return web.json_response(payload, status=status, headers=headers)
+
+    async def _counted_chat(self, request):
+        """``_chat``, counted in flight until its answer is written (``max_in_flight``)."""
+        with self._lock:
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        try:
+            return await self._chat(request)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     async def _chat(self, request):
         try:

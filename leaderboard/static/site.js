@@ -1,6 +1,7 @@
 /* evalkit leaderboard: sortable and filterable tables, no dependencies.
    A table with class "sortable" sorts on a header click (numbers numerically when the header has
-   data-type="num"; empty cells always last). An <input class="filter" data-table="ID"> hides the
+   data-type="num"; empty cells always last; the first click sorts ascending, except under a header with
+   data-better="higher", where it puts the best row first). An <input class="filter" data-table="ID"> hides the
    rows of table ID whose text does not contain what was typed, and updates [data-count-for=ID]. */
 (function () {
   "use strict";
@@ -16,7 +17,9 @@
   }
 
   function sortTable(table, index, header) {
-    var ascending = header.getAttribute("aria-sort") !== "ascending";
+    // a metric column's first click puts the best row first (data-better: the judge's declaration)
+    var current = header.getAttribute("aria-sort");
+    var ascending = current ? current !== "ascending" : header.getAttribute("data-better") !== "higher";
     var numeric = header.getAttribute("data-type") === "num";
     Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th) { th.removeAttribute("aria-sort"); });
     header.setAttribute("aria-sort", ascending ? "ascending" : "descending");

@@ -1,0 +1,162 @@
+"""One sample's conversation, turn by turn, asked of the model under test (role ``target`` of the
+run's model service, ``evalkit.service``).
+
+A later turn needs the model's earlier replies, so a sample's turns run in order; samples run
+concurrently (the runner's workers). Each turn: the task builds the request (its audio confined,
+``evalkit.confine``), the run's generation settings are applied (command line > model card > task
+> defaults, ``evalkit.generation``), the service answers it (cache, endpoint bound, retries,
+deadlines, secrets scrubbed), the audio the model spoke is saved, and the turn is appended to
+responses.jsonl at once. Turns a resumed run already holds are reused, never asked again.
+
+Bad input (unreadable audio, a path outside the allowed roots, a task's own one-line error) and
+adapter bugs become error records of that turn, never a crashed run; an adapter bug's traceback
+goes to ``errors.log``. A failed turn ends the sample's conversation: the judges record it.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from evalkit.audio import AudioError
+from evalkit.confine import INPUT_PATH_KIND, PathEscapeError
+from evalkit.errors import EvalkitError
+from evalkit.generation import resolve_generation
+from evalkit.manifest import now_iso
+from evalkit.records import ErrorInfo, GenerationParams, ModelOutput, ResponseRecord, Sample, TurnInput
+from evalkit.service import CallResult, ModelService, RoleModel
+from evalkit.store import RunStore
+from evalkit.tasks.base import Task
+
+#: input errors a turn records instead of asking the model: exception type -> ErrorInfo.kind
+INPUT_ERRORS: tuple[tuple[type[Exception], str], ...] = (
+    (AudioError, "input_audio"),
+    (PathEscapeError, INPUT_PATH_KIND),  # never read: evalkit.confine
+    (EvalkitError, "input"),
+)
+
+
+@dataclass
+class AnsweredSample:
+    """A sample's answered turns (audio paths absolute), and the turn that failed, if one did."""
+
+    outputs: list[ModelOutput]
+    failure: ModelOutput | None = None
+    failed_turn: int = -1
+
+
+@dataclass(frozen=True)
+class CliGeneration:
+    """The generation settings given on the command line (None: not given) and the run's seed."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int = 0
+
+    @classmethod
+    def of(cls, config: Any) -> CliGeneration:
+        return cls(config.max_tokens, config.temperature, config.top_p, config.seed)
+
+
+class TurnLoop:
+    """Answers samples' turns through the service and writes them to the run directory."""
+
+    def __init__(
+        self,
+        service: ModelService,
+        target: RoleModel,
+        store: RunStore,
+        done: dict[tuple[str, str], dict[int, ModelOutput]],
+        cli: CliGeneration,
+    ):
+        self.service = service
+        self.target = target
+        self.store = store
+        #: (task, sample id) -> turn -> output a resumed run already holds
+        self.done = done
+        self.cli = cli
+        self._params: dict[str, GenerationParams] = {}
+        #: per task, each resolved generation setting with its source (manifest["generation"])
+        self.generation: dict[str, dict[str, dict[str, Any]]] = {}
+
+    # -- requests -----------------------------------------------------------------------------------
+    def params_for(self, task: Task) -> GenerationParams:
+        """The task's requests' parameters: command line > model card > task > defaults
+        (``evalkit.generation``), with the run's seed; computed once per task, sources kept."""
+        params = self._params.get(task.name)
+        if params is None:
+            cli = {
+                "max_tokens": self.cli.max_tokens,
+                "temperature": self.cli.temperature,
+                "top_p": self.cli.top_p,
+            }
+            card = self.target.adapter.describe().get("generation_defaults", {})
+            params, sources = resolve_generation(task.params, card, cli, self.cli.seed)
+            self._params[task.name] = params
+            self.generation[task.name] = sources
+        return params
+
+    async def answer_turn(
+        self, task: Task, sample: Sample, turn_index: int, history: list[ModelOutput]
+    ) -> CallResult:
+        """One turn: build, hash, ask. Bad input and adapter bugs come back as error outputs."""
+        request_hash = ""
+        try:
+            request = task.build_request(task.confine_sample(sample), turn_index, history)
+            request = request.model_copy(update={"params": self.params_for(task)})
+            request_hash = self.target.request_hash(request)
+            return await self.service.call(
+                self.target, request, task=task.name, sample_id=sample.id, request_hash=request_hash
+            )
+        except Exception as exc:
+            return CallResult(self._error_output(task, sample, exc), request_hash)
+
+    def _error_output(self, task: Task, sample: Sample, exc: Exception) -> ModelOutput:
+        """The turn's error record: bad input by its kind, anything else an internal error whose
+        traceback goes to errors.log (an adapter bug must not sink hours of results)."""
+        for kind_of, kind in INPUT_ERRORS:
+            if isinstance(exc, kind_of):
+                return ModelOutput(error=ErrorInfo(kind=kind, message=str(exc)))
+        with open(self.store.root / "errors.log", "a", encoding="utf-8") as fh:
+            fh.write(f"--- {now_iso()} task={task.name} sample={sample.id}\n")
+            fh.write("".join(traceback.format_exception(exc)))
+        message = f"{type(exc).__name__}: {exc} (traceback in errors.log)"
+        return ModelOutput(error=ErrorInfo(kind="internal", message=message))
+
+    # -- samples ------------------------------------------------------------------------------------
+    async def answer_sample(self, task: Task, index: int, sample: Sample) -> AnsweredSample:
+        """Every turn the task answers, in order, each appended to responses.jsonl as it comes;
+        stops at the first failed turn."""
+        done = self.done.get((task.name, sample.id), {})
+        answered = AnsweredSample(outputs=[])
+        for k, turn_index in enumerate(task.answer_turns(sample)):
+            if k in done:
+                answered.outputs.append(self.store.with_absolute_audio(done[k]))
+                continue
+            result = await self.answer_turn(task, sample, turn_index, answered.outputs)
+            output = self.store.save_output_audio(task.name, sample.id, k, result.output)
+            said = sample.conversation[turn_index]
+            self.store.append_response(
+                ResponseRecord(
+                    task=task.name,
+                    sample_id=sample.id,
+                    sample_index=index,
+                    turn=k,
+                    request_hash=result.request_hash,
+                    cached=result.cached,
+                    cached_from=result.cached_from,
+                    output=output,
+                    input=TurnInput(
+                        text=said.text,
+                        transcript=said.transcript,
+                        audio_path=said.audio.path if said.audio is not None else None,
+                    ),
+                )
+            )
+            if not output.ok:
+                answered.failure, answered.failed_turn = output, k
+                break
+            answered.outputs.append(self.store.with_absolute_audio(output))
+        return answered
