@@ -84,7 +84,7 @@ from typing import Any, Literal
 import numpy as np
 
 from evalkit.errors import EvalkitError
-from evalkit.judges.base import Direction, recorded_metric_specs
+from evalkit.judges.base import Direction, judge_difference, recorded_metric_specs
 from evalkit.records import ScoreRecord
 from evalkit.run_files import Manifest
 from evalkit.stats import DEFAULT_RESAMPLES, bootstrap_ci
@@ -194,10 +194,6 @@ def check_same_datasets(base: LoadedRun, cand: LoadedRun) -> list[str]:
     return shared
 
 
-#: what a judge's manifest record must agree on for its scores in two runs to be comparable
-JUDGE_KEYS = ("scorer_version", "options")
-
-
 def judge_record(run: LoadedRun, task: str, judge: str) -> Mapping[str, Any] | None:
     """What the run's manifest recorded of ``task``'s judge (``Judge.describe``); None for a run
     written before judges were recorded."""
@@ -211,23 +207,12 @@ def check_same_judges(base: LoadedRun, cand: LoadedRun, tasks: Iterable[str]) ->
     for task in tasks:
         for judge in _judges_of(base, task):
             old, new = judge_record(base, task, judge), judge_record(cand, task, judge)
-            if old is None or new is None:
-                continue
-            for key in JUDGE_KEYS:
-                if old.get(key) != new.get(key):
-                    raise EvalkitError(
-                        f"cannot compare {base.label} with {cand.label}: task {task!r} judge {judge!r} has a "
-                        f"different {key.replace('_', ' ')} ({_judge_diff(old.get(key), new.get(key))}); "
-                        "re-run the baseline with the candidate's judge settings"
-                    )
-
-
-def _judge_diff(old: Any, new: Any) -> str:
-    """``a: x vs y`` for the first differing option, or the two values."""
-    if isinstance(old, Mapping) and isinstance(new, Mapping):
-        key = next(k for k in dict.fromkeys([*old, *new]) if old.get(k) != new.get(k))
-        return f"{key}: {_short(old.get(key))} vs {_short(new.get(key))}"
-    return f"{_short(old)} vs {_short(new)}"
+            difference = None if old is None or new is None else judge_difference(old, new)
+            if difference is not None:
+                raise EvalkitError(
+                    f"cannot compare {base.label} with {cand.label}: task {task!r} judge {judge!r} has a "
+                    f"different {difference}; re-run the baseline with the candidate's judge settings"
+                )
 
 
 def declared_directions(base: LoadedRun, cand: LoadedRun, task: str, judge: str) -> dict[str, Direction]:

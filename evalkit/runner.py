@@ -29,7 +29,7 @@ from evalkit.cache import ResponseCache
 from evalkit.confine import PathEscapeError
 from evalkit.errors import EvalkitError
 from evalkit.finalize import check_writable, finalize
-from evalkit.judges.base import Judge, judges_manifest
+from evalkit.judges.base import Judge, check_judges_unchanged, judges_manifest
 from evalkit.judging import JudgeExecutor
 from evalkit.manifest import (
     git_revision,
@@ -317,6 +317,9 @@ async def _evaluate_session(
         _check_capabilities(adapter, tasks)
         await adapter.check()
         task_info = [t.describe() for t in tasks]  # reads every sample: bad data stops here
+        if resume_dir is not None:  # the judges must score as they did when the run started
+            current = judges_manifest({t.name: t.make_judges() for t in tasks})
+            check_judges_unchanged(resume_dir, manifest.get("judges", {}), current)
     except BaseException:
         await adapter.aclose()
         raise

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from evalkit.errors import EvalkitError, UnknownNameError
 from evalkit.records import ErrorInfo, ModelOutput, Sample, Score
 from evalkit.specs import Options, validate_options
 
@@ -167,6 +168,47 @@ def judges_manifest(judges: dict[str, dict[str, Judge]]) -> dict[str, dict[str, 
     return {task: {name: j.describe() for name, j in by_name.items()} for task, by_name in judges.items()}
 
 
+#: what two records of one judge (``describe()``) must agree on for its scores to be comparable
+COMPARABLE_KEYS = ("scorer_version", "options")
+
+
+def judge_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """``"scorer version (1 vs 2)"`` / ``"options (asr_model: tiny.en vs base.en)"`` for the first
+    comparability key two records of one judge disagree on, None when they agree (compare refuses
+    two runs, and a resume refuses a run, on a difference)."""
+    for key in COMPARABLE_KEYS:
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            option = next(k for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k))
+            shown = f"{option}: {_shown(a.get(option))} vs {_shown(b.get(option))}"
+        else:
+            shown = f"{_shown(a)} vs {_shown(b)}"
+        return f"{key.replace('_', ' ')} ({shown})"
+    return None
+
+
+def check_judges_unchanged(run_dir: Any, recorded: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+    """A resumed run's judges must score as they did when it started (else its scores.jsonl
+    would mix two scorers): ``EvalkitError`` naming the task, the judge and the difference."""
+    for task, by_name in current.items():
+        for name, record in by_name.items():
+            old = recorded.get(task, {}).get(name)
+            difference = None if old is None else judge_difference(old, record)
+            if difference is not None:
+                raise EvalkitError(
+                    f"{run_dir}: judge {name!r} of task {task!r} has a different {difference} than "
+                    "when the run started; resume with the same judge settings (environment included) "
+                    "or start a new run"
+                )
+
+
+def _shown(value: Any) -> str:
+    text = "missing" if value is None else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def recorded_metric_specs(recorded: Mapping[str, Any], task: str, judge: str) -> tuple[MetricSpec, ...]:
     """The metric declarations of ``task``'s judge as a run recorded them (``recorded``: manifest
     ``judges``), or, for a run from before that record, those of the judge registered under that
@@ -174,7 +216,6 @@ def recorded_metric_specs(recorded: Mapping[str, Any], task: str, judge: str) ->
     entry = recorded.get(task, {}).get(judge)
     if entry is not None and "metrics" in entry:
         return tuple(MetricSpec.model_validate(m) for m in entry["metrics"])
-    from evalkit.errors import UnknownNameError
     from evalkit.registry import judges
 
     try:

@@ -174,19 +174,21 @@ def test_metric_spec_refuses_unknown_fields_and_directions():
 
 # -- the readers: a real run, compare, leaderboard ---------------------------------------------------
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished ``demo`` run against the loopback server."""
-    from cli_helpers import assert_ok, evalkit_run, only_run_dir
-
+def server():
     from evalkit.testing.openai_server import OpenAIServer
 
+    with OpenAIServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory, server) -> Path:
+    """A finished ``demo`` run against the loopback server (alive for the module: resumes)."""
+    from cli_helpers import assert_ok, evalkit_run, only_run_dir
+
     out = tmp_path_factory.mktemp("specs-run")
-    with OpenAIServer() as server:
-        assert_ok(
-            evalkit_run(
-                "--model", f"openai:{server.model}@{server.base_url}", "--tasks", "demo", "--out", str(out)
-            )
-        )
+    spec = f"openai:{server.model}@{server.base_url}"
+    assert_ok(evalkit_run("--model", spec, "--tasks", "demo", "--out", str(out)))
     return only_run_dir(out)
 
 
@@ -240,6 +242,23 @@ def test_compare_refuses_a_different_scorer_version_or_judge_option(demo_run: Pa
     options = _copy_with_judge(demo_run, tmp_path / "options", task, judge, options={"threshold": 0.5})
     result = CliRunner().invoke(app, ["compare", str(demo_run), str(options)])
     assert result.exit_code == 2 and "different options (threshold: missing vs 0.5)" in result.stderr
+
+
+def test_a_resume_with_different_judge_settings_is_refused(demo_run: Path, tmp_path: Path):
+    from cli_helpers import evalkit_run
+
+    from evalkit.store import RunStore
+
+    manifest = RunStore(demo_run).read_manifest()
+    task, judge = manifest["tasks"][0]["name"], manifest["tasks"][0]["judges"][0]
+    older = _copy_with_judge(demo_run, tmp_path / "older", task, judge, scorer_version="0")
+    proc = evalkit_run("--resume", str(older))
+    assert proc.returncode == 2, proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert f"judge {judge!r} of task {task!r} has a different scorer version (0 vs 1)" in line
+    same = _copy_with_judge(demo_run, tmp_path / "same", task, judge)
+    proc = evalkit_run("--resume", str(same))
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_compare_takes_directions_from_the_recorded_declarations(demo_run: Path, tmp_path: Path):

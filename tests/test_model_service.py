@@ -132,6 +132,8 @@ def test_target_and_judge_on_one_endpoint_share_one_bound() -> None:
         judge = service.resolve("judge", f"openai:loopback@{shared.base_url}")
         other = service.resolve("judge", f"openai:loopback@{elsewhere.base_url}")
         assert target.endpoint is judge.endpoint and other.endpoint is not judge.endpoint
+        # the endpoint is the server, not the served name: another model at that URL shares it
+        assert service.resolve("judge", f"openai:other-name@{shared.base_url}").endpoint is target.endpoint
         calls = [service.call(m, ask(f"{m.role} {i}")) for i in range(12) for m in (target, judge, other)]
         try:
             results = await asyncio.gather(*calls)
@@ -147,6 +149,7 @@ def test_target_and_judge_on_one_endpoint_share_one_bound() -> None:
     assert service.endpoints()[shared.base_url] == {"limit": 3, "max_in_flight": 3}
     assert {r["spec"] for r in service.describe()["judge"]} == {
         f"openai:loopback@{shared.base_url}",
+        f"openai:other-name@{shared.base_url}",
         f"openai:loopback@{elsewhere.base_url}",
     }
     assert service.usage()["target"]["requests"] == 12 and service.usage()["judge"]["requests"] == 24

@@ -435,3 +435,77 @@ def test_the_builtin_table_names_the_module_that_registers_each_name(reg: Regist
         origin = reg._origins.get(name, "")
         if origin.startswith("module evalkit."):
             assert name in reg._builtins or origin in providers, f"{name} is missing from the table"
+
+
+# -- one option parser: every spec validates into a typed options model ------------------------------
+@pytest.mark.parametrize(
+    ("spec", "load", "where", "key", "close"),
+    [
+        ("vllm:/m,tpp=2", "model", "model spec 'vllm:/m,tpp=2'", "tpp", "tp"),
+        ("hf:/m,dtyp=float16", "model", "model spec 'hf:/m,dtyp=float16'", "dtyp", "dtype"),
+        ("cascade:tss=none", "model", "model spec 'cascade:...'", "tss", "tts"),
+        (
+            "step-audio-r1.5:servd=x@http://127.0.0.1:1/v1",
+            "model",
+            "model spec 'step-audio-r1.5:",
+            "servd",
+            "served",
+        ),
+        ("mmau-mini:splt=test", "task", "task spec 'mmau-mini:...'", "splt", "split"),
+        (
+            "jsonl:path=x.jsonl,judges=numeric,groupby=a",
+            "task",
+            "task spec 'jsonl:...'",
+            "groupby",
+            "group_by",
+        ),
+    ],
+)
+def test_an_unknown_option_is_one_line_naming_the_spec_the_key_and_the_closest(
+    spec: str, load: str, where: str, key: str, close: str
+) -> None:
+    from evalkit.errors import SpecError
+    from evalkit.models.base import load_model
+
+    with pytest.raises(SpecError) as info:
+        load_model(spec) if load == "model" else resolve_tasks(spec)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"unknown option {key!r} in {where}" in message
+    assert f"did you mean {close!r}?" in message
+
+
+def test_a_bad_value_names_the_option_and_a_missing_one_says_so() -> None:
+    from evalkit.errors import SpecError
+    from evalkit.models.base import load_model
+
+    with pytest.raises(SpecError, match=r"bad option eager='maybe' in model spec 'vllm:/m,eager=maybe'"):
+        load_model("vllm:/m,eager=maybe")
+    with pytest.raises(SpecError, match=r"task spec 'jsonl:\.\.\.'.* needs judges=\.\.\."):
+        resolve_tasks("jsonl:path=x.jsonl")
+
+
+def test_judge_settings_are_typed_options_with_environment_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    from evalkit.errors import SpecError
+    from evalkit.judges.asr_consistency import AsrConsistencyJudge
+
+    monkeypatch.delenv("EVALKIT_ASR_MODEL", raising=False)
+    monkeypatch.delenv("EVALKIT_JUDGE_DEVICE", raising=False)
+    assert AsrConsistencyJudge().describe()["options"] == {"asr_model": "tiny.en", "device": "auto"}
+    monkeypatch.setenv("EVALKIT_ASR_MODEL", "base.en")
+    monkeypatch.setenv("EVALKIT_JUDGE_DEVICE", "cpu")
+    judge = AsrConsistencyJudge()
+    assert judge.describe()["options"] == {"asr_model": "base.en", "device": "cpu"}  # what ran is recorded
+    assert AsrConsistencyJudge(asr_model="small.en").options.asr_model == "small.en"  # a given value wins
+    monkeypatch.setenv("EVALKIT_JUDGE_DEVICE", "gpu")
+    with pytest.raises(
+        SpecError, match=r"bad option device='gpu' in judge 'asr' \(from \$EVALKIT_JUDGE_DEVICE\)"
+    ):
+        AsrConsistencyJudge()
+    with pytest.raises(
+        SpecError, match="unknown option 'treshold' in judge 'voice'; did you mean 'threshold'"
+    ):
+        from evalkit.judges.base import build_options
+        from evalkit.judges.voice import VoiceOptions
+
+        build_options(VoiceOptions, "voice", treshold=0.5)
