@@ -4,9 +4,11 @@ report.html and the tasks' own outputs.
 One pass does the data work: ``RunStore.sorted_streams`` rewrites responses.jsonl, scores.jsonl
 and samples.jsonl in canonical order and yields every record as it writes it; the score passes
 (``Task.finalize_scores``) ride on the scores' rewrite and the summary is computed from the
-records on their way to disk. So the data phase reads each file twice (an index pass and the
-copy), whatever the run's size, holding only small sort keys. Rendering report.html then reads the
-finished files as ``evalkit report`` does (``evalkit.reports.html``), never rewriting them.
+records on their way to disk, and so is report.html's scan (``evalkit.reports.html.ReportScan``:
+statuses, errors, chart numbers and the shown samples' records). So finalize reads each file
+twice in all (an index pass and the copy), whatever the run's size, holding only small sort keys
+and the report's bounded share. ``evalkit report`` renders from one pass of its own, never
+rewriting the files.
 
 Called at the end of ``evalkit run``, by ``evalkit merge`` and by ``evalkit score``; safe to call
 again (every step is idempotent). ``evalkit report`` does not call it: it only renders.
@@ -18,7 +20,7 @@ import importlib
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from evalkit.errors import EvalkitError
 from evalkit.records import SCHEMA_VERSION, ScoreRecord
@@ -28,24 +30,31 @@ from evalkit.store import MANIFEST, RunStore
 from evalkit.summary import summarise_run
 from evalkit.tasks.base import Task
 
+if TYPE_CHECKING:
+    from evalkit.reports.html import ReportScan
+
 ScorePass = Callable[[Iterator[ScoreRecord]], Iterator[ScoreRecord]]
+R = TypeVar("R")
 
 
 def finalize(store: RunStore) -> dict[str, Any]:
     """Order the streams, write summary.json and report.html. Safe to call again."""
-    manifest = store.manifest()
-    summary = finish_files(store, manifest)
-    from evalkit.reports.html import write_report
+    from evalkit.reports.charts import ChartData
+    from evalkit.reports.html import ReportScan, max_samples_setting, write_report
 
-    write_report(store)
+    manifest = store.manifest()
+    scan = ReportScan(ChartData.for_manifest(manifest), max_samples_setting(None))
+    summary = finish_files(store, manifest, scan)
+    write_report(store, scan=scan)  # from the records as they were written: no pass of its own
     for task in manifest.tasks:
         task_class(store, task.class_).write_outputs(store.root)
     return summary
 
 
-def finish_files(store: RunStore, manifest: Manifest) -> dict[str, Any]:
+def finish_files(store: RunStore, manifest: Manifest, scan: ReportScan | None = None) -> dict[str, Any]:
     """The data phase: the streams sorted (score passes applied) and summary.json written, in
-    one rewrite that reads each JSONL file twice (see the module docstring)."""
+    one rewrite that reads each JSONL file twice (see the module docstring); ``scan`` (the
+    report's) is fed every record on its way to disk."""
     check_writable(store, manifest)
     judge_order = [j for t in manifest.tasks for j in t.judges]
     passes = _score_passes(store, manifest)
@@ -55,6 +64,8 @@ def finish_files(store: RunStore, manifest: Manifest) -> dict[str, Any]:
         (lambda records: _apply_score_passes(records, passes)) if passes else None,
     )
     deque(samples, maxlen=0)
+    if scan is not None:
+        responses, scores = _tap(responses, scan.add_response), _tap(scores, scan.add_score)
     # streamed off the rewrite: summarising keeps compact numbers, never every record (flat memory)
     tasks = [t.model_dump(by_alias=True, exclude_unset=True) for t in manifest.tasks]
     summary = summarise_run(tasks, scores, responses, manifest.seed, manifest.judges)
@@ -70,6 +81,13 @@ def finish_files(store: RunStore, manifest: Manifest) -> dict[str, Any]:
         }
     store.write_summary(summary)
     return summary
+
+
+def _tap(records: Iterator[R], see: Callable[[R], Any]) -> Iterator[R]:
+    """``records`` unchanged, each shown to ``see`` on its way through."""
+    for record in records:
+        see(record)
+        yield record
 
 
 def check_writable(store: RunStore, manifest: Manifest) -> None:

@@ -71,6 +71,8 @@ class Registry:
         self._origins: dict[str, str] = {}
         #: providers and bare-module plug-ins, once imported (or failed)
         self._searched = False
+        #: the group's entry points, read once (reading the installed metadata takes ~10 ms)
+        self._entry_points: list[EntryPoint] | None = None
 
     # -- registration -------------------------------------------------------------------------------
     def register(self, name: str) -> Callable[[T], T]:
@@ -101,11 +103,16 @@ class Registry:
         self._origins[name] = origin
 
     # -- plug-ins -----------------------------------------------------------------------------------
+    def _group(self) -> list[EntryPoint]:
+        if self._entry_points is None:
+            self._entry_points = list(entry_points(group=self.group))
+        return self._entry_points
+
     def _plugins(self) -> dict[str, EntryPoint]:
         """The group's ``NAME = module:object`` entry points by name (nothing imported); two of
         one name, or one named like a built-in, are a collision."""
         found: dict[str, EntryPoint] = {}
-        for ep in entry_points(group=self.group):
+        for ep in self._group():
             if ":" not in ep.value:
                 continue  # a bare module: imported by ``_search``
             if ep.name in found:
@@ -142,7 +149,7 @@ class Registry:
         self._searched = True
         for module in self._providers:
             importlib.import_module(module)
-        for ep in entry_points(group=self.group):
+        for ep in self._group():
             if ":" in ep.value:
                 continue
             try:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from evalkit.errors import EvalkitError
 from evalkit.finalize import check_writable, finalize
-from evalkit.judges.base import Judge, load_judge
+from evalkit.judges.base import Judge, judges_manifest, load_judge
 from evalkit.judging import JudgeExecutor
 from evalkit.manifest import now_iso
 from evalkit.records import ModelOutput, ResponseRecord, Sample, SampleRecord
@@ -45,7 +45,7 @@ async def rescore_async(root: Path, judges: list[str] | None = None, concurrency
         tasks = _tasks_of(store, manifest)
         chosen = {t.name: list(judges) if judges else list(info.judges) for t, info in tasks}
         instances = {t.name: _judges_for(t, chosen[t.name]) for t, _ in tasks}
-        _record_session(store, manifest, chosen)
+        _record_session(store, manifest, chosen, instances)
         executor = JudgeExecutor(instances, _judge_workers(manifest), store)
         store.open_streams()
         try:
@@ -115,14 +115,20 @@ def _judge_workers(manifest: Manifest) -> int:
     return int(manifest.config.get("judge_workers") or 2)
 
 
-def _record_session(store: RunStore, manifest: Manifest, chosen: dict[str, list[str]]) -> None:
-    """The manifest says the run was re-judged, and lists any judge a task gains."""
+def _record_session(
+    store: RunStore, manifest: Manifest, chosen: dict[str, list[str]], instances: dict[str, dict[str, Judge]]
+) -> None:
+    """The manifest says the run was re-judged, lists any judge a task gains, and records each
+    re-run judge as it scores now (``judges``: scorer version, options, declared metrics)."""
     raw = store.read_manifest()
     for task in raw.get("tasks", []):
         names = chosen.get(task.get("name"), [])
         task["judges"] = [*task.get("judges", []), *(n for n in names if n not in task.get("judges", []))]
+    recorded = raw.get("judges", {})
+    for task_name, described in judges_manifest(instances).items():
+        recorded.setdefault(task_name, {}).update(described)
     session = {"at": now_iso(), "judges": chosen}
-    store.update_manifest(tasks=raw.get("tasks", []), rescored=[*manifest.rescored, session])
+    store.update_manifest(tasks=raw.get("tasks", []), judges=recorded, rescored=[*manifest.rescored, session])
 
 
 async def _judge_all(

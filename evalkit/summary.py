@@ -186,6 +186,13 @@ def summarise_responses(responses: Iterable[ResponseRecord]) -> dict[str, Any]:
     return acc.result()
 
 
+def primary_of(task: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(judge, metric) of a task's headline number, from its manifest description: its first
+    judge's ``primary_metric`` (None for a task without judges)."""
+    judges = task.get("judges") or []
+    return (judges[0], task.get("primary_metric", "accuracy")) if judges else None
+
+
 def summarise_run(
     tasks: list[dict[str, Any]],
     scores: Iterable[ScoreRecord],
@@ -207,6 +214,10 @@ def summarise_run(
         requests[name] = ResponseAccumulator()
         for judge in task["judges"]:
             judges.setdefault((name, judge), JudgeAccumulator(task.get("group_by", []), seed, (name, judge)))
+    for resp in responses:  # responses first: finalize's report scan rides on the same pass
+        racc = requests.get(resp.task)
+        if racc is not None:
+            racc.add(resp)
     for rec in scores:
         ids = sample_ids.get(rec.task)
         if ids is None:
@@ -215,10 +226,6 @@ def summarise_run(
         acc = judges.get((rec.task, rec.score.judge))
         if acc is not None:
             acc.add(rec)
-    for resp in responses:
-        racc = requests.get(resp.task)
-        if racc is not None:
-            racc.add(resp)
 
     out: dict[str, Any] = {"seed": seed, "tasks": {}}
     for task in tasks:
@@ -230,10 +237,10 @@ def summarise_run(
             }
             for judge in task["judges"]
         }
-        primary_judge = task["judges"][0] if task["judges"] else None
-        primary_metric = task.get("primary_metric", "accuracy")
+        chosen = primary_of(task)
         primary = None
-        if primary_judge is not None:
+        if chosen is not None:
+            primary_judge, primary_metric = chosen
             primary = {
                 "judge": primary_judge,
                 "metric": primary_metric,

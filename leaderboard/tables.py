@@ -11,10 +11,10 @@ The rules, also printed on the site (``OVERALL_RULE``, ``VERSION_RULE``):
 - Within a table the best row comes first by the direction the metric's judge declares
   (``MetricSpec.direction``: a lower-is-better metric such as WER sorts ascending).
 - Overall = unweighted mean of the primary metric over the benchmarks (reference versions only)
-  whose primary metric is a higher-is-better 0-1 score, shown only for models that have a number on every one of
-  them. Metrics on other scales (e.g. DNSMOS 1-5) are left out and named in the note; averaging them
-  with accuracies would mean nothing. No CI is given for the overall (the runs' bootstrap samples
-  are not joint).
+  whose primary metric is a higher-is-better 0-1 score, shown only for models that have a number
+  on every one of them. Metrics on other scales (e.g. DNSMOS 1-5) or lower-is-better ones (WER)
+  are left out and named in the note; averaging them with accuracies would mean nothing. No CI
+  is given for the overall (the runs' bootstrap samples are not joint).
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from evalkit.leaderboard.runs import RunEntry, TaskResult, VersionKey
 
 OVERALL_RULE = (
     "Overall = unweighted mean of each benchmark's primary metric, over the benchmarks whose primary "
-    "metric is a higher-is-better 0-1 score, using each benchmark's reference dataset version only. It is shown only "
-    "for models with a result on every one of those benchmarks (others show which are missing). "
+    "metric is a higher-is-better 0-1 score, using each benchmark's reference dataset version only. "
+    "It is shown only for models with a result on every one of those benchmarks (others show which "
+    "are missing). "
     "No confidence interval is given for it."
 )
 VERSION_RULE = (

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from evalkit.records import ResponseRecord, ScoreRecord
-from evalkit.run_files import Summary, TaskSummary
+from evalkit.run_files import Manifest, Summary, TaskSummary
 from evalkit.stats import metric_summary
 
 #: quantile bins of the reasoning-length curve (fewer when there are fewer distinct lengths)
@@ -144,6 +144,19 @@ class ChartData:
         self.turn_rows: dict[tuple[str, str], dict[tuple[str, str], list[tuple[int, float]]]] = {
             spec: defaultdict(list) for spec in _TURN_FIELDS
         }
+
+    @classmethod
+    def for_manifest(cls, manifest: Manifest) -> ChartData:
+        """Before summary.json exists (finalize's one pass): each task's primary (judge, metric)
+        by the rule the summary applies (``evalkit.summary.primary_of``), in the same order."""
+        from evalkit.summary import primary_of
+
+        data = cls(Summary())
+        for task in manifest.tasks:
+            primary = primary_of(task.model_dump(by_alias=True, exclude_unset=True))
+            if primary is not None:
+                data.primary[task.name] = primary
+        return data
 
     def add_response(self, rec: ResponseRecord) -> None:
         if rec.output.error is None and rec.task in self.primary:

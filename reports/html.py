@@ -21,6 +21,7 @@ and says so; tables and charts always cover the whole run.
 from __future__ import annotations
 
 import base64
+import bisect
 import os
 from collections import Counter
 from collections.abc import Iterable
@@ -256,14 +257,22 @@ def _status_of(flags: int) -> str:
 
 
 @dataclass
-class _Scan:
-    """What one streamed pass over a run's records leaves for the page: per sample only its
-    task, index and status flags (to count statuses and pick the browser's first ``cap``), the
-    failed records the errors section lists, and the charts' compact numbers."""
+class ReportScan:
+    """What one streamed pass over a run's records leaves for the page: per sample only its task,
+    index and status flags (to count statuses), the failed records the errors section lists, the
+    charts' compact numbers, and the full records of the samples the browser shows: the first
+    ``cap`` in ``sample_rows`` order (task, index), kept while streaming (a sample that can no
+    longer be among them is dropped), so the page needs no second pass over the files. Feed every
+    response before any score (``ChartData``)."""
 
+    charts: ChartData
+    cap: int
     samples: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
     errors: list[ResponseRecord] = field(default_factory=list)
     judge_errors: list[ScoreRecord] = field(default_factory=list)
+    #: sample key -> (its responses, its scores), for the samples among the first ``cap``
+    kept: dict[tuple[str, str], tuple[list[ResponseRecord], list[ScoreRecord]]] = field(default_factory=dict)
+    _ranked: list[tuple[str, int, tuple[str, str]]] = field(default_factory=list)
 
     def sample(self, rec: ResponseRecord | ScoreRecord) -> list[Any]:
         key = (rec.task, rec.sample_id)
@@ -272,39 +281,64 @@ class _Scan:
             entry = self.samples[key] = [rec.task, rec.sample_index, 0]
         return entry
 
+    def _kept(self, rec: ResponseRecord | ScoreRecord) -> tuple[list, list] | None:
+        """The record lists of the record's sample if it is (still) among the first ``cap``."""
+        key = (rec.task, rec.sample_id)
+        if key in self.kept:
+            return self.kept[key]
+        rank = (rec.task, rec.sample_index, key)
+        if len(self._ranked) >= self.cap and (not self._ranked or rank >= self._ranked[-1]):
+            return None  # the cap is full of samples that come before it: never shown
+        bisect.insort(self._ranked, rank)
+        self.kept[key] = ([], [])
+        if len(self._ranked) > self.cap:
+            del self.kept[self._ranked.pop()[2]]
+        return self.kept.get(key)
+
+    def add_response(self, rec: ResponseRecord) -> None:
+        entry = self.sample(rec)
+        if rec.output.error is not None:
+            entry[2] |= _ERROR
+            self.errors.append(rec)
+        self.charts.add_response(rec)
+        kept = self._kept(rec)
+        if kept is not None:
+            kept[0].append(rec)
+
+    def add_score(self, rec: ScoreRecord) -> None:
+        entry = self.sample(rec)
+        s = rec.score
+        if s.error is not None:
+            entry[2] |= _ERROR
+            if s.error.kind != "model_error":
+                self.judge_errors.append(rec)
+        entry[2] |= (_PARSE if s.parse_failed else 0) | (_WRONG if s.passed is False else 0)
+        self.charts.add_score(rec)
+        kept = self._kept(rec)
+        if kept is not None:
+            kept[1].append(rec)
+
     def rows(self) -> list[tuple[tuple[str, str], str, str]]:
         """(key, task, status) per sample in ``sample_rows`` order (task, index; stable)."""
         ordered = sorted(self.samples.items(), key=lambda kv: (kv[1][0], kv[1][1]))
         return [(key, entry[0], _status_of(entry[2])) for key, entry in ordered]
 
+    def shown_rows(self) -> list[dict[str, Any]]:
+        """``sample_rows`` of the samples the browser shows."""
+        return sample_rows(
+            (r for responses, _ in self.kept.values() for r in responses),
+            (r for _, scores in self.kept.values() for r in scores),
+        )
 
-def _scan(store: RunStore, charts: ChartData) -> _Scan:
-    scan = _Scan()
+
+def scan_run(store: RunStore, summary: Summary, cap: int) -> ReportScan:
+    """The report's one pass over a finished run's files."""
+    scan = ReportScan(ChartData(summary), cap)
     for rec in store.iter_responses():
-        entry = scan.sample(rec)
-        if rec.output.error is not None:
-            entry[2] |= _ERROR
-            scan.errors.append(rec)
-        charts.add_response(rec)
+        scan.add_response(rec)
     for score in store.iter_scores():
-        entry = scan.sample(score)
-        s = score.score
-        if s.error is not None:
-            entry[2] |= _ERROR
-            if s.error.kind != "model_error":
-                scan.judge_errors.append(score)
-        entry[2] |= (_PARSE if s.parse_failed else 0) | (_WRONG if s.passed is False else 0)
-        charts.add_score(score)
+        scan.add_score(score)
     return scan
-
-
-def _shown_rows(store: RunStore, keys: set[tuple[str, str]]) -> list[dict[str, Any]]:
-    """``sample_rows`` of only the samples in ``keys``: a second streamed pass keeps the full
-    records of the samples the browser shows (at most its cap), and no others."""
-    return sample_rows(
-        (r for r in store.iter_responses() if (r.task, r.sample_id) in keys),
-        (r for r in store.iter_scores() if (r.task, r.sample_id) in keys),
-    )
 
 
 def _with_audio(rows: list[dict[str, Any]], linker: AudioLinker) -> list[dict[str, Any]]:
@@ -335,22 +369,31 @@ def _environment():
 
 def render(store: RunStore, max_samples: int | None = None, embed_limit: int = EMBED_LIMIT_BYTES) -> str:
     """The report page. ``embed_limit`` is the audio bytes embedded as data URIs (then links)."""
+    summary = store.summary()
+    return render_scan(
+        store,
+        store.manifest(),
+        summary,
+        scan_run(store, summary, max_samples_setting(max_samples)),
+        embed_limit,
+    )
+
+
+def render_scan(
+    store: RunStore,
+    manifest: Manifest,
+    summary: Summary,
+    scan: ReportScan,
+    embed_limit: int = EMBED_LIMIT_BYTES,
+) -> str:
+    """The page from a finished scan (``scan_run``, or finalize's pass that writes the files)."""
     from markupsafe import Markup
 
     from evalkit.reports.charts import build_charts_from, plotly_js
 
-    cap = max_samples_setting(max_samples)
-    manifest = store.manifest()
-    summary = store.summary()
-    # streamed: one pass for statuses, errors and chart numbers, one for the shown samples' records
-    chart_data = ChartData(summary)
-    scan = _scan(store, chart_data)
     rows = scan.rows()
-    shown_keys = {key for key, _, _ in rows[:cap]}
-    shown = _with_audio(
-        _shown_rows(store, shown_keys), AudioLinker.for_run(store.root, manifest, embed_limit)
-    )
-    charts = build_charts_from(summary, chart_data)
+    shown = _with_audio(scan.shown_rows(), AudioLinker.for_run(store.root, manifest, embed_limit))
+    charts = build_charts_from(summary, scan.charts)
     has_figures = any(c.figure_json for c in charts)
     return (
         _environment()
@@ -373,7 +416,12 @@ def render(store: RunStore, max_samples: int | None = None, embed_limit: int = E
     )
 
 
-def write_report(store: RunStore, max_samples: int | None = None) -> Path:
+def write_report(store: RunStore, max_samples: int | None = None, scan: ReportScan | None = None) -> Path:
+    """report.html of the finished run (``scan``: finalize's, made while it wrote the files)."""
     path = store.root / "report.html"
-    atomic_write_text(path, render(store, max_samples))
+    if scan is None:
+        page = render(store, max_samples)
+    else:
+        page = render_scan(store, store.manifest(), store.summary(), scan)
+    atomic_write_text(path, page)
     return path

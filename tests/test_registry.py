@@ -343,6 +343,7 @@ def judges(monkeypatch: pytest.MonkeyPatch) -> Registry:
     for attr in ("_entries", "_origins"):
         monkeypatch.setattr(reg, attr, dict(getattr(reg, attr)))
     monkeypatch.setattr(reg, "_searched", False)
+    monkeypatch.setattr(reg, "_entry_points", None)
     monkeypatch.setattr(reg, "group", "evalkit.test-judges")
     return reg
 

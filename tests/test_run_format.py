@@ -27,7 +27,7 @@ import soundfile as sf
 
 from evalkit import store as store_module
 from evalkit.errors import EvalkitError
-from evalkit.finalize import finalize, finish_files
+from evalkit.finalize import finalize
 from evalkit.records import SCHEMA_VERSION, ResponseRecord, SampleRecord, ScoreRecord
 from evalkit.reports.html import write_report
 from evalkit.rescore import rescore
@@ -211,13 +211,16 @@ def test_finalize_reads_each_stream_at_most_twice(
 ) -> None:
     store = make_run(server, tmp_path)
     summary_before = (store.root / "summary.json").read_bytes()
+    report_before = (store.root / "report.html").read_text(encoding="utf-8")
     opened = _count_stream_opens(monkeypatch)
-    finish_files(store, store.manifest())  # sort, score passes, summary: the data phase
+    finalize(store)  # sort, score passes, summary and the report's scan: one rewrite
     assert set(opened) == set(STREAMS) and max(opened.values()) <= 2, opened
     assert (store.root / "summary.json").read_bytes() == summary_before
     opened.clear()
-    write_report(store)  # rendering reads the finished files (a scan and the shown samples)
-    assert opened[RESPONSES] <= 2 and opened[SCORES] <= 2 and opened[SAMPLES] == 0, opened
+    write_report(store)  # `evalkit report`: one pass of its own over the finished files
+    assert opened == Counter({RESPONSES: 1, SCORES: 1}), opened
+    # the page from finalize's pass and the page from the report's own pass are the same
+    assert (store.root / "report.html").read_text(encoding="utf-8") == report_before
 
 
 # -- the previous format ----------------------------------------------------------------------------
@@ -333,3 +336,41 @@ def test_a_newer_file_that_changed_a_field_says_to_upgrade(tmp_path: Path) -> No
         EvalkitError, match=rf"manifest\.json: field tasks: .*schema 99 > {SCHEMA_VERSION}.*upgrade"
     ):
         RunStore.open_existing(tmp_path).manifest()
+
+
+def test_the_report_scan_keeps_exactly_the_first_samples_in_page_order() -> None:
+    """finalize feeds the scan in file order (task order of the run, then index); the page shows
+    the first ``cap`` samples by (task name, index): the bounded set kept while streaming must be
+    exactly those, whatever order the records come in."""
+    from evalkit.records import ModelOutput, Score
+    from evalkit.reports.charts import ChartData
+    from evalkit.reports.html import ReportScan, sample_rows
+
+    order = [("zeta", i) for i in (3, 0, 2)] + [("alpha", i) for i in (5, 1, 4, 0)] + [("zeta", 1)]
+    responses = [
+        ResponseRecord(
+            task=t,
+            sample_id=f"{t}-{i}",
+            sample_index=i,
+            turn=0,
+            request_hash="h",
+            output=ModelOutput(text="x"),
+        )
+        for t, i in order
+    ]
+    scores = [
+        ScoreRecord(task=r.task, sample_id=r.sample_id, sample_index=r.sample_index, score=Score(judge="j"))
+        for r in reversed(responses)
+    ]
+    for cap in (0, 1, 3, 6, 20):
+        scan = ReportScan(ChartData(Summary()), cap)
+        for rec in responses:
+            scan.add_response(rec)
+        for rec in scores:
+            scan.add_score(rec)
+        expected = sample_rows(responses, scores)[:cap]
+        assert [(r["task"], r["index"]) for r in scan.shown_rows()] == [
+            (r["task"], r["index"]) for r in expected
+        ]
+        assert all(len(r["records"]) == 1 and len(r["scores"]) == 1 for r in scan.shown_rows())
+        assert len(scan.rows()) == len(order)
