@@ -107,7 +107,11 @@ def run_definition(manifest: dict[str, Any]) -> dict[str, Any]:
         "temperature": config.get("temperature"),
         "top_p": config.get("top_p"),
         # the effective generation settings per task and where each came from (card, task, flag)
-        "generation": manifest.get("generation"),
+        # (the seed is compared on its own above; here it would only repeat it per task)
+        "generation": {
+            task: {k: v for k, v in fields.items() if k != "seed"}
+            for task, fields in (manifest.get("generation") or {}).items()
+        },
         "shard count": shard.count if shard is not None else None,
     }
     for task in manifest.get("tasks", []):

@@ -1,10 +1,11 @@
 """The run directory: the contract with reports, compare, the leaderboard and users' scripts.
 
-``responses.jsonl`` and ``scores.jsonl`` are append-only while a run is alive: each record is one
-line, written and flushed as soon as it exists, so a run killed at any moment loses at most the
-requests in flight (a half-written last line is cut off on resume). When a run finishes, both files
-are rewritten once in a deterministic order (task, sample, turn/judge) through an atomic rename,
-so two runs of the same config list their records in the same order.
+``samples.jsonl`` (each sample as it starts), ``responses.jsonl`` and ``scores.jsonl`` are
+append-only while a run is alive: each record is one line, written and flushed as soon as it
+exists, so a run killed at any moment loses at most the requests in flight (a half-written last
+line is cut off on resume). When a run finishes, the files are rewritten once in a deterministic
+order (task, sample, turn/judge) through an atomic rename, so two runs of the same config list
+their records in the same order. Every line and file is versioned (``evalkit.run_files``).
 
 One writer at a time: a session that writes a run directory holds its lock (``.lock``, an OS
 file lock through the ``filelock`` package, released by the OS if the process dies) and says who it

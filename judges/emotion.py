@@ -82,6 +82,18 @@ import numpy as np
 from evalkit import audio as audio_io
 from evalkit.compat import torchaudio_stand_in
 from evalkit.errors import EvalkitError
+from evalkit.judges.affect import (
+    JUMP_THRESHOLDS,
+    Cues,
+    affect_cues,
+    cue_changes,
+    cue_drifts,
+    cue_jumps,
+    jump_direction,
+    jump_ratio,
+    justified,
+    responsiveness,
+)
 from evalkit.judges.base import Judge, JudgeOptions, MetricSpec, build_options, share
 from evalkit.judges.model_judge import DEFAULT_JUDGE_MAX_TOKENS, ModelJudge
 from evalkit.judges.rubric import load_json_object
@@ -105,10 +117,6 @@ REFERENCE_SCALES: dict[str, float] = {
     "energy_sd_db": 2.0,
     "syllable_rate_sps": 0.75,
 }
-#: a consecutive-turn arousal change larger than this (au) is a jump
-JUMP_THRESHOLD_AU = 1.0
-#: a model jump is justified when the user's same-direction change is at least this share of it
-JUSTIFYING_USER_SHARE = 0.5
 
 #: expected emotion label -> arousal level (Russell's circumplex: activation, not valence)
 LABEL_AROUSAL: dict[str, int] = {
@@ -209,44 +217,54 @@ def arousal_trajectory(cues: list[dict[str, float | None]]) -> list[float | None
     return trajectory
 
 
-def _changes(values: list[float | None]) -> list[float | None]:
-    return [None if a is None or b is None else b - a for a, b in zip(values, values[1:], strict=False)]
-
-
 def continuity_metrics(
-    model: list[float | None], user: list[float | None] | None
-) -> tuple[dict[str, float | None], list[dict[str, Any]]]:
-    """The continuity metrics of a model arousal trajectory against the user's (None: no user
-    audio at all), and one detail row per consecutive-turn change."""
-    model_changes = _changes(model)
-    user_changes = _changes(user) if user is not None else [None] * len(model_changes)
-    user_complete = user is not None and all(u is not None for u in user)
+    model: list[Cues], user: list[Cues] | None
+) -> tuple[dict[str, float | None], list[dict[str, Any]], list[dict[str, Any]], str | None]:
+    """The per-cue continuity metrics of the model's turns against the user's (None: no user
+    audio at all; a user turn without audio has all cues None), one detail row per
+    consecutive-turn change, the events (``judges.affect``: jumps, drifts, ignored user changes,
+    each with its turn) and the responsiveness verdict (None without user audio)."""
+    changes = cue_changes(model)
+    jumps = cue_jumps(model)
+    drifts = cue_drifts(model, jumps)
+    user_complete = user is not None and all(any(v is not None for v in u.values()) for u in user)
+    response = responsiveness(model, user) if user is not None else None
+    user_events = response["user_changes"] if response is not None else []
+    jump_turns = sorted({e["turn"] for e in jumps})
     rows: list[dict[str, Any]] = []
-    jumps = unjustified = 0
-    for k, (dm, du) in enumerate(zip(model_changes, user_changes, strict=True), start=1):
-        jump = dm is not None and abs(dm) > JUMP_THRESHOLD_AU
-        justified = (
-            jump
-            and du is not None
-            and np.sign(du) == np.sign(dm)
-            and abs(du) >= JUSTIFYING_USER_SHARE * abs(dm)
-        )
-        jumps += jump
-        unjustified += jump and not justified
-        rows.append(
-            {"from_turn": k - 1, "to_turn": k, "model_change": dm, "user_change": du, "jump": jump}
-            | ({"justified": bool(justified)} if jump else {})
-        )
-    measured = [a for a in model if a is not None]
-    defined = [abs(d) for d in model_changes if d is not None]
+    unjustified = 0
+    for k, change in enumerate(changes, start=1):
+        ratio = jump_ratio(change)
+        row: dict[str, Any] = {
+            "from_turn": k - 1,
+            "to_turn": k,
+            "changes": {c: _rounded(v) for c, v in change.items()},
+            "jump_ratio": _rounded(ratio),
+            "jump": k in jump_turns,
+        }
+        if k in jump_turns and user is not None:
+            row["justified"] = justified(k, jump_direction(change), user_events)
+            unjustified += not row["justified"]
+        rows.append(row)
+    ignored = [e for e in user_events if not e["followed"]]
+    events = [
+        *jumps,
+        *drifts,
+        *({"turn": e["turn"], "kind": "ignored_user", "cue": e["cue"]} for e in ignored),
+    ]
+    events.sort(key=lambda e: (e["turn"], e["kind"]))
+    ratios = [r for r in (jump_ratio(c) for c in changes) if r is not None]
     metrics: dict[str, float | None] = {
-        "affect_jump_max": max(defined) if defined else None,
-        "affect_jumps": float(jumps) if defined else None,
-        "unjustified_jumps": float(unjustified) if defined and user_complete else None,
-        "user_alignment": _correlation(model, user) if user is not None else None,
-        "affect_variance": float(np.var(measured)) if len(measured) >= 2 else None,
+        "affect_jump_max": max(ratios) if ratios else None,
+        "affect_jumps": float(len(jump_turns)) if ratios else None,
+        "affect_drifts": float(len(drifts)) if ratios else None,
+        "unjustified_jumps": float(unjustified) if ratios and user_complete else None,
+        "user_affect_changes": float(len(user_events)) if user_complete and ratios else None,
+        "ignored_user_changes": float(len(ignored)) if user_complete and ratios else None,
+        "responsiveness": response["share_followed"] if user_complete and response is not None else None,
     }
-    return metrics, rows
+    verdict = response["verdict"] if user_complete and response is not None else None
+    return metrics, rows, events, verdict
 
 
 def _correlation(a: list[float | None], b: list[float | None]) -> float | None:
@@ -443,24 +461,46 @@ AROUSAL_METRICS = (
     MetricSpec(
         name="affect_jump_max",
         direction="descriptive",
-        unit="au",
+        unit="x threshold",
         range=(0.0, None),
-        description="largest arousal change between consecutive model turns",
+        description="largest |cue change| / cue threshold between consecutive model turns (> 1: a jump)",
     ),
     MetricSpec(
         name="affect_jumps",
         direction="descriptive",
         unit="jumps",
         range=(0.0, None),
-        description="consecutive-turn arousal changes above the jump threshold",
+        description="consecutive-turn changes where any cue moved beyond its calibrated threshold",
+    ),
+    MetricSpec(
+        name="affect_drifts",
+        direction="descriptive",
+        unit="cues",
+        range=(0.0, None),
+        description="cues whose trend over the turns exceeds their threshold with no single jump",
     ),
     MetricSpec(
         name="unjustified_jumps",
         direction="lower",
         unit="jumps",
         range=(0.0, None),
-        description="arousal jumps the user's own affect change does not justify",
+        description="model jumps with no same-direction user change at that turn or the one before",
     ),
+    MetricSpec(
+        name="user_affect_changes",
+        direction="descriptive",
+        unit="changes",
+        range=(0.0, None),
+        description="user turn changes where any cue moved beyond its threshold",
+    ),
+    MetricSpec(
+        name="ignored_user_changes",
+        direction="lower",
+        unit="changes",
+        range=(0.0, None),
+        description="user affect changes the model did not follow within one turn",
+    ),
+    share("responsiveness", "share of the user's affect changes the model followed within one turn"),
     MetricSpec(
         name="user_alignment",
         direction="higher",
@@ -490,6 +530,8 @@ class EmotionContinuityJudge(Judge):
     name = "emotion"
     execution = "process"
     metrics = (*AROUSAL_METRICS, *SER_METRICS)
+    #: 2: jumps per cue against calibrated thresholds, drift, responsiveness (judges.affect)
+    scorer_version = "2"
 
     Options = SEROptions
 
@@ -512,18 +554,33 @@ class EmotionContinuityJudge(Judge):
         model_arousal = arousal_trajectory([arousal_cues(f) for f in model_features])
 
         user_turns = [sample.conversation[i] for i in answered_user_turns(sample, len(outputs))]
-        user_arousal: list[float | None] | None = None
+        user_features: list[ProsodyFeatures | None] | None = None
         if any(t.audio is not None for t in user_turns):
-            user_cues = []
-            for turn in user_turns:
-                if turn.audio is None:
-                    user_cues.append(dict.fromkeys(REFERENCE_SCALES))
-                    continue
-                samples, _ = audio_io.load(turn.audio, sample_rate=ANALYSIS_RATE_HZ)
-                user_cues.append(arousal_cues(extract_features(samples, ANALYSIS_RATE_HZ)))
-            user_arousal = arousal_trajectory(user_cues)
+            user_features = [
+                None
+                if turn.audio is None
+                else extract_features(
+                    audio_io.load(turn.audio, sample_rate=ANALYSIS_RATE_HZ)[0], ANALYSIS_RATE_HZ
+                )
+                for turn in user_turns
+            ]
+        user_arousal = None
+        user_cues: list[Cues] | None = None
+        if user_features is not None:
+            user_arousal = arousal_trajectory(
+                [dict.fromkeys(REFERENCE_SCALES) if f is None else arousal_cues(f) for f in user_features]
+            )
+            user_cues = [
+                dict.fromkeys(JUMP_THRESHOLDS) if f is None else affect_cues(f) for f in user_features
+            ]
 
-        metrics, changes = continuity_metrics(model_arousal, user_arousal)
+        model_cues = [affect_cues(f) for f in model_features]
+        metrics, changes, events, verdict = continuity_metrics(model_cues, user_cues)
+        measured = [a for a in model_arousal if a is not None]
+        metrics["affect_variance"] = float(np.var(measured)) if len(measured) >= 2 else None
+        metrics["user_alignment"] = (
+            _correlation(model_arousal, user_arousal) if user_arousal is not None else None
+        )
         if levels is not None:
             metrics["emotion_label_agreement"] = label_agreement(levels, model_arousal)
         per_turn = [
@@ -532,15 +589,27 @@ class EmotionContinuityJudge(Judge):
                 "arousal": _rounded(a),
                 "user_arousal": _rounded(user_arousal[k]) if user_arousal is not None else None,
                 "cues": {n: _rounded(v) for n, v in arousal_cues(f).items()},
+                "affect_cues": {n: _rounded(v) for n, v in cues.items()},
             }
             | ({"expected_level": levels[k]} if levels is not None else {})
-            for k, (a, f) in enumerate(zip(model_arousal, model_features, strict=True))
+            for k, (a, f, cues) in enumerate(zip(model_arousal, model_features, model_cues, strict=True))
+        ]
+        # per-turn numbers summary.json averages by turn index over conversations
+        turn_metrics = [
+            {
+                "turn": k,
+                "arousal": _rounded(a),
+                "jump_ratio": None if k == 0 else changes[k - 1]["jump_ratio"],
+            }
+            for k, a in enumerate(model_arousal)
         ]
         details: dict[str, Any] = {
             "per_turn": per_turn,
             "changes": changes,
-            "jump_threshold_au": JUMP_THRESHOLD_AU,
-            "justifying_user_share": JUSTIFYING_USER_SHARE,
+            "events": events,
+            "turn_metrics": turn_metrics,
+            "responsiveness_verdict": verdict,
+            "jump_thresholds": JUMP_THRESHOLDS,
             "user_audio": user_arousal is not None,
         }
         if self.ser_model is not None:
@@ -550,23 +619,29 @@ class EmotionContinuityJudge(Judge):
             ser, ser_rows = ser_metrics(dists, expected)
             metrics |= ser
             details |= {"ser_model": self.ser_model, "ser_turns": ser_rows}
-        unjustified = metrics["unjustified_jumps"]
+        unjustified, ignored = metrics["unjustified_jumps"], metrics["ignored_user_changes"]
         return Score(
             judge=self.name,
             metrics=metrics,
-            passed=None if unjustified is None else unjustified == 0,
-            explanation=_explain(metrics),
+            passed=None if unjustified is None or ignored is None else unjustified == 0 and ignored == 0,
+            explanation=_explain(metrics, verdict),
             details=details,
         )
 
 
-def _explain(metrics: dict[str, float | None]) -> str:
+def _explain(metrics: dict[str, float | None], verdict: str | None) -> str:
     jump_max = metrics["affect_jump_max"]
     if jump_max is None:
         return "single measurable turn: no continuity to judge"
-    parts = [f"max arousal change {jump_max:.2f} au", f"{metrics['affect_jumps']:.0f} jump(s)"]
+    parts = [
+        f"largest cue change {jump_max:.2f}x its threshold",
+        f"{metrics['affect_jumps']:.0f} jump(s)",
+        f"{metrics['affect_drifts']:.0f} drift(s)",
+    ]
     if metrics["unjustified_jumps"] is not None:
         parts.append(f"{metrics['unjustified_jumps']:.0f} not explained by the user")
+    if verdict is not None:
+        parts.append(f"responsiveness: {verdict}")
     return ", ".join(parts)
 
 

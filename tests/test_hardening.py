@@ -269,7 +269,8 @@ def test_a_full_disk_fails_the_run_in_one_line_and_resume_finishes_it(tmp_path, 
         assert "no space left" in line and "--resume" in line
         run_dir = only_run_dir(tmp_path / "r")
         assert read_json(run_dir / "manifest.json")["status"] == "failed"
-        kept = read_jsonl(run_dir / "responses.jsonl") + read_jsonl(run_dir / "scores.jsonl")
+        streams = ("samples.jsonl", "responses.jsonl", "scores.jsonl")  # every append counts
+        kept = [line for name in streams for line in read_jsonl(run_dir / name)]
         assert len(kept) == 4
 
         monkeypatch.setattr(JsonlAppender, "append", real_append)  # space is back
@@ -277,6 +278,8 @@ def test_a_full_disk_fails_the_run_in_one_line_and_resume_finishes_it(tmp_path, 
         assert resumed.exit_code == 0, resumed.output
     assert read_json(run_dir / "manifest.json")["status"] == "completed"
     assert len(read_jsonl(run_dir / "scores.jsonl")) == 10 and accuracy(run_dir) == 1.0
+    samples = [line["sample"]["id"] for line in read_jsonl(run_dir / "samples.jsonl")]
+    assert samples == sorted(set(samples)) and len(samples) == 10  # one line per sample, in order
 
 
 @pytest.mark.parametrize(
