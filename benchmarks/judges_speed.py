@@ -42,6 +42,8 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 CPU_JUDGES = ("prosody", "emotion", "voice", "naturalness")
+#: the judges that share one acoustic analysis per clip (``speech_features.analyse``): the 20x target
+SHARED_JUDGES = ("prosody", "emotion", "voice")
 ASR_JUDGE = "asr"
 BATCHED_JUDGES = ("asr", "naturalness")
 TARGET_RTF = 20.0
@@ -138,6 +140,57 @@ def measure(name: str, work: list[tuple], audio_s: float) -> dict:
     }
 
 
+def measure_shared(work: list[tuple], audio_s: float) -> dict:
+    """prosody + emotion + voice two ways over the same conversations: "separate", each judge
+    starting from an empty analysis cache (what it cost before the shared analysis: every judge
+    analysed every clip again), and "shared", the three in sequence on one cache (each clip is
+    analysed once, by the first judge that meets it)."""
+    from evalkit.judges import speech_features
+
+    separate = {}
+    for name in SHARED_JUDGES:
+        speech_features.clear_analysis_cache()
+        separate[name] = measure(name, work, audio_s)
+    speech_features.clear_analysis_cache()
+    shared = {name: measure(name, work, audio_s) for name in SHARED_JUDGES}
+
+    def combined(rows: dict) -> float | None:
+        if any(r["status"] == "missing" for r in rows.values()):
+            return None
+        return round(audio_s / sum(r["seconds"] for r in rows.values()), 2)
+
+    return {
+        "separate": separate,
+        "shared": shared,
+        "separate_rtf": combined(separate),
+        "shared_rtf": combined(shared),
+    }
+
+
+def print_shared(result: dict) -> None:
+    """The side-by-side table of ``measure_shared`` and the verdict against the target."""
+    print(f"\n{'judge':<12} {'separate s':>11} {'x rt':>7} {'shared s':>9} {'x rt':>7}   (one core)")
+    for name in SHARED_JUDGES:
+        old, new = result["separate"][name], result["shared"][name]
+        if "missing" in (old["status"], new["status"]):
+            print(f"{name:<12} {'missing (not registered)':>38}")
+            continue
+        print(
+            f"{name:<12} {old['seconds']:>11.2f} {old['rtf']:>7.1f} {new['seconds']:>9.2f} {new['rtf']:>7.1f}"
+        )
+        for row in (old, new):
+            if row["first_error"]:
+                print(f"{'':<12} first error: {row['first_error'][:200]}")
+    if result["shared_rtf"] is None:
+        print("prosody+emotion+voice: incomplete (a judge is missing)")
+        return
+    verdict = "meets" if result["shared_rtf"] >= TARGET_RTF else "misses"
+    print(
+        f"prosody+emotion+voice: {result['separate_rtf']:.1f}x real time separate, "
+        f"{result['shared_rtf']:.1f}x shared; shared {verdict} the {TARGET_RTF:.0f}x target"
+    )
+
+
 def measure_batching(name: str, work: list[tuple], audio_s: float, batch: int) -> dict:
     """Per-item ``score`` vs ``score_batch`` over the same conversations, after a warm-up of each;
     also checks that the two give the same metrics (exact for ASR; 1e-4 for MOS)."""
@@ -184,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8, help="conversations per batched call")
     parser.add_argument("--threads", type=int, default=1, help="torch / CTranslate2 / ONNX threads")
     parser.add_argument("--skip-per-judge", action="store_true", help="only the batching comparison")
+    parser.add_argument(
+        "--shared-only", action="store_true", help="only prosody+emotion+voice, separate vs shared analysis"
+    )
     args = parser.parse_args(argv)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
         os.environ[var] = str(args.threads)
@@ -199,6 +255,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.threads} thread(s)"
     )
 
+    shared = measure_shared(work, audio_s)
+    print_shared(shared)
+    if args.shared_only:
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            result = {"audio_s": round(audio_s, 1), "shared_analysis": shared}
+            args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        return 0
     rows = [] if args.skip_per_judge else [measure(name, work, audio_s) for name in (*CPU_JUDGES, ASR_JUDGE)]
     if rows:
         print(f"\n{'judge':<12} {'seconds':>9} {'x real time':>12} {'load s':>8} {'errors':>7}")
@@ -237,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "batching": batching,
         "rows": rows,
+        "shared_analysis": shared,
         "combined_rtf_without_asr": round(combined, 2) if combined is not None else None,
         "missing": missing,
         "target_rtf": TARGET_RTF,

@@ -275,6 +275,7 @@ judges = Registry(
         "asr": "evalkit.judges.asr_consistency",
         **dict.fromkeys(("emotion", "emotion-ser", "emotion-llm"), "evalkit.judges.emotion"),
         "voice": "evalkit.judges.voice",
+        "listener": "evalkit.judges.listener",
         "naturalness": "evalkit.judges.naturalness",
     },
 )

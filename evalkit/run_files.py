@@ -140,6 +140,12 @@ class JudgeSummary(Open):
     groups: dict[str, dict[str, dict[str, MetricStats]]] = Field(default_factory=dict)
     #: answered-turn index (as text) -> accuracy at that turn
     by_turn: dict[str, MetricStats] = Field(default_factory=dict)
+    #: speech judges: metric -> answered-turn index (as text) -> stats over conversations
+    by_turn_metrics: dict[str, dict[str, MetricStats]] = Field(default_factory=dict)
+    #: speech judges: sample id -> its events ``{"turn", "kind", "cue"?}`` (jump, drift, voice switch)
+    events: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    #: speech judges: event kind -> turn (as text) -> conversations with that event there
+    event_counts: dict[str, dict[str, int]] = Field(default_factory=dict)
     #: metric -> its declaration (``MetricSpec`` less the name: direction, unit, range, description)
     metrics_declared: dict[str, dict[str, Any]] = Field(default_factory=dict)
 

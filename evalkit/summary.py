@@ -1,5 +1,8 @@
 """Scores -> summary.json: per task and judge, each metric with a seeded 95% bootstrap CI, broken
 down by the task's group keys and by answered-turn index, with parse-failure and error counts.
+Speech judges add per-turn metrics by turn index (``by_turn_metrics``) and, per conversation, the
+turns where a jump, drift or voice switch happened (``events``; counted by kind and turn in
+``event_counts``).
 
 Metrics are averaged over the samples a judge could score; samples whose model call or judge
 failed are *not* folded in as zeros but counted (``n_model_errors``, ``n_judge_errors``) and shown
@@ -63,6 +66,10 @@ class JudgeAccumulator:
             key: defaultdict(lambda: defaultdict(_floats)) for key in self.group_by
         }
         self.by_turn: dict[int, array] = defaultdict(_floats)
+        #: speech judges' per-turn numbers (``details["turn_metrics"]``): metric -> turn -> values
+        self.turn_metrics: dict[str, dict[int, array]] = defaultdict(lambda: defaultdict(_floats))
+        #: sample id -> its speech events (``details["events"]``: jumps, drifts, voice switches)
+        self.events: dict[str, list[dict[str, Any]]] = {}
 
     def add(self, rec: ScoreRecord) -> None:
         self.n += 1
@@ -82,6 +89,26 @@ class JudgeAccumulator:
                 bucket[metric].append(value)
         for row in score.details.get("turns", []):
             self.by_turn[int(row["turn"])].append(float(row["correct"]))
+        self._add_speech(rec)
+
+    def _add_speech(self, rec: ScoreRecord) -> None:
+        """The per-turn speech metrics and the events of one conversation, as the speech judges
+        write them: ``details["turn_metrics"]`` rows ``{"turn": k, metric: value}`` (averaged by
+        turn index over conversations, with CIs) and ``details["events"]`` rows ``{"turn": k,
+        "kind": "jump" | "drift" | "voice_switch" | ..., "cue"?: ...}`` (kept per conversation,
+        as turn, kind and cue only, so summary.json stays small)."""
+        details = rec.score.details
+        for row in details.get("turn_metrics", []):
+            turn = int(row["turn"])
+            for metric, value in row.items():
+                if metric != "turn" and value is not None:
+                    self.turn_metrics[metric][turn].append(float(value))
+        events = [
+            {"turn": int(e["turn"]), "kind": str(e["kind"])} | ({"cue": str(e["cue"])} if "cue" in e else {})
+            for e in details.get("events", [])
+        ]
+        if events:
+            self.events[rec.sample_id] = events
 
     def result(self) -> dict[str, Any]:
         errors = Counter(self.errors)
@@ -109,7 +136,25 @@ class JudgeAccumulator:
             }
             if len(self.by_turn) > 1
             else {},
+            "by_turn_metrics": {
+                metric: {
+                    str(turn): metric_summary(vals, _seed_for(seed, *scope, "turn", str(turn), metric))
+                    for turn, vals in sorted(turns.items())
+                }
+                for metric, turns in sorted(self.turn_metrics.items())
+            },
+            "events": dict(sorted(self.events.items())),
+            "event_counts": _event_counts(self.events),
         }
+
+
+def _event_counts(events: Mapping[str, list[dict[str, Any]]]) -> dict[str, dict[str, int]]:
+    """kind -> turn (as text) -> conversations with that event at that turn."""
+    counts: dict[str, Counter[int]] = defaultdict(Counter)
+    for rows in events.values():
+        for kind, turn in {(e["kind"], e["turn"]) for e in rows}:
+            counts[kind][turn] += 1
+    return {kind: {str(t): n for t, n in sorted(c.items())} for kind, c in sorted(counts.items())}
 
 
 def summarise_judge(

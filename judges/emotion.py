@@ -86,19 +86,19 @@ from evalkit.judges.affect import (
     JUMP_THRESHOLDS,
     Cues,
     affect_cues,
+    affect_events,
     cue_changes,
-    cue_drifts,
-    cue_jumps,
     jump_direction,
     jump_ratio,
     justified,
+    principal_cue,
     responsiveness,
 )
 from evalkit.judges.base import Judge, JudgeOptions, MetricSpec, build_options, share
 from evalkit.judges.model_judge import DEFAULT_JUDGE_MAX_TOKENS, ModelJudge
 from evalkit.judges.rubric import load_json_object
 from evalkit.judges.speech_features import ProsodyFeatures, extract_features
-from evalkit.records import ErrorInfo, ModelOutput, Sample, Score
+from evalkit.records import ErrorInfo, ModelOutput, Sample, Score, Turn
 from evalkit.registry import register_judge
 from evalkit.specs import env_field
 
@@ -225,8 +225,7 @@ def continuity_metrics(
     consecutive-turn change, the events (``judges.affect``: jumps, drifts, ignored user changes,
     each with its turn) and the responsiveness verdict (None without user audio)."""
     changes = cue_changes(model)
-    jumps = cue_jumps(model)
-    drifts = cue_drifts(model, jumps)
+    jumps, drifts = affect_events(model)
     user_complete = user is not None and all(any(v is not None for v in u.values()) for u in user)
     response = responsiveness(model, user) if user is not None else None
     user_events = response["user_changes"] if response is not None else []
@@ -240,6 +239,7 @@ def continuity_metrics(
             "to_turn": k,
             "changes": {c: _rounded(v) for c, v in change.items()},
             "jump_ratio": _rounded(ratio),
+            "principal_cue": principal_cue(change),
             "jump": k in jump_turns,
         }
         if k in jump_turns and user is not None:
@@ -518,6 +518,18 @@ AROUSAL_METRICS = (
 )
 
 
+def _measure_turn(turn: Turn) -> tuple[dict[str, float | None], Cues]:
+    """A user turn's arousal cues and affect cues (all None without audio); its transcript, else
+    its text, gives the tempo's syllables."""
+    if turn.audio is None:
+        return dict.fromkeys(REFERENCE_SCALES), dict.fromkeys(JUMP_THRESHOLDS)
+    samples, _ = audio_io.load(turn.audio, sample_rate=ANALYSIS_RATE_HZ)
+    features = extract_features(samples, ANALYSIS_RATE_HZ)
+    return arousal_cues(features), affect_cues(
+        features, samples, ANALYSIS_RATE_HZ, turn.transcript or turn.text
+    )
+
+
 def _error(judge: str, message: str) -> Score:
     return Score(judge=judge, error=ErrorInfo(kind="judge_error", message=message))
 
@@ -554,27 +566,17 @@ class EmotionContinuityJudge(Judge):
         model_arousal = arousal_trajectory([arousal_cues(f) for f in model_features])
 
         user_turns = [sample.conversation[i] for i in answered_user_turns(sample, len(outputs))]
-        user_features: list[ProsodyFeatures | None] | None = None
-        if any(t.audio is not None for t in user_turns):
-            user_features = [
-                None
-                if turn.audio is None
-                else extract_features(
-                    audio_io.load(turn.audio, sample_rate=ANALYSIS_RATE_HZ)[0], ANALYSIS_RATE_HZ
-                )
-                for turn in user_turns
-            ]
-        user_arousal = None
+        user_arousal: list[float | None] | None = None
         user_cues: list[Cues] | None = None
-        if user_features is not None:
-            user_arousal = arousal_trajectory(
-                [dict.fromkeys(REFERENCE_SCALES) if f is None else arousal_cues(f) for f in user_features]
-            )
-            user_cues = [
-                dict.fromkeys(JUMP_THRESHOLDS) if f is None else affect_cues(f) for f in user_features
-            ]
+        if any(t.audio is not None for t in user_turns):
+            measured_user = [_measure_turn(turn) for turn in user_turns]
+            user_arousal = arousal_trajectory([m[0] for m in measured_user])
+            user_cues = [m[1] for m in measured_user]
 
-        model_cues = [affect_cues(f) for f in model_features]
+        model_cues = [
+            affect_cues(f, c, ANALYSIS_RATE_HZ, o.text)
+            for f, c, o in zip(model_features, clips, outputs, strict=True)
+        ]
         metrics, changes, events, verdict = continuity_metrics(model_cues, user_cues)
         measured = [a for a in model_arousal if a is not None]
         metrics["affect_variance"] = float(np.var(measured)) if len(measured) >= 2 else None

@@ -27,6 +27,7 @@ from evalkit.judges.base import Judge, JudgeOptions
 from evalkit.models.base import load_model
 from evalkit.records import (
     ChatRequest,
+    ContentPart,
     ErrorInfo,
     GenerationParams,
     Message,
@@ -68,17 +69,19 @@ def _text_message(role: str, text: str) -> Message:
 
 async def ask_until_parsed(
     ask: Callable[[list[Message]], Awaitable[CallResult]],
-    prompt: str,
+    prompt: str | list[ContentPart],
     parse: Callable[[str | None], T],
     parse_error: type[ValueError],
     reask: str,
     retries: int,
 ) -> Parsed[T]:
-    """Send ``prompt`` (one user message) through ``ask``; while the reply does not ``parse``
-    (raises ``parse_error``), append the reply and ``reask.format(error=...)`` and ask again, at
-    most ``retries`` times. A failed call ends the loop with its error."""
+    """Send ``prompt`` (one user message: text, or text and audio parts for a judge that listens)
+    through ``ask``; while the reply does not ``parse`` (raises ``parse_error``), append the reply
+    and ``reask.format(error=...)`` and ask again, at most ``retries`` times. A failed call ends
+    the loop with its error."""
     result: Parsed[T] = Parsed()
-    messages = [_text_message("user", prompt)]
+    content = [TextPart(text=prompt)] if isinstance(prompt, str) else list(prompt)
+    messages = [Message(role="user", content=content)]
     for attempt in range(1, retries + 2):
         result.attempts = attempt
         call = await ask(messages)
@@ -168,7 +171,7 @@ class ModelJudge(Judge):
     async def ask_until_parsed(
         self,
         sample: Sample,
-        prompt: str,
+        prompt: str | list[ContentPart],
         parse: Callable[[str | None], T],
         parse_error: type[ValueError],
         reask: str,

@@ -4,7 +4,8 @@ loudness dynamics, rate, pauses), and how that drifts from turn to turn.
 It measures and does not grade: there is no "correct" prosody, so its rows carry no ``correct``
 field. Per-turn rows go to ``details["turn_features"]`` rather than ``details["turns"]``, because
 ``evalkit.summary`` reads ``details["turns"]`` as per-turn correctness (``row["correct"]``) for its
-by-turn breakdown and would fail on feature rows. The user's speech is measured too
+by-turn breakdown and would fail on feature rows; a few of them (``PER_TURN``) also go to
+``details["turn_metrics"]``, which summary.json averages by turn index over conversations. The user's speech is measured too
 (``details["user_turns"]``) so that judges and reports can relate the model's delivery to the
 user's (e.g. an agitated user answered in a flat voice).
 """
@@ -34,6 +35,10 @@ AVERAGED = (
     "speech_ratio",
     "monotony_index",
 )
+
+
+#: per-clip features summary.json shows by answered-turn index (how delivery changes over a conversation)
+PER_TURN = ("pitch_sd_st", "pitch_range_st", "energy_sd_db", "syllable_rate_sps", "monotony_index")
 
 
 def _feature(name: str, unit: str, lo: float | None, hi: float | None, description: str) -> MetricSpec:
@@ -128,5 +133,10 @@ class ProsodyJudge(Judge):
             judge=self.name,
             metrics=metrics,
             explanation=explanation,
-            details={"turn_features": rows, "user_turns": user_rows},
+            details={
+                "turn_features": rows,
+                "user_turns": user_rows,
+                # by turn index over conversations in summary.json (``by_turn_metrics``)
+                "turn_metrics": [{"turn": r["turn"], **{m: r[m] for m in PER_TURN}} for r in rows],
+            },
         )

@@ -58,10 +58,10 @@ from evalkit.registry import register_judge
 
 #: resemblyzer's encoder works at 16 kHz (``resemblyzer.hparams.sampling_rate``)
 ENCODER_RATE_HZ = 16000
-#: a later turn whose cosine similarity to the first turn is below this is a timbre change
-DRIFT_THRESHOLD = 0.80
-#: speech (after silence trimming) shorter than this gives noisy embeddings: reported, not compared
-MIN_RELIABLE_SPEECH_S = 2.0
+#: the speech of the turns before and after a split less similar than this: the voice changed there
+DRIFT_THRESHOLD = 0.78
+#: a split is judged only when both sides pool at least this much speech
+MIN_WINDOW_S = 1.5
 
 _encoder_lock = threading.Lock()
 
@@ -77,27 +77,41 @@ def voice_encoder() -> Any:
     return VoiceEncoder("cpu", verbose=False)
 
 
-def speaker_embedding(samples: np.ndarray, rate: int) -> tuple[np.ndarray, float]:
-    """The unit-norm speaker embedding of one mono clip, and its speech seconds after trimming."""
-    from resemblyzer.audio import normalize_volume, trim_long_silences
+def speech_of_turns(clips: list[np.ndarray]) -> list[np.ndarray]:
+    """Each turn's speech at 16 kHz: the shared analysis's VAD segments joined (one batched pass
+    per conversation, cached for the prosody and emotion judges), volume normalised as
+    resemblyzer's own preprocessing does."""
+    from resemblyzer.audio import normalize_volume
     from resemblyzer.hparams import audio_norm_target_dBFS
 
-    wav = audio_io.resample(np.asarray(samples, dtype=np.float32), rate, ENCODER_RATE_HZ)
-    wav = trim_long_silences(normalize_volume(wav, audio_norm_target_dBFS, increase_only=True))
-    if len(wav) == 0:
-        raise EvalkitError("no speech left after silence trimming")
+    from evalkit.judges.speech_features import analyse_many
+
+    analyses = analyse_many([(x, ENCODER_RATE_HZ) for x in clips])
+    return [
+        normalize_volume(a.speech_samples(x, ENCODER_RATE_HZ), audio_norm_target_dBFS, increase_only=True)
+        for a, x in zip(analyses, clips, strict=True)
+    ]
+
+
+def partial_embeddings(wav: np.ndarray) -> np.ndarray:
+    """resemblyzer's partial embeddings of 16 kHz speech (one unit-norm row per 1.6 s window, 50 %
+    overlap; a clip shorter than one window is one zero-padded window). Its utterance embedding
+    is their normalised mean, so pooling several turns is averaging their rows: each turn is
+    embedded once, however many splits it is pooled into."""
     encoder = voice_encoder()
     with _encoder_lock:  # torch modules are not re-entrant across threads
-        embedding = encoder.embed_utterance(wav)
-    return np.asarray(embedding, dtype=np.float64), len(wav) / ENCODER_RATE_HZ
+        _, partials, _ = encoder.embed_utterance(np.asarray(wav, dtype=np.float32), return_partials=True)
+    return np.asarray(partials, dtype=np.float64)
+
+
+def pooled(partials: list[np.ndarray]) -> np.ndarray:
+    """The speaker embedding of several turns' speech: the mean of their partial embeddings."""
+    mean = np.concatenate(partials).mean(axis=0)
+    return mean / np.linalg.norm(mean)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)
 
 
 class VoiceOptions(JudgeOptions):
@@ -145,76 +159,100 @@ class VoiceConsistencyJudge(Judge):
         self.threshold = self.options.threshold
 
     def score(self, sample: Sample, outputs: list[ModelOutput]) -> Score:
-        embeddings: list[np.ndarray] = []
-        speech_s: list[float] = []
+        clips: list[np.ndarray] = []
         for k, output in enumerate(outputs):
             if output.audio is None:
                 return self._error(f"sample {sample.id!r} turn {k}: the model output has no audio to judge")
             try:
-                samples, rate = audio_io.load(output.audio, sample_rate=ENCODER_RATE_HZ)
-                embedding, seconds = speaker_embedding(samples, rate)
-            except EvalkitError as exc:  # AudioError included: unreadable or silent output audio
+                clips.append(audio_io.load(output.audio, sample_rate=ENCODER_RATE_HZ)[0])
+            except EvalkitError as exc:  # AudioError included: unreadable output audio
                 return self._error(f"sample {sample.id!r} turn {k}: {exc}")
-            embeddings.append(embedding)
-            speech_s.append(seconds)
-        if not embeddings:
+        if not clips:
             return self._error(f"sample {sample.id!r}: no model outputs to judge")
-
-        reliable = [k for k, seconds in enumerate(speech_s) if seconds >= MIN_RELIABLE_SPEECH_S]
-        anchor = reliable[0] if reliable else None
-        to_anchor = [None if anchor is None else cosine(e, embeddings[anchor]) for e in embeddings]
-        compared = [k for k in reliable if k != anchor]
-        drifted = [k for k in compared if (to_anchor[k] or 0.0) < self.threshold]
-        per_turn = [
-            {
-                "turn": k,
-                "similarity_to_anchor": None if to_anchor[k] is None else round(to_anchor[k], 4),
-                "similarity_to_others": _rounded(self._leave_one_out(embeddings, k)),
-                "speech_s": round(speech_s[k], 2),
-                "short": speech_s[k] < MIN_RELIABLE_SPEECH_S,
-                "drift": k in drifted,
-            }
-            for k in range(len(embeddings))
-        ]
-        details: dict[str, Any] = {"per_turn": per_turn, "anchor_turn": anchor, "threshold": self.threshold}
-        if not compared:
+        speech = speech_of_turns(clips)
+        speech_s = [len(w) / ENCODER_RATE_HZ for w in speech]
+        boundaries, switches = self._splits(speech, speech_s)
+        details: dict[str, Any] = {
+            "per_turn": [
+                {"turn": k, "speech_s": round(s, 2), "switch": k in switches} for k, s in enumerate(speech_s)
+            ],
+            "boundaries": boundaries,
+            "switch_turns": switches,
+            "events": [
+                {"turn": b["turn"], "kind": "voice_switch", "similarity": b["similarity"]}
+                for b in boundaries
+                if b["turn"] in switches
+            ],
+            "turn_metrics": [
+                {
+                    "turn": k,
+                    "voice_similarity": next((b["similarity"] for b in boundaries if b["turn"] == k), None),
+                }
+                for k in range(len(speech))
+            ],
+            "threshold": self.threshold,
+        }
+        if not boundaries:
             why = (
                 "one spoken turn"
                 if len(outputs) == 1
-                else f"fewer than two turns with {MIN_RELIABLE_SPEECH_S} s"
+                else f"no turn boundary with {MIN_WINDOW_S} s of speech on both sides"
             )
             return Score(
                 judge=self.name,
                 metrics=dict.fromkeys(
                     ("voice_similarity_min", "voice_similarity_mean", "timbre_drift_turns", "timbre_drift")
                 ),
-                explanation=f"{why} of speech: no voice continuity to judge",
+                explanation=f"{why}: no voice continuity to judge",
                 details=details,
             )
-        similarities = [to_anchor[k] for k in compared if to_anchor[k] is not None]
+        similarities = [b["similarity"] for b in boundaries]
         return Score(
             judge=self.name,
             metrics={
                 "voice_similarity_min": min(similarities),
                 "voice_similarity_mean": float(np.mean(similarities)),
-                "timbre_drift_turns": float(len(drifted)),
-                "timbre_drift": 1.0 if drifted else 0.0,
+                "timbre_drift_turns": float(len(switches)),
+                "timbre_drift": 1.0 if switches else 0.0,
             },
-            passed=not drifted,
+            passed=not switches,
             explanation=(
-                f"voice changed at turn(s) {drifted} (similarity to turn {anchor} < {self.threshold})"
-                if drifted
-                else f"one voice throughout (min similarity to turn {anchor}: {min(similarities):.3f})"
+                f"voice changed at turn(s) {switches} (speech before vs after < {self.threshold})"
+                if switches
+                else f"one voice throughout (min similarity across a turn boundary: {min(similarities):.3f})"
             ),
             details=details,
         )
 
-    @staticmethod
-    def _leave_one_out(embeddings: list[np.ndarray], k: int) -> float | None:
-        others = [e for j, e in enumerate(embeddings) if j != k]
-        if not others:
-            return None
-        return cosine(embeddings[k], np.mean(others, axis=0))
+    def _splits(
+        self, speech: list[np.ndarray], speech_s: list[float]
+    ) -> tuple[list[dict[str, Any]], list[int]]:
+        """Binary segmentation: in a stretch of turns, the split whose two sides (every turn of
+        each, pooled) are least alike is a voice switch when below the threshold, and both sides
+        are searched again; a stretch with no such split has one voice. Returns every split
+        examined (similarity, sides) and the switch turns, in turn order."""
+        partials = [partial_embeddings(w) if len(w) else np.zeros((0, 256)) for w in speech]
+        rows: list[dict[str, Any]] = []
+        switches: list[int] = []
+
+        def search(lo: int, hi: int) -> None:
+            candidates = []
+            for k in range(lo + 1, hi):
+                seconds = (sum(speech_s[lo:k]), sum(speech_s[k:hi]))
+                if min(seconds) >= MIN_WINDOW_S:
+                    similarity = cosine(pooled(partials[lo:k]), pooled(partials[k:hi]))
+                    candidates.append({"turn": k, "similarity": round(similarity, 4), "turns": [lo, hi]})
+            if not candidates:
+                return
+            best = min(candidates, key=lambda c: c["similarity"])
+            rows.append(best)
+            if best["similarity"] < self.threshold:
+                switches.append(best["turn"])
+                search(lo, best["turn"])
+                search(best["turn"], hi)
+
+        search(0, len(speech))
+        return sorted(rows, key=lambda r: r["turn"]), sorted(switches)
 
     def _error(self, message: str) -> Score:
         return Score(judge=self.name, error=ErrorInfo(kind="judge_error", message=message))

@@ -17,7 +17,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from evalkit.errors import EvalkitError
@@ -154,19 +153,31 @@ def test_label_agreement_by_hand():
 
 
 def test_continuity_metrics_by_hand():
+    from evalkit.judges.affect import JUMP_THRESHOLDS
     from evalkit.judges.emotion import continuity_metrics
 
-    metrics, rows = continuity_metrics([0.0, 1.5, 1.4, -0.2], [0.0, 1.0, 1.0, 1.0])
-    assert metrics["affect_jump_max"] == pytest.approx(1.6)
-    assert metrics["affect_jumps"] == 2  # +1.5 (user +1.0 >= half: justified) and -1.6 (user 0: not)
+    def turn(pitch: float = 0.0, loud: float = -30.0) -> dict[str, float | None]:
+        return {"pitch_level": pitch, "pitch_range": 8.0, "loudness": loud, "tempo": 5.0}
+
+    big = 2 * JUMP_THRESHOLDS["pitch_level"]
+    model = [turn(), turn(pitch=big), turn(pitch=big), turn()]
+    user = [turn(), turn(pitch=big), turn(pitch=big), turn(pitch=big)]
+    metrics, rows, events, verdict = continuity_metrics(model, user)
+    assert metrics["affect_jump_max"] == pytest.approx(2.0)  # in units of the cue's threshold
+    assert metrics["affect_jumps"] == 2  # up (the user went up too: justified) and down (not)
     assert metrics["unjustified_jumps"] == 1
     assert [r.get("justified") for r in rows] == [True, None, False]
-    assert metrics["affect_variance"] == pytest.approx(np.var([0.0, 1.5, 1.4, -0.2]))
-    # the user moved the same way, but by less than half the model's jump: not justified
-    small, _ = continuity_metrics([0.0, 2.2], [0.0, 0.5])
-    assert small["unjustified_jumps"] == 1
-    partial, _ = continuity_metrics([0.0, 1.5], [0.0, None])
-    assert partial["affect_jumps"] == 1 and partial["unjustified_jumps"] is None
+    assert [(e["turn"], e["kind"], e["cue"]) for e in events] == [
+        (1, "jump", "pitch_level"),
+        (3, "jump", "pitch_level"),
+    ]
+    assert metrics["responsiveness"] == 1.0 and verdict == "follows"
+    # without user audio: jumps counted, not judged
+    alone, _, _, none = continuity_metrics(model, None)
+    assert alone["affect_jumps"] == 2 and alone["unjustified_jumps"] is None and none is None
+    # a user turn without audio: no evidence either way
+    partial, _, _, _ = continuity_metrics(model, [turn(), dict.fromkeys(turn()), turn(), turn()])
+    assert partial["unjustified_jumps"] is None and partial["responsiveness"] is None
 
 
 def test_bad_input_is_a_judge_error_with_its_reason(steady):

@@ -101,24 +101,9 @@ def qwen2_audio_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def text_lm_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> Path:
-    import torch
-    import transformers
+    from evalkit.testing.tiny_models import build_tiny_qwen2_text
 
-    folder = tmp_path_factory.mktemp("tiny-qwen2-text")
-    config = transformers.Qwen2Config(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        vocab_size=len(tokenizer),
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    transformers.Qwen2ForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return build_tiny_qwen2_text(tmp_path_factory.mktemp("tiny-qwen2-text"), tokenizer)
 
 
 def clip(seconds: float, seed: int) -> AudioRef:

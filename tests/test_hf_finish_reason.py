@@ -18,27 +18,10 @@ pytest.importorskip("transformers")
 
 @pytest.fixture(scope="module")
 def tiny_text_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    import transformers
-
     from evalkit.models.hf_text import smollm2_tokenizer
+    from evalkit.testing.tiny_models import build_tiny_qwen2_text
 
-    tokenizer = smollm2_tokenizer()
-    folder = tmp_path_factory.mktemp("tiny-qwen2-finish")
-    config = transformers.Qwen2Config(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        vocab_size=len(tokenizer),
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    transformers.Qwen2ForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return build_tiny_qwen2_text(tmp_path_factory.mktemp("tiny-qwen2-finish"), smollm2_tokenizer())
 
 
 def ask(adapter, max_tokens: int, stop: list[str]):

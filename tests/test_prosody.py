@@ -133,6 +133,28 @@ def test_batched_vad_matches_silero_reference():
         assert end == pytest.approx(ref["end"] / VAD_RATE_HZ, abs=0.07)
 
 
+def test_vad_batched_across_clips_matches_one_clip_at_a_time():
+    """``analyse_many`` runs the VAD of several clips as one batch; each clip must get the
+    segments (and features) it gets alone, and a second call comes from the cache."""
+    from evalkit.judges import speech_features
+
+    long = np.concatenate([speech(SENTENCE), np.zeros(RATE // 2, np.float32), speech("that is all")])
+    clips = [(speech("hello there"), RATE), (long, RATE), (speech("see you soon, bye"), RATE)]
+    speech_features.clear_analysis_cache()
+    together = speech_features.analyse_many(clips)
+    alone = []
+    for clip in clips:
+        speech_features.clear_analysis_cache()
+        alone.append(speech_features.analyse(*clip))
+    for a, b in zip(together, alone, strict=True):
+        assert a.segments == b.segments and len(a.segments) >= 1
+        assert a.features == b.features
+    hits = speech_features.CACHE_STATS["hits"]
+    again = speech_features.analyse_many(clips[::-1])
+    assert speech_features.CACHE_STATS["hits"] - hits == 1  # only the last clip survived the clearing
+    assert again[0] is alone[2] and again[1] is not together[1]
+
+
 def test_f0_agrees_with_librosa_yin():
     """The own YIN (8 kHz, with aperiodicity) must track like librosa.yin at 16 kHz on speech."""
     import librosa

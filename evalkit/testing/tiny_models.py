@@ -157,3 +157,27 @@ def build_tiny_qwen2_audio(path: str | Path, seed: int = 0) -> Path:
         shutil.rmtree(target)
     tmp.rename(target)
     return target
+
+
+def build_tiny_qwen2_text(path: str | Path, tokenizer, seed: int = 0) -> Path:
+    """A randomly initialised two-layer Qwen2 text LM on ``tokenizer`` (e.g. SmolLM2's), saved with
+    it under ``path``: loads through the ``hf:`` adapter in a second and never says EOS early, so
+    its replies run to the token budget (what the finish-reason and batching tests need)."""
+    import torch
+    import transformers
+
+    folder = Path(path)
+    config = transformers.Qwen2Config(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        vocab_size=len(tokenizer),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    transformers.Qwen2ForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
