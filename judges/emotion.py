@@ -23,17 +23,26 @@ acoustically and the other two are opt-in:
     features' scaled deviations (a feature that is not measurable in a turn, e.g. no voiced frame,
     is left out of that turn's mean, never counted as zero).
 
-    Metrics (all in au unless stated):
+    Affect CHANGE is measured per cue, not on this average (``judges.affect``: four cues, each
+    against its own threshold calibrated on within-speaker turn-to-turn variation of natural
+    speech; the calibration data and figures are in that module's docstring). Metrics:
 
-    - ``affect_jump_max``: largest |change| of arousal between consecutive model turns.
-    - ``affect_jumps``: number of consecutive-turn changes above ``JUMP_THRESHOLD_AU`` (1.0 au).
-    - ``unjustified_jumps``: those jumps the user's own affect change does not justify. A jump is
-      justified when the user's arousal (same proxy and units, on the user turns that were
-      answered) moved in the same direction by at least ``JUSTIFYING_USER_SHARE`` (half) of the
-      model's change over the same two turns: an excited reply to a user who just became excited is
-      continuity, an excited reply to a user who stayed calm (or barely moved) is a break. Half, not
-      all: a reply may follow the user's mood without matching its size. ``None`` unless every
-      answered user turn has audio (no evidence either way is not evidence of a break).
+    - ``affect_jump_max`` (x threshold): largest ``|cue change| / cue threshold`` between
+      consecutive model turns, over the four cues (> 1 means a jump).
+    - ``affect_jumps``: consecutive-turn changes where ANY cue moved beyond its threshold.
+    - ``affect_drifts``: cues that slide over the turns (trend beyond the threshold, a line fitting
+      better than one step) with their steps not counted as jumps.
+    - ``unjustified_jumps``: model jumps with no user affect change in the same direction at that
+      turn or the one before (an excited reply to a user who just became excited is continuity).
+      ``None`` unless every answered user turn has audio (no evidence is not evidence of a break).
+    - ``user_affect_changes`` / ``ignored_user_changes`` / ``responsiveness``: the user's own
+      jumps, those the model did not follow within one turn, and the share it followed; the
+      verdict (``follows``, ``ignores``, ``steady``, ``unprompted``) is
+      ``details["responsiveness_verdict"]``. Each event (jump, drift, ignored user change) is in
+      ``details["events"]`` with its turn; ``details["turn_metrics"]`` feeds summary.json by turn.
+
+    On the arousal average (au):
+
     - ``user_alignment``: Pearson correlation of the model's and the user's arousal over the
       answered turns (-1..1); ``None`` with fewer than three turns or a constant trajectory.
     - ``affect_variance``: population variance of the model's arousal over its turns (au^2).

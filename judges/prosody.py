@@ -5,7 +5,8 @@ It measures and does not grade: there is no "correct" prosody, so its rows carry
 field. Per-turn rows go to ``details["turn_features"]`` rather than ``details["turns"]``, because
 ``evalkit.summary`` reads ``details["turns"]`` as per-turn correctness (``row["correct"]``) for its
 by-turn breakdown and would fail on feature rows; a few of them (``PER_TURN``) also go to
-``details["turn_metrics"]``, which summary.json averages by turn index over conversations. The user's speech is measured too
+``details["turn_metrics"]``, which summary.json averages by turn index over conversations.
+The user's speech is measured too
 (``details["user_turns"]``) so that judges and reports can relate the model's delivery to the
 user's (e.g. an agitated user answered in a flat voice).
 """
