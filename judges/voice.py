@@ -127,7 +127,8 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class VoiceOptions(JudgeOptions):
-    """The voice judge's setting: the similarity to the anchor turn below which a turn drifted."""
+    """The voice judge's setting: the similarity of the speech before and after a split below
+    which the voice changed there."""
 
     threshold: float = Field(default=DRIFT_THRESHOLD, gt=-1.0, le=1.0)
 
@@ -144,25 +145,27 @@ class VoiceConsistencyJudge(Judge):
             direction="higher",
             unit="cos",
             range=(-1.0, 1.0),
-            description="lowest speaker-embedding similarity of a turn to the anchor turn",
+            description="lowest speaker-embedding similarity of the speech before and after a turn split",
         ),
         MetricSpec(
             name="voice_similarity_mean",
             direction="higher",
             unit="cos",
             range=(-1.0, 1.0),
-            description="mean speaker-embedding similarity of the turns to the anchor turn",
+            description="mean speaker-embedding similarity of the speech before and after each turn split",
         ),
         MetricSpec(
             name="timbre_drift_turns",
             direction="lower",
             unit="turns",
             range=(0.0, None),
-            description="turns whose similarity to the anchor is below the drift threshold",
+            description="voice switches found (0 or 1): the least similar split, below the threshold",
         ),
-        share("timbre_drift", "1 when any turn drifted from the anchor voice, else 0", direction="lower"),
+        share("timbre_drift", "1 when the voice changed at some turn, else 0", direction="lower"),
     )
     execution = "process"
+    #: 2: pooled split search (short replies judged), threshold 0.84; 1 compared turns to turn 0
+    scorer_version = "2"
 
     Options = VoiceOptions
 
