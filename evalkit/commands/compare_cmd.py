@@ -31,7 +31,9 @@ def compare(
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples", min=100)] = 2000,
     direction: Annotated[
         list[str] | None,
-        typer.Option(help="METRIC=higher|lower|descriptive (or JUDGE/METRIC=...): overrides the judge's declaration"),
+        typer.Option(
+            help="METRIC=higher|lower|descriptive (or JUDGE/METRIC=...): overrides the judge's declaration"
+        ),
     ] = None,
     min_coverage: Annotated[
         float,
