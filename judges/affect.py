@@ -37,7 +37,11 @@ tests/test_affect_change.py measures it on 20 other steady renders and bounds it
 validation set for scale: +6 st, 2x range (about +5-8 st, under the 9.5 st threshold), +10 dB,
 1.3x tempo (about +1.1-1.6 syllables/s, under the 1.8 threshold): a pitch-range change alone of
 2x or a tempo change alone of 1.3x is within sentence-to-sentence variation and goes unflagged
-(the tests pin both as known misses); together with other cues they are caught.
+(the tests pin both as known misses); together with other cues they are caught. Scale-free
+measures do not rescue them: as log2 ratios between turns (2x range = 1.0, 1.3x tempo = 0.38) the
+p99.5 on the same 16 seeds is 1.23 (16-84% F0 spread), 1.34 (10-90%), 1.61 (5-95%) for the range
+and 0.43 (text syllables per second of speech), 0.87 (per second voiced), 0.39 (letters per second
+of speech) for the tempo: the sentence moves each as much as the change does.
 
 *Drift* (``cue_drifts``): a cue whose least-squares trend over >= 3 turns moves it by more than its
 jump threshold from the first to the last turn, and for which that line fits the turns at least as
