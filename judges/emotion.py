@@ -80,7 +80,6 @@ acoustically and the other two are opt-in:
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -765,6 +764,7 @@ class EmotionLLMJudge(ModelJudge):
     from the conversation text and a prosody summary of each spoken reply. ``revision`` pins the
     judge model so its cached answers serve other runs (``judges.model_judge``)."""
 
+    model_env = EMOTION_JUDGE_ENV
     name = "emotion-llm"
     metrics = (
         MetricSpec(
@@ -782,14 +782,9 @@ class EmotionLLMJudge(ModelJudge):
         max_tokens: int = DEFAULT_JUDGE_MAX_TOKENS,
         revision: str | None = None,
     ):
-        if model_spec is None:
-            model_spec = os.environ.get(EMOTION_JUDGE_ENV, "").strip()
-            if not model_spec:
-                raise EvalkitError(
-                    f"the emotion-llm judge needs a judge model: set {EMOTION_JUDGE_ENV} to a model spec, "
-                    "e.g. openai:gpt-4o or openai:MODEL@http://127.0.0.1:8000/v1"
-                )
-        super().__init__(model_spec, retries=retries, max_tokens=max_tokens, revision=revision)
+        super().__init__(
+            self.model_from_env(model_spec), retries=retries, max_tokens=max_tokens, revision=revision
+        )
 
     def _prosody_lines(self, outputs: list[ModelOutput]) -> list[str | None]:
         """A prosody summary per output with audio (None for text-only outputs)."""

@@ -39,13 +39,11 @@ not calibrated across judge models, so compare runs judged by the same pinned ju
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field
 
-from evalkit.errors import EvalkitError
 from evalkit.judges.base import MetricSpec, build_options
 from evalkit.judges.model_judge import DEFAULT_JUDGE_MAX_TOKENS, ModelJudge, ModelJudgeOptions, Parsed
 from evalkit.judges.rubric import load_json_object
@@ -166,6 +164,8 @@ class ListenerJudge(ModelJudge):
     and rates prosodic naturalness, emotional fit (to the content, to the user) and immersion 1-5,
     per turn and per conversation, averaged over two rubric orders."""
 
+    model_env = LISTENER_JUDGE_ENV
+    model_hint = "an audio-capable judge model: e.g. openai:gpt-4o-audio-preview or openai:MODEL@URL"
     name = "listener"
     scorer_version = "1"
     metrics = (
@@ -201,14 +201,9 @@ class ListenerJudge(ModelJudge):
         revision: str | None = None,
         passes: int = 2,
     ):
-        if model_spec is None:
-            model_spec = os.environ.get(LISTENER_JUDGE_ENV, "").strip()
-            if not model_spec:
-                raise EvalkitError(
-                    f"the listener judge needs an audio-capable judge model: set {LISTENER_JUDGE_ENV} "
-                    "to a model spec, e.g. openai:gpt-4o-audio-preview or openai:MODEL@http://127.0.0.1:8000/v1"
-                )
-        super().__init__(model_spec, retries=retries, max_tokens=max_tokens, revision=revision)
+        super().__init__(
+            self.model_from_env(model_spec), retries=retries, max_tokens=max_tokens, revision=revision
+        )
         self.passes = build_options(
             ListenerOptions,
             self.name,

@@ -19,10 +19,12 @@ attempts, which calls were cached, the parse problems, and whether the reply sta
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
+from evalkit.errors import EvalkitError
 from evalkit.judges.base import Judge, JudgeOptions
 from evalkit.models.base import load_model
 from evalkit.records import (
@@ -117,6 +119,23 @@ class ModelJudge(Judge):
     ``model_spec`` names the model (checked now, no network); ``revision`` pins it, so its cached
     answers serve other runs (as ``--model-revision`` does for the model under test); ``retries``
     is how many re-asks an unreadable reply gets; requests go at temperature 0."""
+
+    #: the environment variable that names the judge model when none is given (None: it must be given)
+    model_env: ClassVar[str | None] = None
+    #: what kind of judge model the judge needs, for the error when none is named
+    model_hint: ClassVar[str] = "a judge model: e.g. openai:gpt-4o or openai:MODEL@http://127.0.0.1:8000/v1"
+
+    @classmethod
+    def model_from_env(cls, model_spec: str | None) -> str:
+        """``model_spec``, else the spec in ``model_env`` (a default only: the effective spec is
+        what the manifest records); neither is a one-line error naming the variable."""
+        if model_spec:
+            return model_spec
+        from_env = os.environ.get(cls.model_env, "").strip() if cls.model_env else ""
+        if not from_env:
+            where = f"set {cls.model_env} to a model spec" if cls.model_env else "give judge_model="
+            raise EvalkitError(f"the {cls.name} judge needs {cls.model_hint}; {where}")
+        return from_env
 
     def __init__(
         self,
