@@ -103,7 +103,7 @@ from evalkit.judges.affect import (
     responsiveness,
 )
 from evalkit.judges.base import Judge, JudgeOptions, MetricSpec, build_options, share
-from evalkit.judges.model_judge import DEFAULT_JUDGE_MAX_TOKENS, ModelJudge
+from evalkit.judges.model_judge import DEFAULT_JUDGE_MAX_TOKENS, ModelJudge, score_and_justification
 from evalkit.judges.rubric import load_json_object
 from evalkit.judges.speech_features import ProsodyFeatures, extract_features
 from evalkit.records import ErrorInfo, ModelOutput, Sample, Score, Turn
@@ -733,13 +733,9 @@ class EmotionVerdict:
 def parse_emotion_verdict(text: str | None) -> EmotionVerdict:
     """Exactly one JSON object, bare or in a Markdown code fence, with ``score`` a JSON integer 1..5
     (not "4", not 4.5, not true) and ``justification`` a string. Raises ``EmotionParseError``."""
-    data = load_json_object(text, EmotionParseError)
-    score = data.get("score")
-    if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
-        raise EmotionParseError(f"'score' must be an integer from 1 to 5, got {score!r}")
-    justification = data.get("justification")
-    if not isinstance(justification, str):
-        raise EmotionParseError(f"'justification' must be a string, got {justification!r}")
+    score, justification = score_and_justification(
+        load_json_object(text, EmotionParseError), EmotionParseError
+    )
     return EmotionVerdict(score=score, justification=justification)
 
 

@@ -45,7 +45,13 @@ from typing import Any
 from pydantic import Field
 
 from evalkit.judges.base import MetricSpec, build_options
-from evalkit.judges.model_judge import DEFAULT_JUDGE_MAX_TOKENS, ModelJudge, ModelJudgeOptions, Parsed
+from evalkit.judges.model_judge import (
+    DEFAULT_JUDGE_MAX_TOKENS,
+    ModelJudge,
+    ModelJudgeOptions,
+    Parsed,
+    score_and_justification,
+)
 from evalkit.judges.rubric import load_json_object
 from evalkit.records import AudioPart, ContentPart, ModelOutput, Sample, Score, TextPart
 from evalkit.registry import register_judge
@@ -118,12 +124,7 @@ class ListenerVerdict:
 def _rating(value: Any, where: str) -> Rating:
     if not isinstance(value, dict):
         raise ListenerParseError(f"{where} must be an object with 'score' and 'justification', got {value!r}")
-    score = value.get("score")
-    if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
-        raise ListenerParseError(f"{where}: 'score' must be an integer from 1 to 5, got {score!r}")
-    justification = value.get("justification")
-    if not isinstance(justification, str):
-        raise ListenerParseError(f"{where}: 'justification' must be a string, got {justification!r}")
+    score, justification = score_and_justification(value, ListenerParseError, where)
     return Rating(score=score, justification=justification)
 
 

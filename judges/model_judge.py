@@ -65,6 +65,19 @@ class Parsed(Generic[T]):
         return self.value is None and self.error is None
 
 
+def score_and_justification(data: dict, error: type[ValueError], where: str = "") -> tuple[int, str]:
+    """The ``score`` (a JSON integer 1..5: not "4", not 4.5, not true) and ``justification`` (a
+    string) of a judge's JSON verdict; anything else raises ``error``, prefixed with ``where``."""
+    prefix = f"{where}: " if where else ""
+    score = data.get("score")
+    if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
+        raise error(f"{prefix}'score' must be an integer from 1 to 5, got {score!r}")
+    justification = data.get("justification")
+    if not isinstance(justification, str):
+        raise error(f"{prefix}'justification' must be a string, got {justification!r}")
+    return score, justification
+
+
 def _text_message(role: str, text: str) -> Message:
     return Message(role=role, content=[TextPart(text=text)])  # type: ignore[arg-type]
 
