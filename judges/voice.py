@@ -17,7 +17,10 @@ similarity is a switch when below ``DRIFT_THRESHOLD``. One switch per conversati
 searching each side again (binary segmentation) flagged false second switches, because the sides
 shrink to single replies whose embeddings follow their words more than their voice; a voice that
 switches back (A-B-A) is reported at the one split that separates it best. A split is judged only
-when each side pools at least ``MIN_WINDOW_S`` of speech.
+when each side pools at least ``MIN_WINDOW_S`` of speech. When no split is below the threshold,
+each reply with ``MIN_WINDOW_S`` of speech is also compared with all the others pooled: one reply
+in another voice among replies in one voice (A-A-B-A, a TTS reset for one reply) moves no split far
+enough, but stands apart on its own (``ISOLATED_THRESHOLD``); it is reported at that reply's turn.
 
 Preprocessing: each turn's speech is the shared analysis's VAD segments joined
 (``judges.speech_features.analyse_many``, one pass per conversation, cached for prosody and
@@ -74,6 +77,12 @@ ENCODER_RATE_HZ = 16000
 DRIFT_THRESHOLD = 0.84
 #: a split is judged only when both sides pool at least this much speech
 MIN_WINDOW_S = 1.5
+#: one reply (with MIN_WINDOW_S of speech) less similar than this to all the others pooled: that
+#: reply alone was in another voice (A-A-B-A). Steady conversations (Piper long replies, 80
+#: replies; espeak-ng demo-speech clean/flat/expressive/noisy, 44) reached no lower than 0.851; a
+#: single other-voice reply: Piper joe_female among joe 0.724-0.759 (4 seeds), espeak-ng en-us+f3
+#: among en-us 0.637-0.687
+ISOLATED_THRESHOLD = 0.77
 
 _encoder_lock = threading.Lock()
 
@@ -164,8 +173,9 @@ class VoiceConsistencyJudge(Judge):
         share("timbre_drift", "1 when the voice changed at some turn, else 0", direction="lower"),
     )
     execution = "process"
-    #: 2: pooled split search (short replies judged), threshold 0.84; 1 compared turns to turn 0
-    scorer_version = "2"
+    #: 3: also one reply in another voice among the others (A-A-B-A); 2: pooled split search (short
+    #: replies judged), threshold 0.84; 1 compared turns to turn 0
+    scorer_version = "3"
 
     Options = VoiceOptions
 
@@ -194,9 +204,12 @@ class VoiceConsistencyJudge(Judge):
             "boundaries": boundaries,
             "switch_turns": switches,
             "events": [
-                {"turn": b["turn"], "kind": "voice_switch", "similarity": b["similarity"]}
-                for b in boundaries
-                if b["turn"] in switches
+                {
+                    "turn": k,
+                    "kind": "voice_switch",
+                    "similarity": next((b["similarity"] for b in boundaries if b["turn"] == k), None),
+                }
+                for k in switches
             ],
             "turn_metrics": [
                 {
@@ -232,7 +245,8 @@ class VoiceConsistencyJudge(Judge):
             },
             passed=not switches,
             explanation=(
-                f"voice changed at turn(s) {switches} (speech before vs after < {self.threshold})"
+                f"voice changed at turn(s) {switches} (speech before vs after < {self.threshold}, or that "
+                f"reply alone vs the others < {ISOLATED_THRESHOLD})"
                 if switches
                 else f"one voice throughout (min similarity across a turn boundary: {min(similarities):.3f})"
             ),
@@ -256,7 +270,26 @@ class VoiceConsistencyJudge(Judge):
         if not rows:
             return rows, []
         best = min(rows, key=lambda r: r["similarity"])
-        return rows, [best["turn"]] if best["similarity"] < self.threshold else []
+        if best["similarity"] < self.threshold:
+            return rows, [best["turn"]]
+        return rows, self._isolated(partials, speech_s)
+
+    @staticmethod
+    def _isolated(partials: list[np.ndarray], speech_s: list[float]) -> list[int]:
+        """A single reply in another voice between replies in one (A-A-B-A) moves no split far:
+        each side still holds mostly the first voice. So each reply with ``MIN_WINDOW_S`` of speech
+        is also compared with all the others pooled; the least similar below
+        ``ISOLATED_THRESHOLD`` is the turn whose voice differed (a switch there and back)."""
+        total = sum(speech_s)
+        candidates = [
+            (cosine(pooled([partials[k]]), pooled(partials[:k] + partials[k + 1 :])), k)
+            for k in range(len(partials))
+            if speech_s[k] >= MIN_WINDOW_S and total - speech_s[k] >= MIN_WINDOW_S
+        ]
+        if not candidates:
+            return []
+        similarity, turn = min(candidates)
+        return [turn] if similarity < ISOLATED_THRESHOLD else []
 
     def _error(self, message: str) -> Score:
         return Score(judge=self.name, error=ErrorInfo(kind="judge_error", message=message))

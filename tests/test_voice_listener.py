@@ -216,6 +216,28 @@ def test_voice_switch_is_found_at_its_turn(short: bool, seed: int):
     assert score.details["turn_metrics"][4]["voice_similarity"] < score.details["threshold"]
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_one_reply_in_another_voice_is_found_at_its_turn(seed: int):
+    """A-A-A-B-A-A-A-A: one reply (turn 3) re-rendered in the other voice moves no pooled split
+    below the threshold, but stands apart from all the other replies (ISOLATED_THRESHOLD)."""
+    pytest.importorskip("resemblyzer")
+    sv = pytest.importorskip("evalkit.testing.speech_validation")
+    from evalkit import audio as audio_io
+
+    conv = sv.conversation("steady", seed=seed)
+    clips = list(conv.clips)
+    clips[3] = sv.render(conv.texts[3], sv.Change(voice="joe_female"))
+    outputs = [
+        ModelOutput(text=text, audio=AudioRef(data=audio_io.wav_bytes(x, conv.rate)))
+        for x, text in zip(clips, conv.texts, strict=True)
+    ]
+    sample = Sample(id=f"iso-{seed}", task="t", conversation=[Turn(role="user", text="q") for _ in outputs])
+    score = load_judge("voice").score(sample, outputs)
+    assert score.details["switch_turns"] == [3] and score.passed is False
+    assert score.metrics["timbre_drift"] == 1.0
+    assert [(e["turn"], e["kind"]) for e in score.details["events"]] == [(3, "voice_switch")]
+
+
 #: steady conversations re-rendered with other seeds: their false-switch rate is bounded (the
 #: calibration measured 0 of 32 at DRIFT_THRESHOLD, least margin 0.027; see judges/voice.py)
 FALSE_SWITCH_SEEDS = range(4, 8)
