@@ -52,7 +52,7 @@ long, found at turn 4 every time. ``DRIFT_THRESHOLD`` = 0.84 lies between (0 fal
 espeak-ng male vs female voices are much further apart
 (single 2-4 s sentences: male/female max 0.769, same voice min 0.837). What it cannot detect: a
 switch between similar voices of one gender (en-us vs en-us+m1 reached 0.903); a single deviant
-reply too short to outweigh its neighbours; a switch in the last reply when it has under
+reply with under ``MIN_WINDOW_S`` of speech; a switch in the last reply when it has under
 ``MIN_WINDOW_S`` of speech (no split there is judged).
 """
 
