@@ -52,6 +52,12 @@ def share(name: str, description: str, direction: Direction = "higher") -> Metri
     return MetricSpec(name=name, direction=direction, description=description, range=(0.0, 1.0))
 
 
+def count(name: str, unit: str, description: str, direction: Direction = "descriptive") -> MetricSpec:
+    """A count of events (jumps, flips, switches ...): ``unit`` names what is counted, range
+    [0, inf); descriptive unless fewer is better (a change can be right)."""
+    return MetricSpec(name=name, direction=direction, unit=unit, range=(0.0, None), description=description)
+
+
 class JudgeOptions(Options):
     """Base of every judge's settings: typed, an unknown key is refused, environment variables
     only provide defaults (``evalkit.specs.env_field``), and the effective values go into the

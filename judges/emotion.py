@@ -102,7 +102,7 @@ from evalkit.judges.affect import (
     principal_cue,
     responsiveness,
 )
-from evalkit.judges.base import Judge, JudgeOptions, MetricSpec, build_options, share
+from evalkit.judges.base import Judge, JudgeOptions, MetricSpec, build_options, count, share
 from evalkit.judges.model_judge import DEFAULT_JUDGE_MAX_TOKENS, ModelJudge, score_and_justification
 from evalkit.judges.rubric import load_json_object
 from evalkit.judges.speech_features import ProsodyFeatures, extract_features
@@ -455,13 +455,7 @@ SER_METRICS = (
         range=(0.0, 1.0),
         description="largest Jensen-Shannon divergence of consecutive turns' emotion distributions",
     ),
-    MetricSpec(
-        name="ser_label_flips",
-        direction="descriptive",
-        unit="flips",
-        range=(0.0, None),
-        description="consecutive turns whose top emotion label differs",
-    ),
+    count("ser_label_flips", "flips", "consecutive turns whose top emotion label differs"),
     share("ser_label_accuracy", "share of turns whose top label is the reference emotion"),
 )
 #: the acoustic arousal proxy's metrics (``continuity_metrics``, module docstring)
@@ -473,40 +467,26 @@ AROUSAL_METRICS = (
         range=(0.0, None),
         description="largest |cue change| / cue threshold between consecutive model turns (> 1: a jump)",
     ),
-    MetricSpec(
-        name="affect_jumps",
-        direction="descriptive",
-        unit="jumps",
-        range=(0.0, None),
-        description="consecutive-turn changes where any cue moved beyond its calibrated threshold",
+    count(
+        "affect_jumps",
+        "jumps",
+        "consecutive-turn changes where any cue moved beyond its calibrated threshold",
     ),
-    MetricSpec(
-        name="affect_drifts",
-        direction="descriptive",
-        unit="cues",
-        range=(0.0, None),
-        description="cues whose trend over the turns exceeds their threshold with no single jump",
+    count(
+        "affect_drifts", "cues", "cues whose trend over the turns exceeds their threshold with no single jump"
     ),
-    MetricSpec(
-        name="unjustified_jumps",
+    count(
+        "unjustified_jumps",
+        "jumps",
+        "model jumps with no same-direction user change at that turn or the one before",
         direction="lower",
-        unit="jumps",
-        range=(0.0, None),
-        description="model jumps with no same-direction user change at that turn or the one before",
     ),
-    MetricSpec(
-        name="user_affect_changes",
-        direction="descriptive",
-        unit="changes",
-        range=(0.0, None),
-        description="user turn changes where any cue moved beyond its threshold",
-    ),
-    MetricSpec(
-        name="ignored_user_changes",
+    count("user_affect_changes", "changes", "user turn changes where any cue moved beyond its threshold"),
+    count(
+        "ignored_user_changes",
+        "changes",
+        "user affect changes the model did not follow within one turn",
         direction="lower",
-        unit="changes",
-        range=(0.0, None),
-        description="user affect changes the model did not follow within one turn",
     ),
     share("responsiveness", "share of the user's affect changes the model followed within one turn"),
     MetricSpec(

@@ -67,7 +67,7 @@ from pydantic import Field
 
 from evalkit import audio as audio_io
 from evalkit.errors import EvalkitError
-from evalkit.judges.base import Judge, JudgeOptions, MetricSpec, build_options, share
+from evalkit.judges.base import Judge, JudgeOptions, MetricSpec, build_options, count, share
 from evalkit.records import ErrorInfo, ModelOutput, Sample, Score
 from evalkit.registry import register_judge
 
@@ -163,12 +163,11 @@ class VoiceConsistencyJudge(Judge):
             range=(-1.0, 1.0),
             description="mean speaker-embedding similarity of the speech before and after each turn split",
         ),
-        MetricSpec(
-            name="timbre_drift_turns",
+        count(
+            "timbre_drift_turns",
+            "turns",
+            "voice switches found (0 or 1): the least similar split, below the threshold",
             direction="lower",
-            unit="turns",
-            range=(0.0, None),
-            description="voice switches found (0 or 1): the least similar split, below the threshold",
         ),
         share("timbre_drift", "1 when the voice changed at some turn, else 0", direction="lower"),
     )
