@@ -8,7 +8,9 @@ For every pair of two turns of one conversation we take each cue's |change| and 
 percentiles (``judges.affect.CALIBRATION``). ``--espeak`` prints the same for espeak-ng sentences
 at their own level (``CALIBRATION_ESPEAK``; the validation renders are level-normalised), and each
 of ``JUMP_THRESHOLDS`` is the larger 99.5th percentile of the two, rounded up to 0.1.
-Run: ``.venv/bin/python benchmarks/affect_calibration.py [N | --espeak]``.
+``--shift [N]`` prints the constants of the sustained-shift test (``TURN_SD``,
+``SHIFT_CRITICAL_Z``) and its hit rates on N renders of the single-cue jumps and of steady speech.
+Run: ``.venv/bin/python benchmarks/affect_calibration.py [N | --espeak | --shift [N]]``.
 """
 
 from __future__ import annotations
@@ -92,8 +94,62 @@ def espeak_main() -> None:
         print(f"{cue:12s} pairs={len(values)} {figures}  (threshold now {JUMP_THRESHOLDS[cue]})")
 
 
+def _cues_of(conv: sv.Conversation) -> list[dict[str, float | None]]:
+    return [
+        affect_cues(extract_features(x, conv.rate), x, conv.rate, text)
+        for x, text in zip(conv.clips, conv.texts, strict=True)
+    ]
+
+
+def shift_main(n_seeds: int) -> None:
+    """The sustained-shift test's constants and what it catches: ``TURN_SD`` (pooled
+    within-conversation SD over 32 steady conversations of the model's voice and 16 of the user's),
+    the Monte Carlo ``SHIFT_CRITICAL_Z`` table, then per case the share of ``n_seeds`` renders (seeds
+    700..) with a jump of the manipulated cue at the change turn, and steady renders with any jump."""
+    from evalkit.judges.affect import SHIFT_CRITICAL_Z, SHIFT_MIN_SIDE, TURN_SD, affect_events
+
+    speakers = [_cues_of(sv.conversation("steady", seed=s, n_turns=N_TURNS)) for s in range(100, 132)]
+    for seed in range(100, 116):
+        dialogue = sv.dialogue("steady", seed=seed, n_turns=N_TURNS)
+        speakers.append(
+            [affect_cues(extract_features(x, dialogue.rate), x, dialogue.rate, None) for x in dialogue.user]
+        )
+    for cue in TURN_SD:
+        residuals, dof = [], 0
+        for turns in speakers:
+            y = np.array([t[cue] for t in turns if t[cue] is not None])
+            if len(y) >= 2:
+                residuals.extend(y - y.mean())
+                dof += len(y) - 1
+        sd = float(np.sqrt(np.sum(np.square(residuals)) / dof))
+        print(f"{cue:12s} turn SD {sd:.3f} over {len(speakers)} conversations (now {TURN_SD[cue]})")
+    rng = np.random.default_rng(1)
+    for n in SHIFT_CRITICAL_Z:
+        y = rng.standard_normal((40_000, n))
+        best = np.zeros(len(y))
+        for k in range(SHIFT_MIN_SIDE, n - SHIFT_MIN_SIDE + 1):
+            z = (y[:, k:].mean(1) - y[:, :k].mean(1)) / np.sqrt(1 / k + 1 / (n - k))
+            best = np.maximum(best, np.abs(z))
+        print(f"n={n:2d} critical z (99.5%) {np.percentile(best, 99.5):.2f} (now {SHIFT_CRITICAL_Z[n]})")
+    seeds = range(700, 700 + n_seeds)
+    for case, cue in (("jump_tempo", "tempo"), ("jump_pitch_range", "pitch_range"), ("steady", None)):
+        hits = {"turn": 0, "turn+sustained": 0}
+        for seed in seeds:
+            conv = sv.conversation(case, seed=seed, n_turns=N_TURNS)
+            jumps, _ = affect_events(_cues_of(conv))
+            for tests in hits:
+                found = [e for e in jumps if e["evidence"] in tests.split("+")]
+                at_turn = {(e["turn"], e["cue"]) for e in found}
+                hits[tests] += bool(found) if cue is None else (conv.change_turn, cue) in at_turn
+        what = "any jump" if cue is None else f"{cue} jump at the change turn"
+        counts = ", ".join(f"{tests} test: {n}/{n_seeds}" for tests, n in hits.items())
+        print(f"{case:17s} {what}: {counts} renders")
+
+
 if __name__ == "__main__":
     if "--espeak" in sys.argv:
         espeak_main()
+    elif "--shift" in sys.argv:
+        shift_main(int(sys.argv[-1]) if sys.argv[-1].isdigit() else 10)
     else:
         main(int(sys.argv[1]) if len(sys.argv) > 1 else 8)
