@@ -59,8 +59,32 @@ def test_metric_summary() -> None:
     assert summary["value"] == 0.75
     assert summary["n"] == 4
     assert summary["ci_low"] <= 0.75 <= summary["ci_high"]
-    assert metric_summary([], seed=0) == {"value": None, "ci_low": None, "ci_high": None, "n": 0}
-    assert metric_summary([0.5], seed=0) == {"value": 0.5, "ci_low": None, "ci_high": None, "n": 1}
+    none = {"ci_low": None, "ci_high": None, "ci_method": None}
+    assert metric_summary([], seed=0) == {"value": None, "n": 0} | none
+    assert metric_summary([0.5], seed=0) == {"value": 0.5, "n": 1} | none
+
+
+def _wilson_by_hand(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval, transcribed from Wilson (1927) / Agresti & Coull (1998)."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def test_zero_one_metrics_get_wilson_intervals_that_do_not_collapse_at_the_ends():
+    import pytest
+
+    for k, n in [(0, 4), (4, 4), (1, 4), (3, 8), (0, 30), (17, 20), (500, 1000)]:
+        values = [1.0] * k + [0.0] * (n - k)
+        summary = metric_summary(values, seed=0)
+        assert summary["ci_method"] == "wilson"
+        assert (summary["ci_low"], summary["ci_high"]) == pytest.approx(_wilson_by_hand(k, n), abs=1e-9)
+        assert summary["ci_low"] < summary["ci_high"]  # never a point, even at 0/n or n/n
+    zero = metric_summary([0.0] * 4, seed=0)
+    assert zero["ci_low"] == 0.0 and zero["ci_high"] == pytest.approx(0.490, abs=1e-3)
+    # anything that is not 0/1 keeps the bootstrap
+    assert metric_summary([0.0, 0.5, 1.0], seed=0)["ci_method"] == "bootstrap"
 
 
 # -- summarise_run --------------------------------------------------------------------------------
