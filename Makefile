@@ -10,7 +10,7 @@ OUT    ?= runs
 .PHONY: demo test test-fast test-vllm setup system-deps lint clean
 
 demo: setup
-	$(BIN)/evalkit run --model cascade --tasks demo --out $(OUT)
+	$(BIN)/evalkit run --model cascade --tasks demo,demo-long-turn --out $(OUT)
 
 test: setup lint
 	$(BIN)/pytest -m "not vllm" -q
@@ -40,10 +40,13 @@ system-deps:
 	fi
 
 # torch is pinned by constraints.txt: 2.13.0 is the CPU build; any other version pulls GBs of CUDA.
-$(STAMP): pyproject.toml constraints.txt
+# Wheels only (--only-binary): nothing compiles from source; requirements-nodeps.txt lists the two
+# packages whose declared dependencies would (installed with --no-deps, see that file).
+$(STAMP): pyproject.toml constraints.txt requirements-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e ".[demo,bench,speech,ray,dev]"
+	$(BIN)/pip install -q --only-binary=:all: -c constraints.txt -e ".[demo,bench,speech,ray,dev]"
+	$(BIN)/pip install -q --only-binary=:all: --no-deps -r requirements-nodeps.txt
 	# distillmos drags in torchaudio, whose PyPI build is CUDA-only and breaks transformers' imports
 	# next to CPU torch; nothing in evalkit needs it (see evalkit/compat.py).
 	$(BIN)/pip uninstall -q -y torchaudio

@@ -15,9 +15,11 @@ version). An unpinned model's entries are scoped to the run that made them: they
 say where its answers came from (``answer_sources``).
 
 Writes are committed in batches (every ``FLUSH_ROWS`` rows or ``FLUSH_SECONDS``, and at close):
-one transaction per response cost a measurable share of the harness's per-request CPU. A process
-killed between flushes loses only cache entries, never results: the run directory's
-responses.jsonl is the durable record and ``--resume`` reads that.
+one transaction per response cost a measurable share of the harness's per-request CPU. A batch is
+committed by a writer thread on its own connection (WAL lets the event loop's reads go on
+meanwhile), so the loop never waits for SQLite; entries waiting or being written are served from
+memory. A process killed between flushes loses only cache entries, never results: the run
+directory's responses.jsonl is the durable record and ``--resume`` reads that.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import json
 import sqlite3
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,8 @@ from evalkit.records import AudioRef, ChatRequest, ModelOutput
 from evalkit.store import temp_path
 
 FLUSH_ROWS = 256
+#: rows waiting while the writer thread is busy beyond which ``put`` waits for it (bounded memory)
+MAX_PENDING_ROWS = 4 * FLUSH_ROWS
 FLUSH_SECONDS = 1.0
 
 SCHEMA = """
@@ -131,6 +136,12 @@ class ResponseCache:
                 self._db.execute(f"ALTER TABLE responses ADD COLUMN {column} {kind}")
         self._pending: dict[str, tuple[str, str, str, float, str | None, str | None]] = {}
         self._last_flush = time.monotonic()
+        #: the batch the writer thread is committing (served until the next flush sees it done)
+        self._writing: dict[str, tuple[str, str, str, float, str | None, str | None]] = {}
+        self._written: Future[None] | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._write_db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._write_db.execute("PRAGMA synchronous=NORMAL")
 
     def get(self, key: str) -> ModelOutput | None:
         entry = self.get_entry(key)
@@ -139,7 +150,7 @@ class ResponseCache:
     def get_entry(self, key: str) -> CacheEntry | None:
         """The answer stored under ``key`` and the run that made it, or None."""
         with self._lock:
-            pending = self._pending.get(key)
+            pending = self._pending.get(key) or self._writing.get(key)
             if pending is not None:
                 text, run_id = pending[2], pending[4]
             else:
@@ -169,26 +180,31 @@ class ResponseCache:
             stored.audio = self._store_blob(output.audio)
         with self._lock:
             self._pending[key] = (key, model_spec, stored.to_json(), time.time(), run_id, scope)
-            if len(self._pending) >= FLUSH_ROWS or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
-                self._flush_locked()
+            due = len(self._pending) >= FLUSH_ROWS or time.monotonic() - self._last_flush >= FLUSH_SECONDS
+            busy = self._written is not None and not self._written.done()
+            if due and (not busy or len(self._pending) >= MAX_PENDING_ROWS):
+                self._wait_writer_locked()  # done already (its error, if any, raised), or memory bound
+                batch, self._pending = self._pending, {}
+                self._writing, self._last_flush = batch, time.monotonic()
+                if self._writer is None:
+                    self._writer = ThreadPoolExecutor(1, thread_name_prefix="evalkit-cache")
+                self._written = self._writer.submit(_commit, self._write_db, list(batch.values()))
 
     def flush(self) -> None:
         with self._lock:
             self._flush_locked()
 
+    def _wait_writer_locked(self) -> None:
+        """Wait for the writer thread's batch (it takes no lock) and raise its error, if any."""
+        written, self._written = self._written, None
+        self._writing = {}
+        if written is not None:
+            written.result()
+
     def _flush_locked(self) -> None:
+        self._wait_writer_locked()
         if self._pending:
-            self._db.execute("BEGIN")  # one transaction for the batch (the connection autocommits)
-            try:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO responses (key, model_spec, output, created, run_id, scope) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    list(self._pending.values()),
-                )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            _commit(self._write_db, list(self._pending.values()))  # the writer is idle: same thread rule
             self._pending.clear()
         self._last_flush = time.monotonic()
 
@@ -231,6 +247,7 @@ class ResponseCache:
     def clear(self) -> int:
         """Delete every entry and audio blob; returns how many entries there were."""
         with self._lock:
+            self._wait_writer_locked()
             self._pending.clear()
             count = self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
             self._db.execute("DELETE FROM responses")
@@ -242,5 +259,25 @@ class ResponseCache:
 
     def close(self) -> None:
         with self._lock:
-            self._flush_locked()
-            self._db.close()
+            try:
+                self._flush_locked()
+            finally:
+                if self._writer is not None:
+                    self._writer.shutdown()
+                self._write_db.close()
+                self._db.close()
+
+
+def _commit(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """One transaction for a batch of rows (the connection autocommits otherwise)."""
+    db.execute("BEGIN")
+    try:
+        db.executemany(
+            "INSERT OR REPLACE INTO responses (key, model_spec, output, created, run_id, scope) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from shlex import quote
 from typing import Annotated, Any
 
 import typer
@@ -29,19 +30,40 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-@app.command()
+#: ``evalkit run --help``'s examples, each line short enough for an 80-column terminal
+RUN_EXAMPLES = """Examples:
+
+  evalkit run --model cascade --tasks demo   (the offline demo, as make demo)
+
+  evalkit run --model openai:gpt-4o-audio-preview@https://api.openai.com/v1 \\
+    --tasks demo --limit 5
+
+  evalkit run --model step-audio-r1.5 --base-url http://localhost:8000/v1 \\
+    --tasks mmau-mini --name "Step-Audio R1.5"
+
+  evalkit run --model cascade:tts=none --tasks mmau-mini --data ~/data/mmau
+
+  evalkit run --resume runs/20261201-120000_cascade_demo_1a2b3c
+"""
+
+
+@app.command(epilog=RUN_EXAMPLES)
 def run(
     ctx: typer.Context,
     model: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="Model spec: openai:MODEL@URL, a model card (step-audio-r1.5; see `evalkit list models`), "
             "hf:PATH, cascade[:asr=..,llm=..,tts=..]"
         ),
-    ] = "cascade",
+    ] = None,
     tasks: Annotated[
-        str, typer.Option(help="Comma-separated task names (see `evalkit list tasks`)")
-    ] = "demo",
+        str | None, typer.Option(help="Comma-separated task names (see `evalkit list tasks`)")
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Display name of the model in reports and the leaderboard (kept in the manifest)"),
+    ] = None,
     data: Annotated[
         str | None,
         typer.Option(help="Local copy of the (one) task's dataset: folder or JSON/JSONL/parquet file"),
@@ -126,7 +148,10 @@ def run(
         ),
     ] = None,
 ) -> None:
-    """Run an evaluation (or --resume one) and write a run directory with report.html."""
+    """Run an evaluation (or --resume one) and write a run directory with report.html.
+
+    Needs --model and --tasks (or --resume RUN_DIR); names, data paths and options are checked
+    before the model loads."""
     from evalkit.errors import EvalkitError
     from evalkit.runner import RunConfig, Terminated, evaluate
 
@@ -135,14 +160,23 @@ def run(
             check_resume_options(ctx)
         except EvalkitError as exc:
             _fail(str(exc))
+    elif model is None or tasks is None:
+        missing = " and ".join(f for f, v in (("--model", model), ("--tasks", tasks)) if v is None)
+        typer.echo(ctx.get_usage(), err=True)
+        typer.echo(
+            f"error: {missing} missing; e.g. `evalkit run --model cascade --tasks demo` (see --help)",
+            err=True,
+        )
+        raise typer.Exit(2)
     if data is not None:
         try:
             tasks = with_data_option(tasks, data)
         except EvalkitError as exc:
             _fail(str(exc))
     config = RunConfig(
-        model=model,
-        tasks=tasks,
+        model=model or "",
+        tasks=tasks or "",
+        name=name,
         limit=limit,
         concurrency=concurrency,
         seed=seed,
@@ -168,8 +202,7 @@ def run(
     except EvalkitError as exc:
         _fail(str(exc))
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated): the same, resumable stop
-        signal_name = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        typer.echo(f"{signal_name}: finished requests are saved; continue with --resume RUN_DIR", err=True)
+        typer.echo(interrupt_message(exc), err=True)
         raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
     for store in stores:
         _print_summary(store)
@@ -177,6 +210,18 @@ def run(
     if reasoning_budget:
         runs = " ".join(str(s.root) for s in stores)
         typer.echo(f"compare the budgets: evalkit report --compare-budgets {runs}")
+
+
+def interrupt_message(exc: KeyboardInterrupt) -> str:
+    """What to type next after Ctrl-C / SIGTERM: the resume command with the run's own folder
+    (``Interrupted.run_dir``), or that nothing was written when the run stopped before it."""
+    from evalkit.runner import Terminated
+
+    how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+    run_dir = getattr(exc, "run_dir", None)
+    if run_dir is None:
+        return f"{how} before the run directory was made; nothing to resume"
+    return f"{how}: finished requests are saved; continue with: evalkit run --resume {quote(str(run_dir))}"
 
 
 def budget_configs(config: Any, budgets: list[str] | None, resume: Path | None) -> list[Any]:
@@ -254,38 +299,45 @@ def with_data_option(tasks: str, data: str) -> str:
 
 def _print_summary(store) -> None:
     from rich.console import Console
-    from rich.table import Table
+
+    from evalkit.summary import truncation_warnings
 
     summary = store.summary()
-    table = Table(title=f"run {store.run_id}")
-    table.add_column("task", no_wrap=True)
-    table.add_column("judge / metric", no_wrap=True)
+    Console(stderr=False).print(summary_table(summary, store.run_id))
+    for line in truncation_warnings(summary):
+        typer.echo(line, err=True)
+    typer.echo(f"run directory: {store.root}")
+
+
+def summary_table(summary: Any, run_id: str) -> Any:
+    """The run's scores as a rich table that reads at 80 columns: each task is a heading row (no
+    task column), only the metric names wrap, and the counts (scored, parse failures, errors) and
+    the value with its CI never shrink."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text  # names as plain text: a '[' in a file-derived task name is no markup
+
+    table = Table(
+        title=f"run {run_id}", box=box.SIMPLE_HEAD, title_justify="left", show_edge=False, pad_edge=False
+    )
+    table.add_column("task / judge / metric", overflow="fold", min_width=12)
     table.add_column("value [95% CI]", no_wrap=True)
-    for column in ("scored", "parse fail", "errors"):
-        table.add_column(column, justify="right")
+    for column in ("scored", "parse\nfail", "errors"):  # a two-line header: 5 more for the names
+        table.add_column(column, justify="right", no_wrap=True)
     for task_name, task in summary.tasks.items():
+        table.add_row(Text(task_name, style="bold"), "", "", "", "")
         for judge_name, judge in task.judges.items():
             errors = str(judge.n_model_errors + judge.n_judge_errors)
             scored = f"{judge.n_scored}/{judge.n}"
             if not judge.metrics:
-                table.add_row(task_name, judge_name, "no scored samples", scored, "–", errors)
+                table.add_row(Text(judge_name), "no scored samples", scored, "–", errors)
             for metric, m in judge.metrics.items():
                 ci = "" if m.ci_low is None or m.ci_high is None else f" [{m.ci_low:.3f}, {m.ci_high:.3f}]"
                 value = "–" if m.value is None else f"{m.value:.3f}"
-                table.add_row(
-                    task_name,
-                    f"{judge_name} / {metric}",
-                    f"{value}{ci}",
-                    scored,
-                    str(judge.n_parse_failures),
-                    errors,
-                )
-    Console(stderr=False).print(table)
-    from evalkit.summary import truncation_warnings
-
-    for line in truncation_warnings(summary):
-        typer.echo(line, err=True)
-    typer.echo(f"run directory: {store.root}")
+                row = (f"{value}{ci}", scored, str(judge.n_parse_failures), errors)
+                table.add_row(Text(f"{judge_name} / {metric}"), *row)
+        table.add_section()  # a rule between tasks
+    return table
 
 
 @app.command("list")
@@ -345,6 +397,7 @@ def _register_subcommands() -> None:
     from evalkit.commands.merge_cmd import merge
     from evalkit.commands.nightly_cmd import nightly
     from evalkit.commands.score_cmd import score
+    from evalkit.commands.study_cmd import study_app
 
     app.command()(compare)
     app.command()(nightly)
@@ -352,6 +405,7 @@ def _register_subcommands() -> None:
     app.command()(score)
     app.add_typer(leaderboard_app, name="leaderboard")
     app.add_typer(cache_app, name="cache")
+    app.add_typer(study_app, name="study")
 
 
 _register_subcommands()

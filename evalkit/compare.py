@@ -50,6 +50,14 @@ unknown ones are listed in the report with the fix (``--direction METRIC=higher|
 Runs of different datasets are refused (``check_same_datasets``), and so are runs whose shared
 judge has a different scorer version or different effective options (``check_same_judges``).
 
+Long-turn decay (``compare_decay``): every per-turn metric a judge wrote (``details["turn_metrics"]``)
+with a slope in both runs gets a row ``JUDGE/METRIC:decay``: each run's mean least-squares slope
+over turns on the shared conversations, and the paired slope difference cand - base with a
+two-stage bootstrap CI (``evalkit.turn_stats``). It is **worse** (a regression, exit 1) when the
+candidate's own slope CI excludes 0 on the bad side of the per-turn metric's declared direction
+(``Judge.turn_metric_specs``) and the difference's CI does too: the candidate decays, and more
+than the baseline beyond the CIs. No ``min_effect`` applies (a slope is per turn).
+
 Gates (``check_gates``), per (task, judge), before any statistic is trusted: a candidate that
 answered too little cannot be "no significant change", since the items it lost are not in the
 pairs. Each failed gate makes the comparison exit 1 and prints one line naming the task, the
@@ -84,11 +92,13 @@ from typing import Any, Literal
 import numpy as np
 
 from evalkit.errors import EvalkitError
-from evalkit.judges.base import Direction, judge_difference, recorded_metric_specs
+from evalkit.judges.base import Direction, judge_difference, recorded_metric_specs, recorded_turn_metric_specs
 from evalkit.records import ScoreRecord
 from evalkit.run_files import Manifest
 from evalkit.stats import DEFAULT_RESAMPLES, bootstrap_ci
 from evalkit.store import RunStore
+from evalkit.turn_stats import Track, paired_slope_difference, shared_slopes, slope_summary, tracks_of
+from evalkit.turn_stats import verdict as turn_verdict
 
 Verdict = Literal["better", "worse", "no significant change", "changed"]
 
@@ -380,6 +390,103 @@ def compare_metric(
     return result
 
 
+# -- long-turn decay ----------------------------------------------------------------------------------
+#: suffix of a decay comparison's metric name: ``prosody/pitch_sd_st:decay``
+DECAY_SUFFIX = ":decay"
+
+
+def declared_turn_directions(base: LoadedRun, cand: LoadedRun, task: str, judge: str) -> dict[str, Direction]:
+    """per-turn metric -> direction (``recorded_turn_metric_specs``: the candidate's record first)."""
+    run = cand if judge_record(cand, task, judge) is not None else base
+    specs = recorded_turn_metric_specs(run.manifest.get("judges", {}), task, judge)
+    return {name: spec.direction for name, spec in specs.items()}
+
+
+def turn_tracks(records: Mapping[str, ScoreRecord]) -> dict[str, dict[str, Track]]:
+    """per-turn metric -> sample id -> that conversation's ``Track`` (scored records only)."""
+    out: dict[str, dict[str, Track]] = {}
+    for sample_id, rec in records.items():
+        if rec.score.error is None:
+            for metric, track in tracks_of(rec.score.details.get("turn_metrics", [])).items():
+                out.setdefault(metric, {})[sample_id] = track
+    return out
+
+
+def decay_verdict(
+    base: Mapping[str, Any], cand: Mapping[str, Any], diff: Mapping[str, Any], direction: Direction | None
+) -> tuple[Verdict, bool]:
+    """A decay regression ("worse"): the candidate's slope CI excludes 0 on the metric's bad side
+    (it decays) AND the paired slope difference's CI excludes 0 on that side (it decays more than
+    the baseline, beyond the CIs). "better": the baseline decays and the difference's CI is on the
+    good side. A descriptive metric's difference can only be "changed". Also: significant?"""
+    low, high = diff["ci_low"], diff["ci_high"]
+    significant = low is not None and high is not None and (low > 0 or high < 0)
+    if not significant:
+        return "no significant change", False
+    if direction not in ("higher", "lower"):
+        return "changed", True
+    bad = (high < 0) if direction == "higher" else (low > 0)
+    if bad and turn_verdict(cand["ci_low"], cand["ci_high"], direction) == "decays":
+        return "worse", True
+    if not bad and turn_verdict(base["ci_low"], base["ci_high"], direction) == "decays":
+        return "better", True
+    return "no significant change", True
+
+
+def _slope_text(stats: Mapping[str, Any], direction: Direction | None) -> str:
+    """``-0.0123 [-0.0200, -0.0050] (decays)``: a run's mean slope, its CI and its verdict."""
+    low, high = stats["ci_low"], stats["ci_high"]
+    return f"{fmt(stats['value'], 4)} [{fmt(low, 4)}, {fmt(high, 4)}] ({turn_verdict(low, high, direction)})"
+
+
+def compare_decay(
+    task: str,
+    judge: str,
+    base: Mapping[str, ScoreRecord],
+    cand: Mapping[str, ScoreRecord],
+    options: CompareOptions,
+    declared: Mapping[str, Direction],
+) -> list[MetricComparison]:
+    """One comparison per per-turn metric with slopes in both runs (``evalkit.turn_stats``): base
+    and cand mean slopes over the shared conversations, the paired difference with its two-stage
+    CI, and ``decay_verdict``; the note carries each run's slope CI. No ``min_effect``: the
+    slope is per turn, in the metric's units, and the rule above is its own threshold."""
+    b_tracks, c_tracks = turn_tracks(base), turn_tracks(cand)
+    level = 1 - options.alpha
+    out = []
+    for metric in dict.fromkeys([*b_tracks, *c_tracks]):
+        b, c = b_tracks.get(metric, {}), c_tracks.get(metric, {})
+        shared = shared_slopes(b, c)
+        if not shared:
+            continue
+        seed = _seed_for(options.seed, task, judge, metric, "decay")
+        b_stats = slope_summary([b[k] for k in shared], seed, "base", level=level)
+        c_stats = slope_summary([c[k] for k in shared], seed, "cand", level=level)
+        diff = paired_slope_difference(b, c, seed, level)
+        direction = options.direction(judge, metric, declared)
+        result = MetricComparison(
+            task,
+            judge,
+            metric + DECAY_SUFFIX,
+            direction,
+            ItemCounts(
+                shared=len(shared),
+                only_base=sum(1 for k in b if k not in c),
+                only_cand=sum(1 for k in c if k not in b),
+            ),
+            base_mean=b_stats["value"],
+            cand_mean=c_stats["value"],
+            diff=diff["value"],
+            ci_low=diff["ci_low"],
+            ci_high=diff["ci_high"],
+        )
+        result.verdict, result.significant = decay_verdict(b_stats, c_stats, diff, direction)
+        cand_text, base_text = _slope_text(c_stats, direction), _slope_text(b_stats, direction)
+        result.note = f"slope per turn: cand {cand_text}, base {base_text}"
+        out.append(result)
+    return out
+
+
 def mcnemar_floor(n: int, alpha: float) -> float:
     """The smallest |mean difference| the exact two-sided McNemar test can call significant on
     ``n`` pairs: ``k`` discordant pairs all one way give ``p = 2 * 0.5**k``, so ``k`` is the least
@@ -565,6 +672,76 @@ def diff_lines(diffs: list[tuple[str, Any, Any]]) -> list[str]:
     return lines
 
 
+# -- flipped items ----------------------------------------------------------------------------------
+#: flipped items listed per metric and direction (lost, gained); the rest are counted
+MAX_FLIPS = 25
+#: characters of each answer shown beside the other (markdown cells are shorter)
+ANSWER_CHARS = 1200
+
+
+@dataclass
+class Flip:
+    """One shared item of a 0/1 metric that changed: ``lost`` (right in base, wrong in cand) or
+    ``gained``; the two answers (every turn's text, joined) are filled in by ``attach_answers``."""
+
+    task: str
+    judge: str
+    metric: str
+    sample_id: str
+    kind: Literal["lost", "gained"]
+    base_answer: str = ""
+    cand_answer: str = ""
+
+
+def flipped_items(
+    task: str, judge: str, metric: str, base: Mapping[str, ScoreRecord], cand: Mapping[str, ScoreRecord]
+) -> list[Flip]:
+    """The lost and gained items of a 0/1 metric (base item order; ``pair_items``' shared items)."""
+    flips = []
+    for sample_id, b_rec in base.items():
+        b, c = _value(b_rec, metric), _value(cand.get(sample_id), metric)
+        if b is not None and c is not None and b != c and {b, c} == {0.0, 1.0}:
+            flips.append(Flip(task, judge, metric, sample_id, "lost" if b == 1.0 else "gained"))
+    return flips
+
+
+def _answers(run: LoadedRun, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """(task, sample id) -> the model's answers of every turn (errors said as such), one pass."""
+    turns: dict[tuple[str, str], dict[int, str]] = {}
+    for rec in run.store.iter_latest_responses():
+        key = (rec.task, rec.sample_id)
+        if key in wanted:
+            text = f"[error: {rec.output.error.message}]" if rec.output.error else (rec.output.text or "")
+            turns.setdefault(key, {})[rec.turn] = text
+    return {key: " / ".join(by_turn[t] for t in sorted(by_turn)) for key, by_turn in turns.items()}
+
+
+def attach_answers(flips: list[Flip], base: LoadedRun, cand: LoadedRun) -> None:
+    """Fill in both runs' answers of the flips (only these samples' responses are kept)."""
+    wanted = {(f.task, f.sample_id) for f in flips}
+    if not wanted:
+        return
+    base_answers, cand_answers = _answers(base, wanted), _answers(cand, wanted)
+    for f in flips:
+        f.base_answer = base_answers.get((f.task, f.sample_id), "(no response recorded)")
+        f.cand_answer = cand_answers.get((f.task, f.sample_id), "(no response recorded)")
+
+
+def report_link(run_dir: str, task: str, sample_id: str, links_from: Path | None) -> str:
+    """The sample's permalink in a run's report.html (``#sample-TASK-ID``), relative to the folder
+    the comparison is written to (``links_from``; the working directory when None)."""
+    import os
+    from urllib.parse import quote
+
+    report = Path(run_dir) / "report.html"
+    relative = os.path.relpath(report.resolve(), (links_from or Path.cwd()).resolve())
+    return quote(Path(relative).as_posix()) + "#" + quote(f"sample-{task}-{sample_id}", safe="")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 # -- the whole comparison ---------------------------------------------------------------------------
 @dataclass
 class Comparison:
@@ -580,6 +757,8 @@ class Comparison:
     run_notes: list[str]
     gate_failures: list[GateFailure] = field(default_factory=list)
     config_differences: list[tuple[str, Any, Any]] = field(default_factory=list)
+    #: the shared items of 0/1 metrics that changed, both answers attached (``flipped_items``)
+    flips: list[Flip] = field(default_factory=list)
 
     @property
     def regressions(self) -> list[MetricComparison]:
@@ -642,6 +821,7 @@ def compare_runs(base_dir: Path, cand_dir: Path, options: CompareOptions | None 
     metrics: list[MetricComparison] = []
     not_compared: list[str] = []
     gates: list[GateFailure] = []
+    flips: list[Flip] = []
     for task in tasks:
         cand_judges = _judges_of(cand, task)
         for judge in _judges_of(base, task):
@@ -652,7 +832,16 @@ def compare_runs(base_dir: Path, cand_dir: Path, options: CompareOptions | None 
             gates.extend(check_gates(task, judge, b_recs, c_recs, options))
             names = _metric_names([*b_recs.values(), *c_recs.values()])
             declared = declared_directions(base, cand, task, judge)
-            metrics.extend(compare_metric(task, judge, m, b_recs, c_recs, options, declared) for m in names)
+            compared = [compare_metric(task, judge, m, b_recs, c_recs, options, declared) for m in names]
+            metrics.extend(compared)
+            flips.extend(
+                f
+                for m in compared
+                if m.binary and m.discordant and sum(m.discordant)
+                for f in flipped_items(task, judge, m.metric, b_recs, c_recs)
+            )
+            turn_declared = declared_turn_directions(base, cand, task, judge)
+            metrics.extend(compare_decay(task, judge, b_recs, c_recs, options, turn_declared))
         base_judges = _judges_of(base, task)
         not_compared.extend(f"{task}: {j} (cand only)" for j in cand_judges if j not in base_judges)
     return Comparison(
@@ -668,7 +857,22 @@ def compare_runs(base_dir: Path, cand_dir: Path, options: CompareOptions | None 
         run_notes=_status_notes(base, "base") + _status_notes(cand, "cand"),
         gate_failures=gates + [missing_task_gate(t, base, options) for t in base.tasks() if t not in tasks],
         config_differences=config_diff(base.manifest, cand.manifest),
+        flips=_shown_flips(flips, base, cand),
     )
+
+
+def _shown_flips(flips: list[Flip], base: LoadedRun, cand: LoadedRun) -> list[Flip]:
+    """The first ``MAX_FLIPS`` of each (task, judge, metric, kind), answers attached (the counts
+    of all of them are the metric's discordant pairs)."""
+    kept: list[Flip] = []
+    seen: dict[tuple[str, str, str, str], int] = {}
+    for f in flips:
+        key = (f.task, f.judge, f.metric, f.kind)
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] <= MAX_FLIPS:
+            kept.append(f)
+    attach_answers(kept, base, cand)
+    return kept
 
 
 # -- rendering --------------------------------------------------------------------------------------
@@ -745,6 +949,7 @@ def _md_header(cmp: Comparison) -> list[str]:
         f"- rule: {md_escape(rule_text(cmp.options))}",
         f"- gates: {md_escape(gate_text(cmp.options))}",
     ]
+    lines.append(f"- power: {md_escape(power_text(cmp))}")
     lines.extend(f"- **{md_escape(g.message)}**" for g in cmp.gate_failures)
     lines.extend(f"- note: {md_escape(n)}" for n in cmp.run_notes)
     if cmp.config_differences:
@@ -802,8 +1007,62 @@ def table_row(m: MetricComparison) -> list[str]:
     ]
 
 
-def to_markdown(cmp: Comparison) -> str:
-    """The comparison as GitHub-flavoured markdown: a header, then one table per task."""
+def power_text(cmp: Comparison) -> str:
+    """The power note, printed with every comparison: which "no significant change" verdicts
+    could not have seen a change of ``min_effect`` (their MDE is larger)."""
+    effect = f"{cmp.options.min_effect:g}"
+    if not cmp.underpowered:
+        return f"no metric underpowered: each could detect a change of {effect} (MDE column)"
+    names = ", ".join(f"{m.task}: {m.judge}/{m.metric} (MDE {fmt(m.mde)})" for m in cmp.underpowered)
+    return (
+        f"{len(cmp.underpowered)} of {len(cmp.metrics)} metrics underpowered, a change of {effect} would "
+        f"not have been detected at this n: {names}; read their 'no significant change' as 'not measured'"
+    )
+
+
+def flip_groups(cmp: Comparison) -> list[tuple[MetricComparison, list[Flip]]]:
+    """Per 0/1 metric with flips: its comparison (the discordant counts) and the flips shown."""
+    out = []
+    for m in cmp.metrics:
+        shown = [f for f in cmp.flips if (f.task, f.judge, f.metric) == (m.task, m.judge, m.metric)]
+        if shown:
+            out.append((m, shown))
+    return out
+
+
+def flip_heading(m: MetricComparison, shown: list[Flip]) -> str:
+    lost, gained = m.discordant or (0, 0)
+    more = lost + gained - len(shown)
+    tail = f"; the first {MAX_FLIPS} of each are listed ({more} more)" if more > 0 else ""
+    return f"{m.task}: {m.judge} / {m.metric}: {lost} lost, {gained} gained{tail}"
+
+
+def _md_flips(cmp: Comparison, links_from: Path | None) -> list[str]:
+    groups = flip_groups(cmp)
+    if not groups:
+        return []
+    lines = ["", "## Flipped items", "", "lost: right in base, wrong in cand; gained: the reverse."]
+    for m, shown in groups:
+        lines += ["", f"### {md_escape(flip_heading(m, shown))}", ""]
+        lines += ["| item | change | base answer | cand answer | reports |", "|---|---|---|---|---|"]
+        for f in shown:
+            base_link = report_link(cmp.base, f.task, f.sample_id, links_from)
+            cand_link = report_link(cmp.cand, f.task, f.sample_id, links_from)
+            cells = [
+                md_escape(f.sample_id),
+                f.kind,
+                md_escape(_clip(f.base_answer, 300)),
+                md_escape(_clip(f.cand_answer, 300)),
+                f"[base]({base_link}) · [cand]({cand_link})",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def to_markdown(cmp: Comparison, links_from: Path | None = None) -> str:
+    """The comparison as GitHub-flavoured markdown: a header (settings that differ, the power
+    note), one table per task, then the flipped items with links into both reports, relative to
+    ``links_from`` (the folder the markdown is written to; the working directory when None)."""
     lines = _md_header(cmp)
     tasks = list(dict.fromkeys(m.task for m in cmp.metrics))
     for task in tasks:
@@ -811,6 +1070,7 @@ def to_markdown(cmp: Comparison) -> str:
         lines.append("|" + "---|" * len(TABLE_HEAD))
         for m in (m for m in cmp.metrics if m.task == task):
             lines.append("| " + " | ".join(md_escape(cell) for cell in table_row(m)) + " |")
+    lines += _md_flips(cmp, links_from)
     return "\n".join(lines) + "\n"
 
 
@@ -824,6 +1084,8 @@ th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
 td:first-child, th:first-child, td:last-child { text-align: left; }
 tr.worse { background: #fdd; } tr.better { background: #dfd; } tr.changed { background: #ffd; }
 code { background: #f4f4f4; }
+td.answer { text-align: left; white-space: pre-wrap; max-width: 36em; vertical-align: top; }
+tr.lost { background: #fdd; } tr.gained { background: #dfd; }
 </style></head><body>
 <h1>evalkit compare</h1>
 <ul>
@@ -834,6 +1096,7 @@ code { background: #f4f4f4; }
 {%- if cmp.underpowered %}, {{ cmp.underpowered|length }} underpowered{% endif %}</li>
 <li>rule: {{ rule }}</li>
 <li>gates: {{ gates }}</li>
+<li id="power">power: {{ power }}</li>
 {% for g in cmp.gate_failures %}<li class="worse"><strong>{{ g.message }}</strong></li>{% endfor %}
 {% for note in cmp.run_notes %}<li>note: {{ note }}</li>{% endfor %}
 <li>settings that differ (base → cand):{% if not diffs %} none{% endif %}
@@ -852,12 +1115,31 @@ code { background: #f4f4f4; }
 {% endfor %}</tbody>
 </table>
 {% endfor %}
+{% if flips %}
+<h2 id="flipped">Flipped items</h2>
+<p>lost: right in base, wrong in cand; gained: the reverse.</p>
+{% for heading, rows in flips %}
+<h3>{{ heading }}</h3>
+<table class="flips">
+<thead><tr><th>item</th><th>change</th><th>base answer</th><th>cand answer</th><th>reports</th></tr></thead>
+<tbody>
+{% for f, base_link, cand_link in rows %}<tr class="flip {{ f.kind }}" data-sample="{{ f.sample_id }}">
+<td>{{ f.sample_id }}</td><td>{{ f.kind }}</td>
+<td class="answer base-answer">{{ clip(f.base_answer) }}</td>
+<td class="answer cand-answer">{{ clip(f.cand_answer) }}</td>
+<td><a class="base-link" href="{{ base_link }}">base</a> ·
+<a class="cand-link" href="{{ cand_link }}">cand</a></td></tr>
+{% endfor %}</tbody>
+</table>
+{% endfor %}
+{% endif %}
 </body></html>
 """
 
 
-def to_html(cmp: Comparison) -> str:
-    """The comparison as one self-contained HTML page; every name is escaped (jinja2 autoescape)."""
+def to_html(cmp: Comparison, links_from: Path | None = None) -> str:
+    """The comparison as one self-contained HTML page; every name is escaped (jinja2 autoescape);
+    flipped items link into both runs' reports relative to ``links_from`` (see ``to_markdown``)."""
     from jinja2 import Environment
 
     env = Environment(autoescape=True, keep_trailing_newline=True)
@@ -878,4 +1160,20 @@ def to_html(cmp: Comparison) -> str:
         tasks=tasks,
         head=TABLE_HEAD,
         not_compared=not_compared,
+        power=power_text(cmp),
+        clip=lambda text: _clip(text, ANSWER_CHARS),
+        flips=[
+            (
+                flip_heading(m, shown),
+                [
+                    (
+                        f,
+                        report_link(cmp.base, f.task, f.sample_id, links_from),
+                        report_link(cmp.cand, f.task, f.sample_id, links_from),
+                    )
+                    for f in shown
+                ],
+            )
+            for m, shown in flip_groups(cmp)
+        ],
     )

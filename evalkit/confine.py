@@ -40,9 +40,16 @@ class PathEscapeError(EvalkitError):
     """A path named by data resolves outside every root its reader may read from."""
 
 
+class ResolvedRoots(tuple):
+    """Roots ``resolved_roots`` made: ``confine`` takes them as they are instead of resolving
+    each root again per path (a run confines every clip of every sample)."""
+
+
 def resolved_roots(roots: Iterable[str | Path | None]) -> tuple[Path, ...]:
     """Roots as absolute, symlink-resolved folders (``None`` entries dropped, order kept, no
     duplicates), so that a root given through a symlink still contains its own files."""
+    if isinstance(roots, ResolvedRoots):
+        return roots
     out: list[Path] = []
     for root in roots:
         if root is None or str(root) == "":
@@ -50,7 +57,7 @@ def resolved_roots(roots: Iterable[str | Path | None]) -> tuple[Path, ...]:
         real = Path(root).expanduser().resolve()
         if real not in out:
             out.append(real)
-    return tuple(out)
+    return ResolvedRoots(out)
 
 
 def confine(

@@ -30,3 +30,8 @@ class ModelError(Exception):
 
 class EndpointUnreachable(EvalkitError):
     """The model server cannot be reached at all (checked once before a run starts)."""
+
+
+class UserTurnError(EvalkitError):
+    """A user turn produced at run time could not be made (the user simulator or the speech model
+    failed, or said nothing): the turn is recorded as failed, like a failed model turn."""

@@ -24,7 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from evalkit.batching import MicroBatcher
-from evalkit.judges.base import Execution, Judge, JudgeItem, judge_error
+from evalkit.judges.base import Execution, Judge, JudgeItem, judge_error, not_applicable_score
 from evalkit.records import ErrorInfo, ModelOutput, Sample, Score, ScoreRecord
 from evalkit.store import RunStore
 
@@ -68,8 +68,13 @@ class JudgeExecutor:
 
     async def score(self, judge: Judge, sample: Sample, outputs: list[ModelOutput]) -> Score:
         """The judge's score of one sample, run the way the judge declares; never raises for a
-        judge's own failure (it is the score's ``judge_error``)."""
+        judge's own failure (it is the score's ``judge_error``). A sample the judge does not apply
+        to (``Judge.not_applicable``: a speech judge and a text-only reply) is not judged: its
+        score says why."""
         try:
+            reason = judge.not_applicable(sample, outputs)
+            if reason is not None:
+                return not_applicable_score(judge.name, reason)
             return await self._modes[judge.execution](judge, sample, outputs)
         except Exception as exc:  # a judge failure is data: recorded, counted, shown
             return judge_error(judge.name, exc)

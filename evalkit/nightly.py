@@ -301,8 +301,8 @@ def night_for_model(
     if baseline is not None:
         comparison = compare_runs(baseline, run_dir, _compare_options(config.compare))
         md_path, html_path = folder / f"{_slug(entry.label)}.md", folder / f"{_slug(entry.label)}.html"
-        md_path.write_text(to_markdown(comparison), encoding="utf-8")
-        html_path.write_text(to_html(comparison), encoding="utf-8")
+        md_path.write_text(to_markdown(comparison, links_from=folder), encoding="utf-8")
+        html_path.write_text(to_html(comparison, links_from=folder), encoding="utf-8")
     if update_baseline:
         state.set_baseline(key, run_dir, date)
     store = RunStore.open_existing(run_dir)
@@ -361,12 +361,28 @@ def history_run_dirs(state: NightlyState) -> list[Path]:
     return list(seen)
 
 
-def build_site_for(run_dirs: list[Path], site: Path) -> Path:
+def nights_of(state: NightlyState) -> dict[Path, dict[str, Any]]:
+    """Resolved run folder -> its night as the site shows it: the date, the model's ``name:``
+    and that night's comparison page (None: no baseline that night)."""
+    nights: dict[Path, dict[str, Any]] = {}
+    for record in state.history():
+        compared = record.get("comparison")
+        nights[(state.root / record["run_dir"]).resolve()] = {
+            "date": record["date"],
+            "name": record["model"],
+            "comparison": None if compared is None else (state.root / compared).with_suffix(".html"),
+        }
+    return nights
+
+
+def build_site_for(
+    run_dirs: list[Path], site: Path, nights: dict[Path, dict[str, Any]] | None = None
+) -> Path:
     """Rebuild the leaderboard site from the nights' runs (imported here: the site builder pulls
     in templates and plotly that a night without ``site:`` never needs)."""
     from evalkit.leaderboard.site import build_site
 
-    return build_site(run_dirs, site)
+    return build_site(run_dirs, site, nights=nights)
 
 
 def run_nightly(
@@ -389,5 +405,7 @@ def run_nightly(
     ]
     site = None
     if config.site is not None:
-        site = build_site_for(history_run_dirs(state), (config_path.parent / config.site).resolve())
+        site = build_site_for(
+            history_run_dirs(state), (config_path.parent / config.site).resolve(), nights_of(state)
+        )
     return NightResult(folder=folder, models=nights, site=site)

@@ -1,64 +1,187 @@
-"""Rich progress display: one bar per task with throughput and error counts."""
+"""Rich progress display of a run: a phase row (reading data, loading model, loading judges,
+generating, judging, finalizing) and one row per task with what is done, a cumulative rate, a live
+ETA and the errors. Multi-turn tasks count and time turns (a sample of 20 turns is one slow step
+otherwise); resumed work counts as done but never into the rate."""
 
 from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn
+from rich.text import Text
+
+#: the phases in the order a run goes through them (``RunProgress.phase`` takes one of these)
+PHASES = (
+    "reading data",
+    "loading model",
+    "loading judges",
+    "generating",
+    "judging",
+    "finalizing",
 )
 
-#: seconds between refreshes of the samples/s figure
-RATE_REFRESH_S = 0.25
+
+@dataclass
+class Counts:
+    """One task row's numbers. The rate and ETA count turns for a multi-turn task (``by_turn``),
+    samples otherwise; ``fresh`` is those units done by this session, ``started`` its clock."""
+
+    samples_total: int | None
+    turns_total: int | None
+    samples: int = 0
+    #: samples whose turns are all answered (judged or not): "0/15 (15 answered)" while the
+    #: judges load their models tells a waiting run from a stuck one
+    answered: int = 0
+    turns: int = 0
+    fresh: int = 0
+    errors: int = 0
+    started: float = 0.0
+
+    @property
+    def by_turn(self) -> bool:
+        """More turns than samples: the task is multi-turn."""
+        return (
+            self.turns_total is not None
+            and self.samples_total is not None
+            and (self.turns_total > self.samples_total)
+        )
+
+    def remaining(self) -> int | None:
+        """Units still to do (None when the total is unknown)."""
+        total = self.bar_total()
+        return None if total is None else max(0, total - self.bar_done())
+
+    def bar_total(self) -> int | None:
+        return self.turns_total if self.by_turn else self.samples_total
+
+    def bar_done(self) -> int:
+        return self.turns if self.by_turn else self.samples
+
+
+def rate_and_eta(fresh: int, remaining: int | None, elapsed: float) -> tuple[float | None, float | None]:
+    """Cumulative rate (units per second since the session's first unit of work) and the time left
+    at that rate; None where there is nothing to measure yet. Cumulative, not a sliding window: a
+    run whose answers all come from the cache is over before any window fills."""
+    if fresh <= 0 or elapsed <= 0:
+        return None, (0.0 if remaining == 0 else None)
+    rate = fresh / elapsed
+    return rate, (None if remaining is None else remaining / rate)
+
+
+def clock(seconds: float) -> str:
+    """``1:02:03`` / ``2:03``: short enough for an 80-column row."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def stats_text(counts: Counts, now: float) -> str:
+    """``3/10 turns 12/40  1.52 turns/s  ETA 0:23  1 err`` for one task row (errors only when
+    there are some): with the task name and the bar, one line of an 80-column terminal."""
+    unit = "turns" if counts.by_turn else "samples"
+    total = "?" if counts.samples_total is None else str(counts.samples_total)
+    done = f"{counts.samples}/{total}"
+    if counts.by_turn:
+        done = f"{done} turns {counts.turns}/{counts.turns_total}"
+    elif counts.answered > counts.samples:
+        done = f"{done} ({counts.answered} answered)"
+    rate, eta = rate_and_eta(counts.fresh, counts.remaining(), now - counts.started)
+    pace = f"{rate:.2f} {unit}/s" if rate is not None else f"– {unit}/s"
+    left = f"ETA {clock(eta)}" if eta is not None else "ETA –"
+    errors = f"  {counts.errors} err" if counts.errors else ""
+    return f"{done}  {pace}  {left}{errors}"
+
+
+class StatsColumn(ProgressColumn):
+    """The row's numbers, computed at every refresh (rich's own speed and ETA columns use a 30 s
+    window of completions: 0.00/s after a run served from the cache, and a frozen ETA between
+    slow completions). The phase row shows its detail and how long the phase has taken."""
+
+    def render(self, task: Task) -> Text:
+        counts = task.fields.get("counts")
+        if counts is None:  # the phase row
+            return Text(f"{clock(task.elapsed or 0.0)}  {task.fields.get('detail', '')}", style="dim")
+        return Text(stats_text(counts, time.monotonic()), style="red" if counts.errors else "")
 
 
 class RunProgress:
     """Thin wrapper so the runner does not depend on rich's API (and tests can turn it off)."""
 
-    def __init__(self, enabled: bool = True):
-        console = Console(file=sys.stderr)
+    def __init__(self, enabled: bool = True, console: Console | None = None):
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:>7.2f} samples/s"),
-            TextColumn("[red]{task.fields[errors]} errors"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
+            BarColumn(bar_width=8),
+            StatsColumn(),
+            console=console or Console(file=sys.stderr),
             disable=not enabled,
         )
         self._ids: dict[str, int] = {}
-        self._errors: dict[str, int] = {}
-        self._rate_at: dict[str, float] = {}
+        self.counts: dict[str, Counts] = {}
+        self._phase_id: int | None = None
+        self.current_phase: str | None = None
 
     def __enter__(self) -> RunProgress:
         self._progress.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        """On an error the rows vanish (``transient``): the ``error:`` line stands alone, also where
+        stderr is no terminal and rich would otherwise print the last frame before it."""
+        if exc_type is not None:
+            self._progress.live.transient = True
         self._progress.stop()
 
-    def add_task(self, name: str, total: int | None) -> None:
-        self._ids[name] = self._progress.add_task(name, total=total, errors=0, rate=0.0)
-        self._errors[name] = 0
+    def phase(self, name: str, detail: str = "") -> None:
+        """Show what the run is doing now (one of ``PHASES``); its clock restarts."""
+        if name not in PHASES:
+            raise ValueError(f"unknown phase {name!r}; one of {PHASES}")
+        self.current_phase = name
+        if self._phase_id is None:
+            self._phase_id = self._progress.add_task(name, total=None, detail=detail)
+        else:
+            self._progress.reset(self._phase_id, description=name, detail=detail)
 
-    def advance(self, name: str, error: bool = False) -> None:
-        task_id = self._ids[name]
-        if error:
-            self._errors[name] += 1
-        self._progress.advance(task_id)
-        now = time.monotonic()
-        # rich's speed sums every sample of the last 30 s: once per sample that grows quadratically
-        # with throughput, so the rate shown is refreshed a few times a second (errors at once)
-        if error or now - self._rate_at.get(name, 0.0) >= RATE_REFRESH_S:
-            self._rate_at[name] = now
-            speed = self._progress.tasks[task_id].speed or 0.0
-            self._progress.update(task_id, errors=self._errors[name], rate=speed)
+    def add_task(self, name: str, total: int | None, turns: int | None = None) -> None:
+        """A task row; ``turns``: the turns its samples answer in all (multi-turn tasks)."""
+        counts = Counts(samples_total=total, turns_total=turns, started=time.monotonic())
+        self.counts[name] = counts
+        self._ids[name] = self._progress.add_task(name, total=counts.bar_total(), counts=counts)
+
+    def _sync(self, name: str) -> None:
+        counts = self.counts[name]
+        self._progress.update(self._ids[name], total=counts.bar_total(), completed=counts.bar_done())
+
+    def turn(self, name: str, fresh: bool = True) -> None:
+        """One turn answered (``fresh``: by this session; False: found in the resumed run)."""
+        counts = self.counts[name]
+        counts.turns += 1
+        if fresh and counts.by_turn:
+            counts.fresh += 1
+        self._sync(name)
+
+    def answered(self, name: str) -> None:
+        """Every turn of one sample is answered; its judges may still be running."""
+        self.counts[name].answered += 1
+
+    def drop_turns(self, name: str, n: int) -> None:
+        """A sample stopped at a failed turn: its ``n`` later turns will never be asked."""
+        counts = self.counts[name]
+        if counts.turns_total is not None and n > 0:
+            counts.turns_total -= n
+            self._sync(name)
+
+    def advance(self, name: str, error: bool = False, resumed: bool = False, turns: int = 0) -> None:
+        """One sample finished (judged). ``resumed``: it was already finished before this session
+        (its ``turns`` count as done, never into the rate)."""
+        counts = self.counts[name]
+        counts.samples += 1
+        counts.errors += int(error)
+        if resumed:
+            counts.answered += 1
+            counts.turns += turns
+        elif not counts.by_turn:
+            counts.fresh += 1
+        self._sync(name)

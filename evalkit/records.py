@@ -100,8 +100,15 @@ class AudioRef(Record):
         return Path(self.path).read_bytes()  # type: ignore[arg-type]
 
     def digest(self) -> str:
-        """sha256 of the encoded content: requests are cached by what the audio *is*, not where."""
-        return hashlib.sha256(self.read_bytes()).hexdigest()
+        """sha256 of the encoded content: requests are cached by what the audio *is*, not where.
+        Computed once per run (``evalkit.clips``): a file by path, size and mtime, in-memory bytes
+        once per object, though every turn of a conversation asks again for every clip so far."""
+        from evalkit.clips import OBJECT_DIGESTS, file_sha256
+
+        if self.data is None:
+            return file_sha256(self.path)  # type: ignore[arg-type]
+        data = self.data
+        return OBJECT_DIGESTS.get(self, ("sha256", id(data)), lambda: hashlib.sha256(data).hexdigest())
 
 
 class Turn(Record):

@@ -23,6 +23,7 @@ Two rules keep a plug-in from changing scores silently:
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import warnings
@@ -181,9 +182,12 @@ class Registry:
         self._search()
         if name in self._entries:
             return self._entries[name]
-        known = ", ".join(self.names()) or "none"
+        names = self.names()
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
         raise UnknownNameError(
-            f"unknown {self.kind} {name!r}; known {self.kind}s: {known} (see `evalkit list {self.kind}s`)"
+            f"unknown {self.kind} {name!r}; {hint}known {self.kind}s: {', '.join(names) or 'none'} "
+            f"(see `evalkit list {self.kind}s`)"
         )
 
     def names(self) -> list[str]:
@@ -227,6 +231,7 @@ models = Registry(
         "openai": "evalkit.models.openai_chat",
         "hf": "evalkit.models.hf_text",
         "cascade": "evalkit.models.cascade",
+        **dict.fromkeys(("espeak", "openai-tts"), "evalkit.models.tts"),  # speech models (role tts)
         "vllm": "evalkit.models.vllm_local",
         "replay": "evalkit.models.replay",
     },
@@ -254,6 +259,7 @@ tasks = Registry(
         ),
         "audio-multichallenge": "evalkit.tasks.audio_multichallenge",
         "demo-speech": "evalkit.tasks.demo_speech",
+        **dict.fromkeys(("long-turn", "demo-long-turn"), "evalkit.tasks.long_turn"),
     },
 )
 judges = Registry(
@@ -276,7 +282,9 @@ judges = Registry(
         **dict.fromkeys(("emotion", "emotion-ser", "emotion-llm"), "evalkit.judges.emotion"),
         "voice": "evalkit.judges.voice",
         "listener": "evalkit.judges.listener",
+        "arena": "evalkit.judges.arena",
         "naturalness": "evalkit.judges.naturalness",
+        "long-turn-checks": "evalkit.judges.long_turn",
     },
 )
 

@@ -30,7 +30,7 @@ from evalkit.finalize import check_writable, finalize
 from evalkit.judges.base import Judge, judges_manifest, load_judge
 from evalkit.judging import JudgeExecutor
 from evalkit.manifest import now_iso
-from evalkit.records import ModelOutput, ResponseRecord, Sample, SampleRecord
+from evalkit.records import AudioRef, ModelOutput, ResponseRecord, Sample, SampleRecord, Turn
 from evalkit.run_files import Manifest, TaskInfo, file_digest
 from evalkit.store import SAMPLES, RunStore
 from evalkit.tasks.base import Task, resolve_tasks
@@ -179,7 +179,8 @@ def _joined(store: RunStore) -> Iterator[tuple[SampleRecord, list[ResponseRecord
                 f"{store.root / 'responses.jsonl'}: no answer recorded for task {rec.task!r} sample "
                 f"{rec.sample.id!r} (in {SAMPLES}); finish the run with `evalkit run --resume {store.root}`"
             )
-        yield rec.model_copy(update={"sample": _verified(store, rec)}), responses
+        sample = _played(store, _verified(store, rec), responses)
+        yield rec.model_copy(update={"sample": sample}), responses
 
 
 def _verified(store: RunStore, rec: SampleRecord) -> Sample:
@@ -198,6 +199,23 @@ def _verified(store: RunStore, rec: SampleRecord) -> Sample:
             turn = turn.model_copy(update={"audio": turn.audio.model_copy(update={"path": str(path)})})
         turns.append(turn)
     return rec.sample.model_copy(update={"conversation": turns})
+
+
+def _played(store: RunStore, sample: Sample, responses: list[ResponseRecord]) -> Sample:
+    """The conversation as the run played it: a user turn recorded without audio in samples.jsonl
+    (made at run time, ``Task.live_user_turns``) takes what the turn's response recorded it said
+    and its audio in the run (the judges of the run itself read the same)."""
+    users = [i for i, turn in enumerate(sample.conversation) if turn.role == "user"]
+    turns = list(sample.conversation)
+    for rec in responses:
+        said = rec.input
+        if rec.turn >= len(users) or turns[users[rec.turn]].audio is not None or not said.audio_path:
+            continue
+        path = str(store.user_audio_path(said.audio_path))  # confined to the run directory
+        turns[users[rec.turn]] = Turn(
+            role="user", text=said.text, transcript=said.transcript, audio=AudioRef(path=path)
+        )
+    return sample.model_copy(update={"conversation": turns})
 
 
 def _conversation(

@@ -21,7 +21,6 @@ Forward compatibility (a newer writer never breaks an older reader):
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -78,6 +77,8 @@ class Manifest(Open):
 
     schema_version: int = 0
     run_id: str | None = None
+    #: ``evalkit run --name``: the display name of the run's model (leaderboard, compare); None: the spec
+    name: str | None = None
     command: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)
     model: ModelInfo = Field(default_factory=ModelInfo)
@@ -110,12 +111,14 @@ class Manifest(Open):
 
 # -- summary.json ----------------------------------------------------------------------------------
 class MetricStats(Open):
-    """A mean with its seeded 95% bootstrap CI over ``n`` values (``evalkit.stats``)."""
+    """A mean with its 95% CI over ``n`` values (``evalkit.stats.mean_ci``: Wilson for 0/1 values,
+    else the seeded bootstrap; ``ci_method`` says which, absent in runs written before it)."""
 
     value: float | None = None
     ci_low: float | None = None
     ci_high: float | None = None
     n: int = 0
+    ci_method: str | None = None
 
 
 class PrimaryMetric(MetricStats):
@@ -123,6 +126,28 @@ class PrimaryMetric(MetricStats):
 
     judge: str | None = None
     metric: str = "accuracy"
+
+
+class BucketChange(MetricStats):
+    """Last bucket reached minus turns 1-5, per conversation, mean and CI (``evalkit.turn_stats``)."""
+
+    first: str = "1-5"
+    #: the last buckets the conversations reached
+    last: list[str] = Field(default_factory=list)
+
+
+class DecayStats(Open):
+    """The long-turn decay of one per-turn metric (``evalkit.turn_stats``): slope over 1-based turn
+    numbers (``unit``: the metric's unit per turn) and bucket change, each with its two-stage
+    bootstrap CI over conversations; ``verdict`` decays / improves / trend / steady."""
+
+    direction: str | None = None
+    unit: str = ""
+    slope: MetricStats = Field(default_factory=MetricStats)
+    bucket_change: BucketChange = Field(default_factory=BucketChange)
+    verdict: str = "steady"
+    n_conversations: int = 0
+    max_turns: int = 0
 
 
 class JudgeSummary(Open):
@@ -148,6 +173,26 @@ class JudgeSummary(Open):
     event_counts: dict[str, dict[str, int]] = Field(default_factory=dict)
     #: metric -> its declaration (``MetricSpec`` less the name: direction, unit, range, description)
     metrics_declared: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: per-turn metric -> bucket of 1-based turns ("1-5", "6-10", "11-20", "21+") -> stats over
+    #: conversations (each conversation's mean in the bucket)
+    turn_buckets: dict[str, dict[str, MetricStats]] = Field(default_factory=dict)
+    #: per-turn metric -> its long-turn decay (conversations with at least 3 valued turns)
+    decay: dict[str, DecayStats] = Field(default_factory=dict)
+    #: per-turn metric -> its declaration (the judge's ``turn_metric_specs``, else its metric's)
+    turn_metrics_declared: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: samples the judge did not apply to (``Judge.not_applicable``: e.g. a text-only reply)
+    n_not_applicable: int = 0
+    #: declared metric with no value in this run -> why (never a zero)
+    not_applicable: dict[str, str] = Field(default_factory=dict)
+
+
+class FeelSummary(MetricStats):
+    """Conversational feel (``evalkit.feel``): mean over conversations of the normalised parts'
+    mean, with its CI; ``parts`` each part's judge, metric, raw stats and normalised stats (or why
+    it is absent or not applicable); ``not_applicable`` when no part applied."""
+
+    parts: list[dict[str, Any]] = Field(default_factory=list)
+    not_applicable: str | None = None
 
 
 class RequestSummary(Open):
@@ -171,6 +216,8 @@ class TaskSummary(Open):
     primary: PrimaryMetric | None = None
     judges: dict[str, JudgeSummary] = Field(default_factory=dict)
     requests: RequestSummary = Field(default_factory=RequestSummary)
+    #: conversational feel: the composite of the speech judges, each part shown (``evalkit.feel``)
+    feel: FeelSummary | None = None
 
 
 class Summary(Open):
@@ -285,9 +332,11 @@ def _store_input_audio(
 
 
 def file_digest(path: Path) -> str | None:
-    """sha256 of a file's bytes, or None when it cannot be read (the run records that error)."""
+    """sha256 of a file's bytes, or None when it cannot be read (the run records that error).
+    Remembered per run (``evalkit.clips``): the fingerprint and the requests hashed it already."""
+    from evalkit.clips import file_sha256
+
     try:
-        with open(path, "rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
+        return file_sha256(path)
     except OSError:
         return None

@@ -38,11 +38,11 @@ from evalkit.manifest import (
     package_versions,
     redact_command,
 )
-from evalkit.models.base import ModelAdapter, load_model
+from evalkit.models.base import ModelAdapter, adapter_class, load_model
 from evalkit.models.replica_pool import ReplicaPool
 from evalkit.paths import response_cache_path
 from evalkit.progress import RunProgress
-from evalkit.records import ModelOutput, Sample
+from evalkit.records import ModelOutput, Sample, TurnInput
 from evalkit.service import ModelService, ServiceSettings
 from evalkit.sharding import parse_shard
 from evalkit.store import RunStore
@@ -75,6 +75,7 @@ class RunConfig:
     timeout: float | None = None  # --timeout: whole-attempt deadline (s); None: the adapter's (card's)
     request_budget: float | None = None  # --request-budget: seconds per request across all its retries
     model_revision: str | None = None  # --model-revision: pins the model, so the cache serves other runs
+    name: str | None = None  # --name: display name recorded as manifest["name"] (never in an identity)
 
     @classmethod
     def from_manifest(cls, data: dict[str, Any]) -> RunConfig:
@@ -87,6 +88,8 @@ class ResumeState:
 
     def __init__(self, store: RunStore | None):
         self.outputs: dict[tuple[str, str], dict[int, ModelOutput]] = defaultdict(dict)
+        #: user turns made at run time (a simulator's), by turn: reused, never asked again
+        self.inputs: dict[tuple[str, str], dict[int, TurnInput]] = defaultdict(dict)
         self.scored: set[tuple[str, str, str]] = set()
         #: samples already in samples.jsonl (each is written once)
         self.sampled: set[tuple[str, str]] = set()
@@ -96,6 +99,8 @@ class ResumeState:
         for rec in store.iter_latest_responses():
             if rec.output.ok:
                 self.outputs[(rec.task, rec.sample_id)][rec.turn] = rec.output
+            if rec.input.audio_path:  # consulted only for tasks whose user turns are live
+                self.inputs[(rec.task, rec.sample_id)][rec.turn] = rec.input
         for rec in store.iter_scores():
             if rec.score.error is None:
                 self.scored.add((rec.task, rec.sample_id, rec.score.judge))
@@ -114,7 +119,8 @@ class Runner:
         tasks: list[Task],
         cache: ResponseCache | None,
         resume: ResumeState,
-        show_progress: bool = True,
+        judges: dict[str, dict[str, Judge]],
+        progress: RunProgress | None = None,
     ):
         self.config = config
         self.store = store
@@ -132,16 +138,20 @@ class Runner:
         )
         self.target = self.service.register("target", adapter, revision=config.model_revision)
         #: the turn loop: requests, answers, responses.jsonl (``evalkit.turn_loop``)
-        self.turns = TurnLoop(self.service, self.target, store, resume.outputs, CliGeneration.of(config))
+        self.turns = TurnLoop(
+            self.service, self.target, store, resume.outputs, CliGeneration.of(config), resume.inputs
+        )
         self.judge_slots = asyncio.Semaphore(max(1, config.concurrency * 2))
-        self.judges: dict[str, dict[str, Judge]] = {t.name: t.make_judges() for t in tasks}
+        #: task -> judge name -> judge, built (names and options checked) before the model loaded
+        self.judges = judges
         #: inline, process pool or batched, as each judge declares (``evalkit.judging``)
         self.judge_executor = JudgeExecutor(self.judges, config.judge_workers, store)
         for task_judges in self.judges.values():  # judge model roles, resolved once per run
             for judge in task_judges.values():
                 judge.bind(self.service)
         self._judging: set[asyncio.Task] = set()
-        self.progress = RunProgress(enabled=show_progress)
+        self.progress = progress or RunProgress(enabled=False)
+        self.turns.on_turn = self.progress.turn
         #: failed samples and finished samples; the model calls' counts are the service's
         self.counters = {"errors": 0, "samples": 0}
 
@@ -172,8 +182,12 @@ class Runner:
         """Answer the sample's turns (``evalkit.turn_loop``), then hand it to the judges as a
         background job so the worker's next generation starts at once."""
         answered = await self.turns.answer_sample(task, index, sample)
+        self.progress.answered(task.name)
+        sample = answered.judged_sample(self.store.root)  # live user turns as they were said
         if answered.failure is not None:
             self.counters["errors"] += 1
+            asked = (answered.failed_turn or 0) + 1  # the turns after the failed one are never asked
+            self.progress.drop_turns(task.name, len(task.answer_turns(sample)) - asked)
         outputs, failure, failed_turn = answered.outputs, answered.failure, answered.failed_turn
         await self.judge_slots.acquire()
         job = asyncio.create_task(self._judge_sample(task, index, sample, outputs, failure, failed_turn))
@@ -200,8 +214,9 @@ class Runner:
             for index, sample in enumerate(task.samples(self.config.limit)):
                 if shard is not None and not shard.owns(index):
                     continue  # another shard's sample; its index is still the task-wide one
-                if self.resume.finished(task, sample, len(task.answer_turns(sample))):
-                    self.progress.advance(task.name)
+                n_turns = len(task.answer_turns(sample))
+                if self.resume.finished(task, sample, n_turns):
+                    self.progress.advance(task.name, resumed=True, turns=n_turns)
                     continue
                 if (task.name, sample.id) not in self.resume.sampled:
                     self._record_sample(task, index, sample)
@@ -211,7 +226,7 @@ class Runner:
         """samples.jsonl gets the sample as it starts, its audio confined to the data root (a path
         that escapes it is recorded as given and never read, not even to hash it)."""
         try:
-            self.store.append_sample(task.name, index, task.confine_sample(sample))
+            self.store.append_sample(task.name, index, self.turns.confined(task, sample))
         except PathEscapeError:
             self.store.append_sample(task.name, index, sample, read_audio=False)
 
@@ -222,21 +237,31 @@ class Runner:
             for task, index, sample in work:
                 await self.process_sample(task, index, sample)
 
-        with self.progress:
-            shard = parse_shard(self.config.shard)
-            for task in self.tasks:
-                total = task.count(self.config.limit)
-                self.progress.add_task(task.name, total if shard is None else shard.size(total))
-            workers = [asyncio.ensure_future(worker()) for _ in range(max(1, self.config.concurrency))]
-            try:
-                await asyncio.gather(*workers)
-                while self._judging:
-                    await asyncio.gather(*list(self._judging))
-            except BaseException:
-                await _cancel_all([*workers, *self._judging])  # none may write after the streams close
-                raise
-            finally:
-                await self.judge_executor.aclose()
+        self.progress.phase("generating")
+        for task in self.tasks:
+            self.progress.add_task(task.name, *self._totals(task))
+        workers = [asyncio.ensure_future(worker()) for _ in range(max(1, self.config.concurrency))]
+        try:
+            await asyncio.gather(*workers)
+            self.progress.phase("judging", "every answer is in; the last samples' judges run")
+            while self._judging:
+                await asyncio.gather(*list(self._judging))
+        except BaseException:
+            await _cancel_all([*workers, *self._judging])  # none may write after the streams close
+            raise
+        finally:
+            await self.judge_executor.aclose()
+
+    def _totals(self, task: Task) -> tuple[int, int]:
+        """This process's samples of ``task`` and the turns they answer (the progress row of a
+        multi-turn task counts turns: one sample of 20 turns is too coarse a step for an ETA)."""
+        shard = parse_shard(self.config.shard)
+        owned = [
+            sample
+            for index, sample in enumerate(task.samples(self.config.limit))
+            if shard is None or shard.owns(index)
+        ]
+        return len(owned), sum(len(task.answer_turns(sample)) for sample in owned)
 
 
 async def _cancel_all(tasks: list[asyncio.Future]) -> None:
@@ -283,13 +308,17 @@ async def evaluate_async(
     resume_dir: Path | None = None,
     argv: list[str] | None = None,
     show_progress: bool = True,
+    held: list[RunStore] | None = None,
 ) -> RunStore:
     """Run (or resume) an evaluation; returns the finished run directory. The session holds the
     directory's lock (``RunStore.acquire_lock``) from before its first read to after its last
-    write: a second writer, or a resume of a live run, is refused naming the holder's pid."""
-    held: list[RunStore] = []
+    write: a second writer, or a resume of a live run, is refused naming the holder's pid.
+    ``held`` (the caller's list) receives the run's store as soon as it exists, so a caller that
+    is interrupted can still name the directory to resume."""
+    held = [] if held is None else held
     try:
-        return await _evaluate_session(config, resume_dir, argv, show_progress, held)
+        with RunProgress(enabled=show_progress) as progress:
+            return await _evaluate_session(config, resume_dir, argv, progress, held)
     finally:
         for store in held:
             store.release_lock()
@@ -299,7 +328,7 @@ async def _evaluate_session(
     config: RunConfig,
     resume_dir: Path | None,
     argv: list[str] | None,
-    show_progress: bool,
+    progress: RunProgress,
     held: list[RunStore],
 ) -> RunStore:
     """``evaluate_async``'s body; every store it locks goes into ``held`` for the caller to release."""
@@ -311,24 +340,30 @@ async def _evaluate_session(
         check_writable(store, store.manifest())  # a newer evalkit's run is never resumed by this one
         manifest = store.read_manifest()
         config = RunConfig.from_manifest({**manifest["config"], "concurrency": config.concurrency})
+    # names and data first: a wrong name, path or option is one line in a second, never after a
+    # model load of minutes
+    adapter_class(config.model)
+    tasks = resolve_tasks(config.tasks, allow_paths=config.allow_paths)
+    progress.phase("reading data", "and rendering audio")
+    task_info = [t.describe() for t in tasks]  # reads every sample: bad data stops here
+    judges = {t.name: t.make_judges() for t in tasks}  # a judge's name or option: before the model
+    progress.phase("loading model", config.model)
     adapter = await load_adapter(config)
     try:
-        tasks = resolve_tasks(config.tasks, allow_paths=config.allow_paths)
         _check_capabilities(adapter, tasks)
         await adapter.check()
-        task_info = [t.describe() for t in tasks]  # reads every sample: bad data stops here
         if resume_dir is not None:  # the judges must score as they did when the run started
-            current = judges_manifest({t.name: t.make_judges() for t in tasks})
-            check_judges_unchanged(resume_dir, manifest.get("judges", {}), current)
+            check_judges_unchanged(resume_dir, manifest.get("judges", {}), judges_manifest(judges))
     except BaseException:
         await adapter.aclose()
         raise
     if resume_dir is None:
-        store = RunStore.create(Path(config.out_dir), adapter.spec, [t.name for t in tasks])
+        store = RunStore.create(Path(config.out_dir), adapter.spec, [t.name for t in tasks], config.tasks)
         store.acquire_lock()
         held.append(store)
         manifest = {
             "run_id": store.run_id,
+            "name": config.name,
             "command": redact_command(argv or sys.argv),
             "config": asdict(config),
             "model": adapter.describe(),
@@ -356,7 +391,8 @@ async def _evaluate_session(
         resume = ResumeState(store)
         manifest = store.update_manifest(status="running", resumed=[*manifest.get("resumed", []), now_iso()])
     cache = open_cache(config)
-    runner = Runner(config, store, adapter, tasks, cache, resume, show_progress=show_progress)
+    progress.phase("loading judges")
+    runner = Runner(config, store, adapter, tasks, cache, resume, judges, progress=progress)
     store.update_manifest(generation=runner.generation_manifest(), judges=judges_manifest(runner.judges))
     store.open_streams()
     started = time.monotonic()
@@ -382,6 +418,7 @@ async def _evaluate_session(
                     cache.close()
     if disk_errors:
         raise disk_full_error(store, disk_errors)
+    progress.phase("finalizing", "summary and report")
     try:
         finalize(store)
     except OSError as exc:
@@ -469,9 +506,17 @@ def answer_sources(store: RunStore) -> dict[str, Any]:
     return {"fresh": fresh, "cached_from": dict(cached)}
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM stopped the run, handled exactly like Ctrl-C: the manifest says ``interrupted`` and
-    ``--resume`` finishes it (the CLI exits 143, 128 + SIGTERM)."""
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the run: the manifest says ``interrupted`` and ``--resume`` finishes it.
+    ``run_dir`` is that directory (None: stopped before it was made)."""
+
+    def __init__(self, run_dir: Path | None = None):
+        super().__init__(str(run_dir) if run_dir else "")
+        self.run_dir = run_dir
+
+
+class Terminated(Interrupted):
+    """SIGTERM stopped the run, handled exactly like Ctrl-C (the CLI exits 143, 128 + SIGTERM)."""
 
 
 def evaluate(
@@ -480,9 +525,13 @@ def evaluate(
     argv: list[str] | None = None,
     show_progress: bool = True,
 ) -> RunStore:
-    store = asyncio.run(_terminable(evaluate_async(config, resume_dir, argv, show_progress)))
+    held: list[RunStore] = []
+    try:
+        store = asyncio.run(_terminable(evaluate_async(config, resume_dir, argv, show_progress, held)))
+    except KeyboardInterrupt:
+        raise Interrupted(held[0].root if held else None) from None
     if store is None:
-        raise Terminated()
+        raise Terminated(held[0].root if held else None)
     return store
 
 

@@ -2,20 +2,25 @@
 down by the task's group keys and by answered-turn index, with parse-failure and error counts.
 Speech judges add per-turn metrics by turn index (``by_turn_metrics``) and, per conversation, the
 turns where a jump, drift or voice switch happened (``events``; counted by kind and turn in
-``event_counts``).
+``event_counts``), per-turn metrics in turn buckets with a long-turn decay statistic
+(``turn_buckets``, ``decay``: ``evalkit.turn_stats``), the declared metrics that did not apply
+(``not_applicable``, never a zero) and, per task, the conversational-feel composite (``feel``:
+``evalkit.feel``).
 
 Metrics are averaged over the samples a judge could score; samples whose model call or judge
 failed are *not* folded in as zeros but counted (``n_model_errors``, ``n_judge_errors``) and shown
-beside the metric, together with ``coverage`` = scored / total. Parse failures are scored as wrong
-(the model answered, unreadably) and counted too. Empty answers (``n_empty``: a completed call
-with nothing after the reasoning) and replies cut by the token limit (``n_truncated``) are answers,
-scored by the judges; both are counted per task, and ``truncation_warnings`` flags a task where
-more than 5% of replies were cut.
+beside the metric, together with ``coverage`` = scored / samples the judge applies to. Parse
+failures are scored as wrong (the model answered, unreadably) and counted too. Empty answers
+(``n_empty``: a completed call with nothing after the reasoning) and replies cut by the token
+limit (``n_truncated``) are answers, scored by the judges; both are counted per task, and
+``truncation_warnings`` flags a task where more than 5% of replies were cut.
 
 Streaming: records are consumed once, in order, and only the numbers the summary needs are kept
 (per task, judge, metric and group a packed float array, plus counters), never the records
 themselves, so summarising a 10k-sample run holds ~8 bytes per metric value instead of every
-``ScoreRecord``. Values keep the records' order, so bootstrap CIs equal those of a list-based pass.
+``ScoreRecord`` (per-turn metrics keep one small array per conversation, for the decay's
+conversation-level bootstrap). Values keep the records' order, so bootstrap CIs equal those of a
+list-based pass.
 """
 
 from __future__ import annotations
@@ -28,9 +33,12 @@ from typing import Any
 
 import numpy as np
 
+from evalkit.feel import feel_metrics, feel_summary
+from evalkit.judges.base import MetricSpec
 from evalkit.records import ResponseRecord, ScoreRecord
 from evalkit.run_files import Summary
 from evalkit.stats import metric_summary
+from evalkit.turn_stats import MIN_DECAY_TURNS, Track, bucket_summaries, decay_summary, tracks_of
 
 
 def _seed_for(seed: int, *names: str) -> int:
@@ -70,6 +78,13 @@ class JudgeAccumulator:
         self.turn_metrics: dict[str, dict[int, array]] = defaultdict(lambda: defaultdict(_floats))
         #: sample id -> its speech events (``details["events"]``: jumps, drifts, voice switches)
         self.events: dict[str, list[dict[str, Any]]] = {}
+        #: per-turn metric -> one ``Track`` per conversation (buckets and decay, ``evalkit.turn_stats``)
+        self.tracks: dict[str, list[Track]] = defaultdict(list)
+        #: samples the judge did not apply to, by reason (``Judge.not_applicable``)
+        self.not_applicable: Counter[str] = Counter()
+        #: the metrics that can be parts of the feel composite (``evalkit.feel``): metric -> sample -> value
+        self.kept = feel_metrics(scope[-1]) if scope else set()
+        self.by_sample: dict[str, dict[str, float]] = defaultdict(dict)
 
     def add(self, rec: ScoreRecord) -> None:
         self.n += 1
@@ -77,12 +92,18 @@ class JudgeAccumulator:
         if score.error is not None:
             self.errors[score.error.kind] += 1
             return
+        reason = score.details.get("not_applicable")
+        if reason is not None:  # neither scored nor an error: counted apart, with the reason
+            self.not_applicable[str(reason)] += 1
+            return
         self.n_scored += 1
         self.n_parse_failures += score.parse_failed
         self.n_judge_unreadable += int(score.details.get("n_judge_unreadable", 0))
         values = [(m, float(v)) for m, v in score.metrics.items() if v is not None]
         for metric, value in values:
             self.metrics[metric].append(value)
+            if metric in self.kept:
+                self.by_sample[metric][rec.sample_id] = value
         for key in self.group_by:
             bucket = self.groups[key][str(rec.meta.get(key, "(none)"))]
             for metric, value in values:
@@ -103,12 +124,48 @@ class JudgeAccumulator:
             for metric, value in row.items():
                 if metric != "turn" and value is not None:
                     self.turn_metrics[metric][turn].append(float(value))
+        for metric, track in tracks_of(details.get("turn_metrics", [])).items():
+            self.tracks[metric].append(track)
         events = [
             {"turn": int(e["turn"]), "kind": str(e["kind"])} | ({"cue": str(e["cue"])} if "cue" in e else {})
             for e in details.get("events", [])
         ]
         if events:
             self.events[rec.sample_id] = events
+
+    @property
+    def n_not_applicable(self) -> int:
+        return sum(self.not_applicable.values())
+
+    def long_turn(self, turn_specs: Mapping[str, MetricSpec]) -> dict[str, Any]:
+        """Buckets and decay of the per-turn metrics (``evalkit.turn_stats``), for metrics of
+        conversations longer than one turn; ``turn_specs`` give each its direction and unit."""
+        seed, scope = self.seed, self.scope
+        multi = {m: ts for m, ts in sorted(self.tracks.items()) if any(t.values.size > 1 for t in ts)}
+        decaying = {m: ts for m, ts in multi.items() if any(t.values.size >= MIN_DECAY_TURNS for t in ts)}
+
+        def spec_of(metric: str) -> tuple[str | None, str]:
+            spec = turn_specs.get(metric)
+            return (spec.direction, spec.unit) if spec is not None else (None, "")
+
+        return {
+            "turn_buckets": {m: bucket_summaries(ts, seed, *scope, m) for m, ts in multi.items()},
+            "decay": {m: decay_summary(ts, *spec_of(m), seed, *scope, m) for m, ts in decaying.items()},
+            "turn_metrics_declared": {
+                m: turn_specs[m].model_dump(mode="json", exclude={"name"}) for m in multi if m in turn_specs
+            },
+        }
+
+    def not_applicable_metrics(self, declared: Iterable[str]) -> dict[str, str]:
+        """Declared metric with no value in this run -> why: the judge's own reason when it did not
+        apply to any sample, else that no scored sample had one (judge errors are errors, not this)."""
+        if self.not_applicable and not self.n_scored:
+            reason = self.not_applicable.most_common(1)[0][0]
+        elif self.n_scored:
+            reason = "no scored sample had a value (the metric does not apply to these samples)"
+        else:
+            return {}
+        return {m: reason for m in declared if m not in self.metrics}
 
     def result(self) -> dict[str, Any]:
         errors = Counter(self.errors)
@@ -123,7 +180,11 @@ class JudgeAccumulator:
         return {
             "n": self.n,
             "n_scored": self.n_scored,
-            "coverage": self.n_scored / self.n if self.n else None,
+            # of the samples the judge applies to (not-applicable ones are neither scored nor failed)
+            "coverage": self.n_scored / applicable
+            if (applicable := self.n - self.n_not_applicable)
+            else None,
+            "n_not_applicable": self.n_not_applicable,
             "n_parse_failures": self.n_parse_failures,
             "n_judge_unreadable": self.n_judge_unreadable,
             "n_model_errors": errors.pop("model_error", 0),
@@ -276,11 +337,7 @@ def summarise_run(
     for task in tasks:
         name = task["name"]
         task_judges = {
-            judge: {
-                **judges[(name, judge)].result(),
-                "metrics_declared": _declared(judges_recorded, name, judge),
-            }
-            for judge in task["judges"]
+            judge: _judge_block(judges[(name, judge)], judges_recorded, name) for judge in task["judges"]
         }
         chosen = primary_of(task)
         primary = None
@@ -302,7 +359,42 @@ def summarise_run(
             "judges": task_judges,
             "requests": counted,
         }
+        feel = _task_feel(
+            task_judges, {j: judges[(name, j)] for j in task["judges"]}, judges_recorded, name, seed
+        )
+        if feel is not None:
+            out["tasks"][name]["feel"] = feel
     return out
+
+
+def _judge_block(acc: JudgeAccumulator, recorded: Mapping[str, Any] | None, task: str) -> dict[str, Any]:
+    """One judge's block: its numbers, its declarations, the long-turn statistics of its per-turn
+    metrics and the declared metrics that did not apply."""
+    from evalkit.judges.base import recorded_turn_metric_specs
+
+    judge = acc.scope[-1]
+    declared = _declared(recorded, task, judge)
+    return {
+        **acc.result(),
+        "metrics_declared": declared,
+        **acc.long_turn(recorded_turn_metric_specs(recorded or {}, task, judge)),
+        "not_applicable": acc.not_applicable_metrics(declared),
+    }
+
+
+def _task_feel(
+    task_judges: Mapping[str, Any],
+    accs: Mapping[str, JudgeAccumulator],
+    recorded: Mapping[str, Any] | None,
+    task: str,
+    seed: int,
+) -> dict[str, Any] | None:
+    """The task's conversational-feel composite (``evalkit.feel``), None without a judge of any part."""
+    from evalkit.judges.base import recorded_metric_specs
+
+    specs = {j: {s.name: s for s in recorded_metric_specs(recorded or {}, task, j)} for j in accs}
+    values = {(j, m): dict(v) for j, acc in accs.items() for m, v in acc.by_sample.items()}
+    return feel_summary(task_judges, values, specs, seed)
 
 
 def _declared(recorded: Mapping[str, Any] | None, task: str, judge: str) -> dict[str, dict[str, Any]]:

@@ -16,15 +16,27 @@ goes to ``errors.log``. A failed turn ends the sample's conversation: the judges
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from evalkit.audio import AudioError
+from evalkit.clips import ObjectMemo
 from evalkit.confine import INPUT_PATH_KIND, PathEscapeError
-from evalkit.errors import EvalkitError
+from evalkit.errors import EvalkitError, UserTurnError
 from evalkit.generation import resolve_generation
 from evalkit.manifest import now_iso
-from evalkit.records import ErrorInfo, GenerationParams, ModelOutput, ResponseRecord, Sample, TurnInput
+from evalkit.records import (
+    AudioRef,
+    ErrorInfo,
+    GenerationParams,
+    ModelOutput,
+    ResponseRecord,
+    Sample,
+    Turn,
+    TurnInput,
+)
 from evalkit.service import CallResult, ModelService, RoleModel
 from evalkit.store import RunStore
 from evalkit.tasks.base import Task
@@ -33,17 +45,36 @@ from evalkit.tasks.base import Task
 INPUT_ERRORS: tuple[tuple[type[Exception], str], ...] = (
     (AudioError, "input_audio"),
     (PathEscapeError, INPUT_PATH_KIND),  # never read: evalkit.confine
+    (UserTurnError, "user_turn"),  # a simulator or speech model failed (Task.live_user_turns)
     (EvalkitError, "input"),
 )
 
 
 @dataclass
 class AnsweredSample:
-    """A sample's answered turns (audio paths absolute), and the turn that failed, if one did."""
+    """A sample's answered turns (audio paths absolute), and the turn that failed, if one did.
+    ``played`` is the conversation as the model heard it: for a task with live user turns
+    (``Task.live_user_turns``), each user turn as it was said, its audio as bytes; ``heard`` maps
+    those turns to their audio in the run directory (relative paths)."""
 
     outputs: list[ModelOutput]
+    played: Sample
     failure: ModelOutput | None = None
     failed_turn: int = -1
+    heard: dict[int, str] = field(default_factory=dict)
+
+    def judged_sample(self, root: Path) -> Sample:
+        """What the judges read: the played conversation, live user turns by their absolute path
+        in the run directory (a judge in another process gets a path, not megabytes of bytes)."""
+        if not self.heard:
+            return self.played
+        turns = list(self.played.conversation)
+        for i, rel in self.heard.items():
+            audio = AudioRef(
+                path=str(root / rel), sample_rate=turns[i].audio.sample_rate if turns[i].audio else None
+            )
+            turns[i] = turns[i].model_copy(update={"audio": audio})
+        return self.played.model_copy(update={"conversation": turns})
 
 
 @dataclass(frozen=True)
@@ -70,14 +101,23 @@ class TurnLoop:
         store: RunStore,
         done: dict[tuple[str, str], dict[int, ModelOutput]],
         cli: CliGeneration,
+        inputs: dict[tuple[str, str], dict[int, TurnInput]] | None = None,
     ):
         self.service = service
         self.target = target
         self.store = store
         #: (task, sample id) -> turn -> output a resumed run already holds
         self.done = done
+        #: (task, sample id) -> turn -> the live user turn a resumed run already holds
+        self.inputs = inputs or {}
         self.cli = cli
+        #: called with (task name, fresh) for every turn of a sample: answered now, or found done
+        #: in the resumed run (the progress rows of multi-turn tasks count turns)
+        self.on_turn: Callable[[str, bool], None] = lambda task, fresh: None
         self._params: dict[str, GenerationParams] = {}
+        #: each sample confined once for all its turns (its clips, the same objects every turn, are
+        #: hashed and encoded once: ``evalkit.clips``), dropped with the sample
+        self._confined = ObjectMemo()
         #: per task, each resolved generation setting with its source (manifest["generation"])
         self.generation: dict[str, dict[str, dict[str, Any]]] = {}
 
@@ -98,13 +138,18 @@ class TurnLoop:
             self.generation[task.name] = sources
         return params
 
+    def confined(self, task: Task, sample: Sample) -> Sample:
+        """The sample with its audio confined (``Task.confine_sample``; raises ``PathEscapeError``),
+        made once per sample object for samples.jsonl and every turn, and dropped with it."""
+        return self._confined.get(sample, task.name, lambda: task.confine_sample(sample))
+
     async def answer_turn(
         self, task: Task, sample: Sample, turn_index: int, history: list[ModelOutput]
     ) -> CallResult:
         """One turn: build, hash, ask. Bad input and adapter bugs come back as error outputs."""
         request_hash = ""
         try:
-            request = task.build_request(task.confine_sample(sample), turn_index, history)
+            request = task.build_request(self.confined(task, sample), turn_index, history)
             request = request.model_copy(update={"params": self.params_for(task)})
             request_hash = self.target.request_hash(request)
             return await self.service.call(
@@ -130,14 +175,17 @@ class TurnLoop:
         """Every turn the task answers, in order, each appended to responses.jsonl as it comes;
         stops at the first failed turn."""
         done = self.done.get((task.name, sample.id), {})
-        answered = AnsweredSample(outputs=[])
+        answered = AnsweredSample(outputs=[], played=sample)
         for k, turn_index in enumerate(task.answer_turns(sample)):
+            if task.live_user_turns and not await self.live_user_turn(task, index, answered, k, turn_index):
+                break
             if k in done:
                 answered.outputs.append(self.store.with_absolute_audio(done[k]))
+                self.on_turn(task.name, False)
                 continue
-            result = await self.answer_turn(task, sample, turn_index, answered.outputs)
+            result = await self.answer_turn(task, answered.played, turn_index, answered.outputs)
             output = self.store.save_output_audio(task.name, sample.id, k, result.output)
-            said = sample.conversation[turn_index]
+            said = answered.played.conversation[turn_index]
             self.store.append_response(
                 ResponseRecord(
                     task=task.name,
@@ -151,12 +199,61 @@ class TurnLoop:
                     input=TurnInput(
                         text=said.text,
                         transcript=said.transcript,
-                        audio_path=said.audio.path if said.audio is not None else None,
+                        audio_path=answered.heard.get(turn_index)
+                        or (said.audio.path if said.audio is not None else None),
                     ),
                 )
             )
+            self.on_turn(task.name, True)
             if not output.ok:
                 answered.failure, answered.failed_turn = output, k
                 break
             answered.outputs.append(self.store.with_absolute_audio(output))
         return answered
+
+    async def live_user_turn(
+        self, task: Task, index: int, answered: AnsweredSample, k: int, turn_index: int
+    ) -> bool:
+        """Put the user turn made at run time into ``answered.played``: the one a resumed run
+        recorded (never asked again), else the task's (``Task.user_turn``: a simulator and a speech
+        model), its audio saved under ``audio/``. A turn that cannot be made is recorded as the
+        failed turn (False): the conversation ends there, as after a failed model turn."""
+        played = answered.played
+        recorded = self.inputs.get((task.name, played.id), {}).get(k)
+        try:
+            if recorded is not None and recorded.audio_path:
+                rel = recorded.audio_path
+                turn = Turn(
+                    role="user",
+                    text=recorded.text,
+                    transcript=recorded.transcript,
+                    audio=self.store.recorded_user_audio(rel),
+                )
+            else:
+                turn = await task.user_turn(played, turn_index, answered.outputs, self.service)
+                if turn.audio is None:
+                    raise UserTurnError(
+                        f"task {task.name!r} made user turn {k} of {played.id!r} without audio"
+                    )
+                rel = self.store.save_user_audio(task.name, played.id, k, turn.audio)
+                turn = turn.model_copy(update={"audio": AudioRef(data=turn.audio.read_bytes())})
+        except Exception as exc:
+            output = self._error_output(task, played, exc)
+            self.store.append_response(
+                ResponseRecord(
+                    task=task.name,
+                    sample_id=played.id,
+                    sample_index=index,
+                    turn=k,
+                    request_hash="",
+                    output=output,
+                )
+            )
+            self.on_turn(task.name, True)
+            answered.failure, answered.failed_turn = output, k
+            return False
+        turns = list(played.conversation)
+        turns[turn_index] = turn
+        answered.played = played.model_copy(update={"conversation": turns})
+        answered.heard[turn_index] = rel
+        return True

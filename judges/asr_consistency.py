@@ -99,6 +99,7 @@ class AsrConsistencyJudge(BatchedModelJudge):
     """Whisper transcript of the model's speech vs. the model's text: WER and CER."""
 
     name = "asr"
+    needs_speech = True
     metrics = (
         MetricSpec(
             name="wer",

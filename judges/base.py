@@ -74,6 +74,12 @@ def build_options(options_cls: type[JudgeOptionsT], judge: str, **given: Any) ->
     return validate_options(options_cls, values, f"judge {judge!r}")
 
 
+def not_applicable_score(judge: str, reason: str) -> Score:
+    """The score of a sample the judge does not apply to: no metrics, the reason in ``details``
+    (summary.json counts it as ``n_not_applicable`` and names the reason under ``not_applicable``)."""
+    return Score(judge=judge, explanation=f"not applicable: {reason}", details={"not_applicable": reason})
+
+
 def judge_error(judge: str, exc: BaseException) -> Score:
     """The score recorded when a judge could not judge (the runner's and the batcher's format)."""
     return Score(judge=judge, error=ErrorInfo(kind="judge_error", message=f"{type(exc).__name__}: {exc}"))
@@ -92,6 +98,13 @@ class Judge(ABC):
     batch_max_wait_s: float = 0.1
     #: every metric this judge may write in ``Score.metrics`` (tests fail on an undeclared one)
     metrics: ClassVar[tuple[MetricSpec, ...]] = ()
+    #: the per-turn numbers it writes in ``details["turn_metrics"]`` (``evalkit.turn_stats``); their
+    #: direction says which way a change over a conversation's turns is good (decay: the bad way).
+    #: A per-turn number not declared here takes the declaration of the metric of the same name
+    turn_metric_specs: ClassVar[tuple[MetricSpec, ...]] = ()
+    #: it measures the model's speech: a sample with no spoken reply at all is not applicable
+    #: (``not_applicable``), recorded as such, never a zero and never an error
+    needs_speech: ClassVar[bool] = False
     #: bump when a change can change a score: runs of different versions are not comparable
     scorer_version: ClassVar[str] = "1"
     #: the judge's settings model; ``options`` is its effective instance
@@ -106,6 +119,13 @@ class Judge(ABC):
         """What the runner awaits. Judges that call a model (rubric LLM judges) override this and
         await the model; plain judges are computed inline."""
         return self.score(sample, outputs)
+
+    def not_applicable(self, sample: Sample, outputs: list[ModelOutput]) -> str | None:
+        """Why this judge does not apply to the sample (None: it does). The executor records the
+        reason as the sample's score instead of running the judge (``not_applicable_score``)."""
+        if self.needs_speech and outputs and all(o.audio is None for o in outputs):
+            return "the model returned no speech on any turn (a text-only reply): speech metrics do not apply"
+        return None
 
     def bind(self, service: ModelService) -> None:  # noqa: B027 - a hook: most judges call no model
         """Called once per run, before the first sample: a judge that calls models resolves its
@@ -135,6 +155,7 @@ class Judge(ABC):
             "scorer_version": self.scorer_version,
             "options": self.options.model_dump(mode="json"),
             "metrics": [spec.model_dump(mode="json") for spec in self.metrics],
+            "turn_metrics": [spec.model_dump(mode="json") for spec in self.turn_metric_specs],
         }
 
     @classmethod
@@ -234,3 +255,21 @@ def load_judge(name: str) -> Judge:
     from evalkit.registry import judges
 
     return judges.get(name)()
+
+
+def recorded_turn_metric_specs(recorded: Mapping[str, Any], task: str, judge: str) -> dict[str, MetricSpec]:
+    """per-turn metric -> its declaration, as a run recorded them (``recorded``: manifest
+    ``judges``; for a run from before that record, the registered judge's): the judge's
+    ``turn_metric_specs`` over its metric declarations of the same names."""
+    entry = recorded.get(task, {}).get(judge)
+    specs = {spec.name: spec for spec in recorded_metric_specs(recorded, task, judge)}
+    if entry is not None and "turn_metrics" in entry:
+        turn = [MetricSpec.model_validate(m) for m in entry["turn_metrics"]]
+    else:
+        from evalkit.registry import judges
+
+        try:
+            turn = list(judges.get(judge).turn_metric_specs)
+        except UnknownNameError:
+            turn = []
+    return specs | {spec.name: spec for spec in turn}

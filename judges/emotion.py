@@ -529,6 +529,18 @@ class EmotionContinuityJudge(Judge):
 
     name = "emotion"
     execution = "process"
+    needs_speech = True
+    #: per-turn numbers: the arousal level (neither way is better) and the change from the turn before
+    turn_metric_specs = (
+        MetricSpec(name="arousal", direction="descriptive", unit="au", description="arousal of one reply"),
+        MetricSpec(
+            name="jump_ratio",
+            direction="lower",
+            unit="x threshold",
+            range=(0.0, None),
+            description="largest |cue change| / threshold from the reply before; rising: continuity erodes",
+        ),
+    )
     metrics = (*AROUSAL_METRICS, *SER_METRICS)
     #: 2: jumps per cue against calibrated thresholds, drift, responsiveness (judges.affect)
     scorer_version = "2"
@@ -641,6 +653,7 @@ class EmotionSERJudge(Judge):
     spoken turns: Jensen-Shannon divergence and top-label flips."""
 
     name = "emotion-ser"
+    needs_speech = True
     execution = "process"
     metrics = SER_METRICS
 

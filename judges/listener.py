@@ -168,6 +168,7 @@ class ListenerJudge(ModelJudge):
     model_env = LISTENER_JUDGE_ENV
     model_hint = "an audio-capable judge model: e.g. openai:gpt-4o-audio-preview or openai:MODEL@URL"
     name = "listener"
+    needs_speech = True
     scorer_version = "1"
     metrics = (
         *(

@@ -260,6 +260,7 @@ class NaturalnessJudge(BatchedModelJudge):
     """Predicted MOS of each spoken reply: DistillMOS and DNSMOS (ovrl, sig, bak)."""
 
     name = "naturalness"
+    needs_speech = True
     metrics = (
         MetricSpec(
             name="distillmos",

@@ -64,6 +64,28 @@ PROSODY_METRICS = (
 )
 
 
+def _turn_feature(name: str, unit: str, direction: str, description: str) -> MetricSpec:
+    """A per-turn feature as the long-turn statistics read it: its direction is which way a change
+    over a conversation's turns is good (``evalkit.turn_stats``), not a grade of one reply."""
+    return MetricSpec(name=name, direction=direction, unit=unit, range=(0.0, None), description=description)  # type: ignore[arg-type]
+
+
+#: the per-turn features (``PER_TURN``) over the turns: a voice that grows flatter (less pitch and
+#: loudness movement, more monotony) is the long-turn decay of prosodic naturalness; rate is neither
+PROSODY_TURN_METRICS = (
+    _turn_feature("pitch_sd_st", "st", "higher", "F0 sd of one reply; falling over the turns: flattens"),
+    _turn_feature("pitch_range_st", "st", "higher", "F0 5th-95th range of one reply; falling: flattens"),
+    _turn_feature("energy_sd_db", "dB", "higher", "loudness sd of one reply; falling: the delivery flattens"),
+    _turn_feature("syllable_rate_sps", "syllables/s", "descriptive", "speaking rate of one reply"),
+    MetricSpec(
+        name="monotony_index",
+        direction="lower",
+        range=(0.0, 1.0),
+        description="1 / (1 + pitch_sd_st) of one reply; rising over the turns: the voice flattens",
+    ),
+)
+
+
 def measure(ref: AudioRef) -> ProsodyFeatures:
     """Features of one clip (raises ``AudioError`` for unreadable audio)."""
     samples, rate = audio_io.load(ref, sample_rate=ANALYSIS_RATE_HZ)
@@ -100,6 +122,8 @@ class ProsodyJudge(Judge):
 
     name = "prosody"
     metrics = PROSODY_METRICS
+    turn_metric_specs = PROSODY_TURN_METRICS
+    needs_speech = True
     execution = "process"
 
     def score(self, sample: Sample, outputs: list[ModelOutput]) -> Score:

@@ -94,7 +94,10 @@ def voice_encoder() -> Any:
     try:
         from resemblyzer import VoiceEncoder
     except ImportError as exc:
-        raise EvalkitError(f"the voice judge needs resemblyzer ({exc}): pip install resemblyzer") from exc
+        raise EvalkitError(
+            f"the voice judge needs resemblyzer ({exc}): pip install webrtcvad-wheels && "
+            "pip install --no-deps resemblyzer"
+        ) from exc
     return VoiceEncoder("cpu", verbose=False)
 
 
@@ -148,6 +151,15 @@ class VoiceConsistencyJudge(Judge):
     cosine similarity of each turn to the first, drift below a calibrated threshold."""
 
     name = "voice"
+    needs_speech = True
+    turn_metric_specs = (
+        MetricSpec(
+            name="voice_similarity",
+            direction="higher",
+            range=(-1.0, 1.0),
+            description="similarity of the speech before and after this turn; falling: the voice drifts",
+        ),
+    )
     metrics = (
         MetricSpec(
             name="voice_similarity_min",

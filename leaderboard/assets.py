@@ -8,14 +8,18 @@ and links larger files relative to the run folder, so the report is copied into
 audio inside the run folder: the same relative links then resolve in the site.
 
 What a site may contain is deliberately narrow, because a site is published: only files inside
-the run directory (symlinks resolved, ``evalkit.confine``), and of those only audio, written
+the run directory or, for input clips (which reports link where they lie rather than embed),
+inside the data folders its manifest recorded, carried once per content into ``site/inputs/``
+(symlinks resolved, ``evalkit.confine``); and of those only audio, written
 decoded and re-encoded (never the raw bytes of whatever a link names). Every other link is
 removed from the copied report (an ``<audio>`` becomes a note) and listed as dropped.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import shutil
 from html.parser import HTMLParser
@@ -27,6 +31,7 @@ from markupsafe import escape
 
 from evalkit.audio import AudioError, reencoded_wav
 from evalkit.confine import PathEscapeError, confine
+from evalkit.run_files import Manifest, load_run_file
 from evalkit.store import MANIFEST, SUMMARY
 
 PLOTLY_JS = "assets/plotly.min.js"
@@ -60,16 +65,37 @@ def local_refs(html: str) -> dict[str, str]:
 DROPPED_AUDIO_NOTE = '<span class="warn audio-not-shown">audio not copied into the site</span>'
 
 
-def copy_run_files(run_dir: Path, dest: Path) -> dict[str, Any]:
+def _input_roots(run_dir: Path) -> list[Path]:
+    """The data folders the run's manifest recorded (``path_roots`` of every task): input clips
+    the report links there are the dataset's own audio, which the report showed."""
+    manifest = load_run_file(run_dir / MANIFEST, Manifest, "rerun the evaluation or restore manifest.json")
+    return [Path(r).resolve() for t in manifest.tasks for r in t.path_roots]
+
+
+def _carry_input(source: Path, wav: bytes, inputs: Path, dest: Path) -> str:
+    """An input clip's re-encoded WAV in the site's shared ``inputs/`` folder, named by its
+    content digest (so a clip that several runs link is stored once); its link from ``dest``."""
+    target = inputs / f"{hashlib.sha256(wav).hexdigest()[:20]}.wav"
+    if not target.exists():
+        inputs.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(wav)
+    return quote(Path(os.path.relpath(target, dest)).as_posix())
+
+
+def copy_run_files(run_dir: Path, dest: Path, inputs: Path | None = None) -> dict[str, Any]:
     """Copy report.html (if any), manifest and summary, and the audio the report links inside
     the run folder, re-encoded as WAV at the same relative place (a non-``.wav`` name gets
-    ``.wav`` appended and its link rewritten). Returns what was copied, what was ``dropped``
-    (``{path: why}``: outside the run folder, or not audio; its links removed from the copy) and
-    what the report names that does not exist."""
+    ``.wav`` appended and its link rewritten). With ``inputs`` (the site's shared folder), input
+    clips the report links inside the data folders the manifest recorded are carried too,
+    re-encoded, once per content (reports link input clips rather than embed them). Returns what
+    was copied, what was ``dropped`` (``{path: why}``: outside the run folder and those data
+    folders, or not audio; its links removed from the copy) and what the report names that does
+    not exist."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in (MANIFEST, SUMMARY):
         shutil.copy2(confine(run_dir / name, [run_dir], f"{run_dir} {name}"), dest / name)
     root = run_dir.resolve()
+    data_roots = _input_roots(run_dir) if inputs is not None else []
     try:
         report = confine(run_dir / "report.html", [root], "report.html")
     except PathEscapeError:
@@ -82,9 +108,9 @@ def copy_run_files(run_dir: Path, dest: Path) -> dict[str, Any]:
     dropped: dict[str, str] = {}
     for raw, path in sorted(local_refs(html).items()):
         try:
-            source = confine(path, [root], "link", base=root)
+            source = confine(path, [root, *data_roots], "link", base=root)
         except PathEscapeError:
-            dropped[path] = "outside the run directory"
+            dropped[path] = "outside the run directory and its data folders"
             html = _without_link(html, raw)
             continue
         if source == report:
@@ -97,6 +123,10 @@ def copy_run_files(run_dir: Path, dest: Path) -> dict[str, Any]:
         except AudioError:
             dropped[path] = "not audio"
             html = _without_link(html, raw)
+            continue
+        if inputs is not None and not source.is_relative_to(root):
+            html = _with_link(html, raw, _carry_input(source, wav, inputs, dest))
+            copied.append(path)
             continue
         rel = source.relative_to(root).as_posix()
         if source.suffix.lower() != ".wav":

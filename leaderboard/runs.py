@@ -88,13 +88,68 @@ class RunEntry:
     summary: dict[str, Any]
     results: list[TaskResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: what makes two runs one model's (``model_identity``): spec, card digest, generation settings
+    identity: tuple[str, str, tuple[tuple[str, str], ...]] = ("", "", ())
+    #: the name people know it by (``display_name``); ``model`` adds what tells two identities apart
+    display: str = ""
+    #: the nightly night this run belongs to: ``{"date", "name", "comparison"}`` (None: not nightly)
+    night: dict[str, Any] | None = None
+
+    @property
+    def settings_text(self) -> str:
+        """The identity's generation settings as one line (``temperature=0.7, max_tokens=32000``)."""
+        return ", ".join(f"{k}={v}" for k, v in self.identity[2])
 
 
 def model_name(manifest: Manifest) -> str:
-    """The model's name on the leaderboard: its spec without ``@base_url`` (a served model moves
-    between hosts and ports from night to night; it is still the same model)."""
+    """The model's spec without ``@base_url`` (a served model moves between hosts and ports from
+    night to night; it is still the same model)."""
     spec = manifest.model_spec
     return "(unknown model)" if spec == "?" else spec.split("@")[0]
+
+
+#: generation-setting sources that belong to the model (a task's own defaults do not: two runs of
+#: different task sets would otherwise be two models)
+MODEL_SETTING_SOURCES = ("cli", "card")
+
+
+def model_identity(manifest: Manifest) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    """(spec without URL, model card digest, the generation settings the command line or the card
+    set): runs that differ in any of these are different rows, whatever they are called."""
+    settings: dict[str, str] = {}
+    for per_task in manifest.generation.values():
+        for name, entry in per_task.items():
+            if isinstance(entry, dict) and entry.get("source") in MODEL_SETTING_SOURCES:
+                settings.setdefault(name, json.dumps(entry.get("value"), sort_keys=True))
+    digest = str((manifest.model.card or {}).get("digest") or "")
+    return model_name(manifest), digest, tuple(sorted(settings.items()))
+
+
+def display_name(manifest: Manifest, nightly_name: str | None = None) -> str:
+    """``evalkit run --name``, else the model card's name, else the nightly config's ``name:``,
+    else the spec without its URL."""
+    card = manifest.model.card or {}
+    return manifest.name or card.get("name") or nightly_name or model_name(manifest)
+
+
+def assign_model_labels(runs: list[RunEntry]) -> None:
+    """``run.model`` (the key of every table, page and history line): the display name, with the
+    settings, card digest or spec appended where one name covers several identities."""
+    identities: dict[str, set[tuple[str, str, tuple[tuple[str, str], ...]]]] = {}
+    for run in runs:
+        identities.setdefault(run.display, set()).add(run.identity)
+    for run in runs:
+        if len(identities[run.display]) == 1:
+            run.model = run.display
+            continue
+        others = identities[run.display] - {run.identity}
+        spec, digest, _ = run.identity
+        parts = [run.settings_text or "default settings"]
+        if any(o[1] != digest for o in others):
+            parts.append(f"card {digest[:8] or 'none'}")
+        if any(o[0] != spec for o in others):
+            parts.append(spec)
+        run.model = f"{run.display} ({'; '.join(parts)})"
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -215,6 +270,8 @@ def load_run(path: Path) -> RunEntry:
         manifest=manifest,
         summary=summary,
         notes=notes,
+        identity=model_identity(info),
+        display=display_name(info),
     )
     described = {t.get("name"): t for t in manifest.get("tasks") or [] if isinstance(t, dict)}
     for name, task_summary in summary["tasks"].items():

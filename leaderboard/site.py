@@ -27,12 +27,14 @@ from typing import Any
 
 from evalkit.errors import EvalkitError
 from evalkit.leaderboard.assets import PLOTLY_JS, copy_run_files, write_data, write_plotly
-from evalkit.leaderboard.runs import RunEntry, expand_inputs, load_run
+from evalkit.leaderboard.public import local_folders, scrub_site
+from evalkit.leaderboard.runs import RunEntry, assign_model_labels, display_name, expand_inputs, load_run
 from evalkit.leaderboard.tables import OVERALL_RULE, VERSION_RULE, leaderboard_data, slugify
 from evalkit.reports.formatting import fmt_value
+from evalkit.run_files import Manifest
 
 MARKER = ".evalkit-site"
-MANAGED = ("index.html", "models", "benchmarks", "runs", "data", "assets")
+MANAGED = ("index.html", "models", "benchmarks", "runs", "data", "assets", "nights")
 
 
 def _pct(value: Any) -> str:
@@ -58,12 +60,19 @@ def prepare_out(out: Path) -> None:
     (out / MARKER).write_text("built by `evalkit leaderboard build`; rebuilt in place\n", encoding="utf-8")
 
 
-def load_runs(run_dirs: list[Path]) -> list[RunEntry]:
-    """Load every run; run ids made unique (two folders may hold runs of the same name)."""
+def load_runs(run_dirs: list[Path], nights: dict[Path, dict[str, Any]] | None = None) -> list[RunEntry]:
+    """Load every run; run ids made unique (two folders may hold runs of the same name); each
+    nightly run gets its night (``nights``: resolved run folder -> ``{"date", "name",
+    "comparison"}``) and every run its label (``assign_model_labels``)."""
     paths = expand_inputs(run_dirs)
     if not paths:
         raise EvalkitError("no run directories given; pass the folders that `evalkit run` made")
     runs = [load_run(p) for p in paths]
+    for run in runs:
+        run.night = (nights or {}).get(run.path.resolve())
+        if run.night is not None:
+            run.display = display_name(Manifest.model_validate(run.manifest), run.night.get("name"))
+    assign_model_labels(runs)
     seen: set[str] = set()
     for run in runs:
         # the id names a folder of the site: never a path separator or "..", whatever the manifest says
@@ -101,7 +110,7 @@ def _runs_data(runs: list[RunEntry], reports: dict[str, str | None]) -> list[dic
             "model": run.model,
             "started": run.started_text,
             "status": run.status,
-            "source": str(run.path),
+            "source": run.path.name,  # the folder's name only: no local paths on a public site
             "report": reports[run.run_id],
             "notes": run.notes,
             "manifest": run.manifest,
@@ -111,29 +120,71 @@ def _runs_data(runs: list[RunEntry], reports: dict[str, str | None]) -> list[dic
     ]
 
 
-def build_site(run_dirs: list[Path], out: Path) -> Path:
+def build_site(
+    run_dirs: list[Path],
+    out: Path,
+    studies: list[Path] | None = None,
+    nights: dict[Path, dict[str, Any]] | None = None,
+) -> Path:
     """Build the site into ``out`` from ``run_dirs`` (run folders, or folders of run folders) and
-    return the path of ``index.html``. Bad input raises ``EvalkitError`` before ``out`` is touched."""
-    runs = load_runs([Path(p) for p in run_dirs])
+    return the path of ``index.html``; ``studies``: preference-study results folders
+    (``evalkit.leaderboard.studies``); ``nights``: the nightly runs' nights (``load_runs``; each
+    night's comparison page is copied into ``nights/``). Bad input raises ``EvalkitError`` before
+    ``out`` is touched. No local folder of the builder appears in any file (``leaderboard.public``)."""
+    from evalkit.leaderboard.studies import studies_data
+
+    runs = load_runs([Path(p) for p in run_dirs], nights)
+    study_tables = studies_data([Path(p) for p in studies or []], {r.model for r in runs})
     out = Path(out)
     prepare_out(out)
     reports: dict[str, str | None] = {}
     for run in runs:
-        copied = copy_run_files(run.path, out / "runs" / run.run_id)
+        copied = copy_run_files(run.path, out / "runs" / run.run_id, inputs=out / "inputs")
         reports[run.run_id] = f"runs/{run.run_id}/report.html" if copied["report"] else None
         if copied["missing"]:
             run.notes.append(f"report links files the run folder lacks: {', '.join(copied['missing'])}")
         if copied["dropped"]:
             run.notes.append(
                 f"{len(copied['dropped'])} file(s) the report links were not copied into the site "
-                "(only audio inside the run directory is)"
+                "(only audio inside the run directory and its recorded data folders is)"
             )
+    _copy_comparisons(runs, out)
     data = leaderboard_data(runs)
+    data["studies"] = study_tables
     write_data(out, "leaderboard", data)
     write_data(out, "runs", _runs_data(runs, reports))
     write_plotly(out)
     _render_pages(out, runs, data, reports)
+    scrub_site(out, local_folders([r.path for r in runs], [d for r in runs for d in (r.manifest, r.summary)]))
     return out / "index.html"
+
+
+def _copy_comparisons(runs: list[RunEntry], out: Path) -> None:
+    """Each nightly run's comparison page into ``nights/<date>/``; its night then names the
+    copy's site path (``None`` when the night had no baseline or the page is gone)."""
+    for run in runs:
+        night = run.night
+        if night is None:
+            continue
+        source = night.get("comparison")
+        night = run.night = {**night, "comparison": None}
+        if source is None or not Path(source).is_file():
+            continue
+        folder = re.sub(r"[^A-Za-z0-9._-]+", "-", str(night.get("date") or "undated"))
+        target = out / "nights" / folder / f"{slugify(run.model)}.html"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        night["comparison"] = target.relative_to(out).as_posix()
+
+
+def _feel_figure(data: dict[str, Any]) -> Any:
+    """The reasoning-versus-feel figure of the index page (plotly JSON), None without points."""
+    from markupsafe import Markup
+
+    from evalkit.reports.long_turn import feel_figure
+
+    figure = feel_figure(data["long_turn"]["points"])
+    return Markup(figure) if figure is not None else None
 
 
 def _render_pages(
@@ -158,7 +209,10 @@ def _render_pages(
         "overall_rule": OVERALL_RULE,
     }
     (out / "index.html").write_text(
-        env.get_template("index.html.j2").render(root="", data=data, **common), encoding="utf-8"
+        env.get_template("index.html.j2").render(
+            root="", data=data, feel_figure=_feel_figure(data), plotly_js=PLOTLY_JS, **common
+        ),
+        encoding="utf-8",
     )
     (out / "benchmarks").mkdir()
     for task, groups in data["benchmarks"].items():
@@ -168,6 +222,7 @@ def _render_pages(
                 "started": run.started_text,
                 "model": run.model,
                 "model_slug": slugify(run.model),
+                "settings": run.settings_text,
                 "run_id": run.run_id,
                 "value": res.value,
                 "ci_low": res.ci_low,

@@ -23,6 +23,7 @@ import hashlib
 import re
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 from evalkit.leaderboard.runs import RunEntry, TaskResult, VersionKey
@@ -76,7 +77,25 @@ def _row_dict(row: Row) -> dict[str, Any]:
         "n_parse_failures": res.n_parse_failures,
         "n_request_errors": res.n_request_errors,
         "n_runs": row.n_runs,
+        # what the row is: the name people use, and the settings that make it this row
+        "display": row.run.display,
+        "settings": row.run.settings_text,
+        "card_digest": row.run.identity[1] or None,
     }
+
+
+def ranked(rows: list[dict[str, Any]], key: str = "value") -> list[dict[str, Any]]:
+    """``rank`` on rows already sorted best first: 1, 2, 2, 4 for ties; no rank without a value."""
+    previous, rank = object(), 0
+    for i, row in enumerate(rows, start=1):
+        value = row[key]
+        if value is None:
+            row["rank"] = None
+            continue
+        if value != previous:
+            rank, previous = i, value
+        row["rank"] = rank
+    return rows
 
 
 def best_first(value: float | None, direction: str | None, model: str) -> tuple[bool, float, str]:
@@ -111,7 +130,7 @@ def version_groups(runs: list[RunEntry]) -> dict[str, list[dict[str, Any]]]:
                 "label": key.label(),
                 "direction": direction,
                 "dataset": rows[0].result.dataset,
-                "rows": [_row_dict(r) for r in rows],
+                "rows": ranked([_row_dict(r) for r in rows]),
                 "_rank": (len(rows), newest),
             }
         )
@@ -164,6 +183,7 @@ def overall(benchmarks: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                 if missing or not included
                 else sum(r["value"] for r in per_task.values()) / len(included),
                 "per_task": {t: r["value"] for t, r in per_task.items()},
+                "settings": next((r["settings"] for r in per_task.values()), ""),
                 "missing": missing,
                 "min_coverage": min(coverages) if coverages else None,
                 "errors": sum(r["n_model_errors"] + r["n_judge_errors"] for r in per_task.values()),
@@ -174,12 +194,19 @@ def overall(benchmarks: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         "rule": OVERALL_RULE,
         "tasks": sorted(included),
         "excluded_tasks": excluded,
-        "rows": rows,
+        "rows": ranked(rows),
     }
 
 
+def night_of(run: RunEntry) -> str:
+    """The night a run belongs to (its nightly date; else the UTC date it started): the history's
+    x axis, so two nights plot one day apart whatever hour each run started."""
+    return str((run.night or {}).get("date") or run.started.astimezone(UTC).date().isoformat())
+
+
 def history(runs: list[RunEntry]) -> dict[str, list[dict[str, Any]]]:
-    """model -> one series per version group: every run's primary value in start-time order."""
+    """model -> one series per version group: every run's primary value in start-time order, with
+    its night and the site path of that night's comparison (None: none)."""
     series: dict[str, dict[VersionKey, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for run in sorted(runs, key=lambda r: (r.started, r.run_id)):
         for res in run.results:
@@ -187,6 +214,8 @@ def history(runs: list[RunEntry]) -> dict[str, list[dict[str, Any]]]:
                 {
                     "run_id": run.run_id,
                     "started": run.started.isoformat(),
+                    "night": night_of(run),
+                    "comparison": (run.night or {}).get("comparison"),
                     "value": res.value,
                     "ci_low": res.ci_low,
                     "ci_high": res.ci_high,
@@ -204,6 +233,8 @@ def history(runs: list[RunEntry]) -> dict[str, list[dict[str, Any]]]:
 
 def leaderboard_data(runs: list[RunEntry]) -> dict[str, Any]:
     """Everything the pages show, JSON-ready (``VersionKey`` objects turned into dicts)."""
+    from evalkit.leaderboard.long_turn import long_turn_data
+
     benchmarks = version_groups(runs)
     data_benchmarks = {
         task: [{**{k: v for k, v in g.items() if k != "key"}, "key": vars(g["key"])} for g in groups]
@@ -215,4 +246,6 @@ def leaderboard_data(runs: list[RunEntry]) -> dict[str, Any]:
         "overall": overall(benchmarks),
         "history": history(runs),
         "models": sorted({r.model for r in runs}),
+        # the long-turn suite and the reasoning-versus-feel picture (``evalkit.leaderboard.long_turn``)
+        "long_turn": long_turn_data(runs, benchmarks),
     }

@@ -89,12 +89,18 @@ class ModelAdapter(ABC):
         return {"spec": self.spec, "adapter": type(self).__name__, "capabilities": asdict(self.capabilities)}
 
 
-def load_model(spec: str, **options: Any) -> ModelAdapter:
-    """Resolve a spec string to an adapter instance (unknown kinds list the known ones)."""
+def adapter_class(spec: str) -> tuple[Any, str]:
+    """The adapter class a spec names and the spec's argument, without loading anything: an empty
+    spec or an unknown kind (with a did-you-mean) is one line before a run reads its data."""
     from evalkit.registry import models
 
     if not spec or not spec.strip():
         raise SpecError("empty model spec; give --model KIND:ARG, e.g. openai:MODEL@http://127.0.0.1:8000/v1")
     kind, _, arg = spec.strip().partition(":")
-    adapter_cls = models.get(kind)
+    return models.get(kind), arg
+
+
+def load_model(spec: str, **options: Any) -> ModelAdapter:
+    """Resolve a spec string to an adapter instance (unknown kinds list the known ones)."""
+    adapter_cls, arg = adapter_class(spec)
     return adapter_cls.from_spec(arg, **options)

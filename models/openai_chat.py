@@ -4,8 +4,8 @@ Spec: ``openai:MODEL@BASE_URL`` (``@BASE_URL`` optional: ``OPENAI_BASE_URL`` or 
 The API key comes from the environment variable named by ``api_key_env`` (default
 ``OPENAI_API_KEY``; a local server accepts any key) and is never written anywhere.
 
-Requests go through the official ``openai`` async client and are streamed so that time to first
-token is measured. Reasoning is taken from the ``reasoning_content``/``reasoning`` delta fields
+Requests are plain JSON POSTs over aiohttp (``evalkit.models.chat_http``) and are streamed so that
+time to first token is measured. Reasoning is taken from the ``reasoning_content``/``reasoning`` delta fields
 when the server splits it, else from inline ``<think>`` tags. Audio the model speaks
 (``modalities=["text","audio"]``) is collected into ``ModelOutput.audio``; its words (OpenAI sends
 them as the audio's ``transcript``) are the answer text when the reply has no text content.
@@ -13,17 +13,15 @@ A completed call with nothing after its reasoning is an answer (``text=""``), sc
 only transport and server failures are ``ModelError``s. The completion's ``finish_reason`` is kept
 on the output (``length`` marks it truncated).
 
-Measured choices keep the client from being the bottleneck (``benchmarks/harness_overhead.py``,
-64 requests in flight against a 200 ms endpoint, on 2 cores):
-- the client runs on its aiohttp transport (``DefaultAioHttpClient``): the default httpx pool cost
-  ~20 ms of CPU per request at 64 in flight (ratio ~0.15);
-- requests go through the client's documented generic ``post`` with a plain JSON body, rather than
-  ``chat.completions.create``, whose typed-parameter transform and per-chunk pydantic models cost
-  several ms per request (ratio 0.43);
-- a streamed answer is read from the client's raw response and its server-sent events parsed here
-  (a few lines), the client's own SSE decoder costing ~0.4 ms more per request (0.73 -> 0.85).
-Auth, base URL, status errors and their classes, timeouts and the transport stay the client's.
-Its retries are off: the runner's retry policy owns them and counts attempts.
+Measured choices keep the client from being the bottleneck (``benchmarks/harness_overhead.py``
+and ``benchmarks/floor.py``, 64 requests in flight against a 200 ms endpoint, on 2 cores): the
+httpx pool cost ~20 ms of CPU per request (ratio ~0.15), ``chat.completions.create``'s typed
+transform several ms (0.43), the client's SSE decoder ~0.4 ms (0.73 -> 0.85), and the ``openai``
+client's generic ``post`` over aiohttp still ~1.5 ms per request plus ~1.8 s of import per run
+(issue 18): so the chat path speaks HTTP itself (``ChatHttp``: a bearer key, a JSON body, SSE
+lines parsed here) and maps failures to the same kinds the client's error classes gave. The
+``client`` property (the official client) stays for the speech endpoint (``models/tts.py``).
+Nothing here retries: the runner's retry policy owns retries and counts attempts.
 
 Model cards (``evalkit.models.model_cards``) configure this adapter per known model: default
 stop strings, sampling defaults and extra request fields, prefilled reasoning, input audio split
@@ -44,9 +42,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from evalkit import audio as audio_io
+from evalkit.clips import ObjectMemo
 from evalkit.errors import EndpointUnreachable, ModelError, SpecError
 from evalkit.manifest import redact_urls
 from evalkit.models.base import Capabilities, ModelAdapter
+from evalkit.models.chat_http import ChatHttp, JsonSafe, drain, is_unreachable, map_error
 from evalkit.models.reasoning import split_reasoning
 from evalkit.records import (
     AudioPart,
@@ -65,6 +65,8 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 STREAM_PCM_RATE = 24000
 #: seconds allowed for the pre-run ``GET /models`` check
 CHECK_TIMEOUT_S = 15.0
+#: seconds a streamed body may take to end after ``[DONE]`` (read so its connection is reused)
+DRAIN_TIMEOUT_S = 5.0
 
 
 #: how a clip longer than ``chunk_seconds`` is cut (see ``chunk_bounds``)
@@ -145,12 +147,36 @@ def audio_chunks_base64(
     mono: bool = True,
 ) -> list[str]:
     """Base64 16-bit WAV of ``ref`` (resampled to ``sample_rate`` unless None, mixed to mono
-    when ``mono``), cut into the pieces ``chunk_bounds`` names. Without ``chunk_seconds``: one."""
-    samples, rate = audio_io.load(ref, sample_rate=sample_rate, mono=mono)
-    return [
-        base64.b64encode(audio_io.wav_bytes(samples[start:end], rate)).decode("ascii")
-        for start, end in chunk_bounds(len(samples), rate, chunk_seconds, chunk_rule)
-    ]
+    when ``mono``), cut into the pieces ``chunk_bounds`` names. Without ``chunk_seconds``: one.
+    Made once per clip object (``evalkit.clips.ObjectMemo``): a conversation's later turns send
+    its earlier clips again, as the same objects (``TurnLoop`` confines a sample once)."""
+
+    def encode() -> list[str]:
+        raw = _clip_bytes(ref)
+        header = audio_io.pcm16_wav_as_is(raw, sample_rate, mono) if raw is not None else None
+        pieces = chunk_bounds(header.frames, header.samplerate, chunk_seconds, chunk_rule) if header else []
+        if raw is not None and len(pieces) == 1:
+            return [JsonSafe(base64.b64encode(raw).decode("ascii"))]  # already the wire format
+        samples, rate = audio_io.load(ref, sample_rate=sample_rate, mono=mono)
+        return [
+            JsonSafe(base64.b64encode(audio_io.wav_bytes(samples[start:end], rate)).decode("ascii"))
+            for start, end in chunk_bounds(len(samples), rate, chunk_seconds, chunk_rule)
+        ]
+
+    key = (ref.path, id(ref.data), sample_rate, chunk_seconds, chunk_rule, mono)
+    return ENCODED.get(ref, key, encode)
+
+
+#: each clip's wire encoding, kept while its ``AudioRef`` lives (``audio_chunks_base64``)
+ENCODED = ObjectMemo()
+
+
+def _clip_bytes(ref: AudioRef) -> bytes | None:
+    """The clip's encoded bytes, or None when they cannot be read (``audio_io.load`` says why)."""
+    try:
+        return ref.read_bytes()
+    except OSError:
+        return None
 
 
 def count_audio_chunks(
@@ -399,6 +425,7 @@ class OpenAIChatAdapter(ModelAdapter):
         self.spec = f"openai:{model}@{self.base_url}"
         self._client = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._http: ChatHttp | None = None
 
     @property
     def endpoint(self) -> str:
@@ -450,20 +477,28 @@ class OpenAIChatAdapter(ModelAdapter):
             self._client_loop = loop
         return self._client
 
-    async def check(self) -> None:
-        import openai
+    @property
+    def http(self) -> ChatHttp:
+        """The chat path's HTTP (``evalkit.models.chat_http``): built on first use."""
+        if self._http is None:
+            self._http = ChatHttp(self.base_url, self.api_key_env, self.timeout)
+        return self._http
 
+    async def check(self) -> None:
         try:
-            listing = await self.client.with_options(timeout=CHECK_TIMEOUT_S).models.list()
-        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
-            reason = str(exc.__cause__ or exc) or type(exc).__name__
+            listing = await self.http.get_json("/models", CHECK_TIMEOUT_S)
+        except ModelError:
+            return  # some compatible servers do not implement /models; the first request will tell
+        except Exception as exc:
+            if not is_unreachable(exc):
+                raise
+            reason = str(exc) or type(exc).__name__
             raise EndpointUnreachable(
                 f"cannot reach model server at {self.base_url} ({reason}); "
                 "start the server or fix the URL after '@' in --model"
             ) from None
-        except openai.APIError:
-            return  # some compatible servers do not implement /models; the first request will tell
-        served = [m.id for m in listing.data]
+        entries = listing.get("data") if isinstance(listing, dict) else None
+        served = [m.get("id") for m in entries or () if isinstance(m, dict)]
         if served and self.model not in served:
             raise EndpointUnreachable(
                 f"model {self.model!r} is not served at {self.base_url}; it serves: {', '.join(served)}"
@@ -530,8 +565,8 @@ class OpenAIChatAdapter(ModelAdapter):
                 result = await self._generate_once(payload)
         except ModelError:
             raise
-        except Exception as exc:  # API and transport failures are classified; anything else is a bug
-            mapped = _map_error(exc)
+        except Exception as exc:  # transport failures are classified; anything else is a bug
+            mapped = map_error(exc)
             if mapped is None:
                 raise
             raise mapped from exc
@@ -581,7 +616,13 @@ class OpenAIChatAdapter(ModelAdapter):
         return text
 
     async def _generate_once(self, payload: dict[str, Any]):
-        data = await self.client.post("/chat/completions", body=payload, cast_to=object)
+        response = await self.http.post("/chat/completions", payload)
+        try:
+            data = await response.json(content_type=None)
+        except ValueError as exc:
+            raise ModelError("bad_response", f"completion is not JSON: {exc}", transient=False) from None
+        finally:
+            response.release()
         if not isinstance(data, dict) or not data.get("choices"):
             raise ModelError(
                 "bad_response", f"completion without choices: {str(data)[:300]}", transient=False
@@ -606,9 +647,7 @@ class OpenAIChatAdapter(ModelAdapter):
         lines, ending with ``data: [DONE]``; a chunk with an ``error`` is vLLM reporting a failure
         mid-stream."""
         body = {**payload, "stream": True, "stream_options": {"include_usage": True}}
-        response = await self.client.post(
-            "/chat/completions", body=body, cast_to=_http_module().Response, stream=True
-        )
+        response = await self.http.post("/chat/completions", body)
         text: list[str] = []
         reasoning: list[str] = []
         pcm: list[bytes] = []
@@ -621,7 +660,7 @@ class OpenAIChatAdapter(ModelAdapter):
         done = False
         finish: str | None = None  # the last finish_reason a chunk carried
         try:
-            async for block in response.aiter_bytes():
+            async for block in response.content.iter_any():
                 *lines, pending = (pending + block).split(b"\n")
                 for line in lines:
                     if not line.startswith(b"data:"):
@@ -657,8 +696,10 @@ class OpenAIChatAdapter(ModelAdapter):
                             transcript.append(spoken.get("transcript") or "")
                 if done:
                     break
+            if done:  # read the body to its end, so the connection goes back to the pool (not closed)
+                await drain(response, DRAIN_TIMEOUT_S)
         finally:
-            await response.aclose()
+            response.release()
         if not done and finish is None:  # cut off mid-answer: retry rather than score half a reply
             raise ModelError("connection", "stream ended before the completion finished", transient=True)
         audio_bytes = _pcm16_to_wav(b"".join(pcm), STREAM_PCM_RATE) if pcm else None
@@ -667,6 +708,8 @@ class OpenAIChatAdapter(ModelAdapter):
         return "".join(text), thought, audio_bytes, said, usage, first_token, model_name, speech, finish
 
     async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
         client, self._client = self._client, None
         loop, self._client_loop = self._client_loop, None
         if client is None:

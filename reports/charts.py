@@ -140,8 +140,15 @@ class ChartData:
                 self.primary[task_name] = primary
         self.lengths: dict[tuple[str, str], int] = defaultdict(int)
         self.points: dict[str, list[tuple[int, float]]] = defaultdict(list)
-        #: (detail, field) -> (task, judge) -> [(turn, value)], in record order
-        self.turn_rows: dict[tuple[str, str], dict[tuple[str, str], list[tuple[int, float]]]] = {
+        #: task -> the group key its per-turn lines are split by (the task's first ``group_by``):
+        #: variants of a scenario are drawn apart, never pooled into one line
+        self.group_key: dict[str, str] = {}
+        for task_name, task in summary.tasks.items():
+            key = next((k for judge in task.judges.values() for k in judge.groups), None)
+            if key is not None:
+                self.group_key[task_name] = key
+        #: (detail, field) -> (task, judge) -> [(0-based turn, value, group value)], in record order
+        self.turn_rows: dict[tuple[str, str], dict[tuple[str, str], list[tuple[int, float, str | None]]]] = {
             spec: defaultdict(list) for spec in _TURN_FIELDS
         }
 
@@ -156,6 +163,8 @@ class ChartData:
             primary = primary_of(task.model_dump(by_alias=True, exclude_unset=True))
             if primary is not None:
                 data.primary[task.name] = primary
+            if task.group_by:
+                data.group_key[task.name] = task.group_by[0]
         return data
 
     def add_response(self, rec: ResponseRecord) -> None:
@@ -172,28 +181,32 @@ class ChartData:
             if value is not None:
                 length = self.lengths.get((rec.task, rec.sample_id), 0)
                 self.points[rec.task].append((length, float(value)))
+        key = self.group_key.get(rec.task)
+        group = None if key is None else str(rec.meta.get(key, "(none)"))
         for (detail, field_name), by_scope in self.turn_rows.items():
             for row in rec.score.details.get(detail) or []:
                 value = row.get(field_name) if isinstance(row, dict) else None
                 if isinstance(value, int | float) and "turn" in row:
-                    by_scope[(rec.task, rec.score.judge)].append((int(row["turn"]), float(value)))
+                    by_scope[(rec.task, rec.score.judge)].append((int(row["turn"]), float(value), group))
 
     def reasoning_points(self) -> dict[str, list[tuple[int, float]]]:
         """Per task (summary order): (reasoning length, primary metric) of every scored sample."""
         return {t: self.points[t] for t in self.primary if self.points.get(t)}
 
-    def prosody_series(self) -> dict[tuple[str, str], list[tuple[str, Series]]]:
-        out: dict[tuple[str, str], list[tuple[str, Series]]] = defaultdict(list)
+    def prosody_series(self) -> dict[tuple[str, str], list[tuple[str, list[Series]]]]:
+        """(task, judge) -> [(panel label, one line per group)]."""
+        out: dict[tuple[str, str], list[tuple[str, list[Series]]]] = defaultdict(list)
         for feature, label in PROSODY_FEATURES:
             for scope, rows in self.turn_rows[("turn_features", feature)].items():
                 out[scope].append((label, _mean_by_turn(rows, label)))
         return dict(out)
 
     def arousal_series(self) -> dict[tuple[str, str], list[Series]]:
+        """(task, judge) -> model and user arousal lines, one per group."""
         out: dict[tuple[str, str], list[Series]] = defaultdict(list)
         for field_name, label in _AROUSAL_FIELDS:
             for scope, rows in self.turn_rows[("per_turn", field_name)].items():
-                out[scope].append(_mean_by_turn(rows, label))
+                out[scope].extend(_mean_by_turn(rows, label))
         return dict(out)
 
     @classmethod
@@ -264,7 +277,7 @@ def turn_accuracy_series(summary: Summary) -> list[Series]:
             out.append(
                 Series(
                     name=f"{task_name} · {judge_name}",
-                    x=[int(t) for t in turns],
+                    x=[int(t) + 1 for t in turns],  # 1-based on the page
                     y=[by_turn[t].value for t in turns],
                     ci_low=[by_turn[t].ci_low for t in turns],
                     ci_high=[by_turn[t].ci_high for t in turns],
@@ -274,20 +287,31 @@ def turn_accuracy_series(summary: Summary) -> list[Series]:
     return out
 
 
-def _mean_by_turn(rows: list[tuple[int, float]], name: str) -> Series:
-    by_turn: dict[int, list[float]] = defaultdict(list)
-    for turn, value in rows:
-        by_turn[turn].append(value)
-    turns = sorted(by_turn)
-    return Series(
-        name=name,
-        x=turns,
-        y=[float(np.mean(by_turn[t])) for t in turns],
-        n=[len(by_turn[t]) for t in turns],
-    )
+def _mean_by_turn(rows: list[tuple[int, float, str | None]], name: str) -> list[Series]:
+    """One line per group: the mean over conversations at each turn (1-based on x) with its 95% CI
+    (``metric_summary``: Wilson for 0/1 values, bootstrap otherwise, seeded by turn)."""
+    by_group: dict[str | None, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for turn, value, group in rows:
+        by_group[group][turn].append(value)
+    out = []
+    for group in sorted(by_group, key=lambda g: (g is not None, g or "")):
+        by_turn = by_group[group]
+        turns = sorted(by_turn)
+        stats = [metric_summary(by_turn[t], seed=t) for t in turns]
+        out.append(
+            Series(
+                name=name if group is None else f"{name} · {group}",
+                x=[t + 1 for t in turns],
+                y=[float(s["value"]) for s in stats],
+                ci_low=[s["ci_low"] for s in stats],
+                ci_high=[s["ci_high"] for s in stats],
+                n=[len(by_turn[t]) for t in turns],
+            )
+        )
+    return out
 
 
-def prosody_series(scores: Iterable[ScoreRecord]) -> dict[tuple[str, str], list[tuple[str, Series]]]:
+def prosody_series(scores: Iterable[ScoreRecord]) -> dict[tuple[str, str], list[tuple[str, list[Series]]]]:
     """(task, judge) -> [(panel label, mean per model turn)] from prosody judges' per-turn rows
     (``details["turn_features"]``), recognised by that shape rather than by judge name."""
     return ChartData.of(Summary(), [], scores).prosody_series()
@@ -413,8 +437,8 @@ def _panels_figure(title: str, panels: list[tuple[str, list[Series]]]) -> str:
     fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, subplot_titles=[p[0] for p in panels])
     for row, (_, series) in enumerate(panels, start=1):
         for s in series:
-            fig.add_trace(_turn_trace(s), row=row, col=1)
-    fig.update_xaxes(title="model turn", dtick=1, row=len(panels), col=1)
+            fig.add_trace(_turn_trace(s, error_y=_error_bars(s)), row=row, col=1)
+    fig.update_xaxes(title="model turn (from 1)", dtick=1, row=len(panels), col=1)
     fig.update_layout(title=title)
     return _figure_json(fig, height=max(360, 220 * len(panels)))
 
@@ -479,7 +503,7 @@ def _turn_charts(summary: Summary, data: ChartData) -> list[Chart]:
         )
     for i, ((task, judge), panels) in enumerate(sorted(data.prosody_series().items())):
         title = f"{task} · {judge}: prosody per turn"
-        figure = _panels_figure(title, [(label, [s]) for label, s in panels])
+        figure = _panels_figure(title, panels)
         charts.append(Chart(f"chart-prosody-{i}", "turns", title, figure_json=figure))
     for i, ((task, judge), series) in enumerate(sorted(data.arousal_series().items())):
         title = f"{task} · {judge}: arousal per turn"

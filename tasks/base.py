@@ -27,10 +27,12 @@ from evalkit.records import (
     Sample,
     ScoreRecord,
     TextPart,
+    Turn,
 )
 
 if TYPE_CHECKING:
     from evalkit.judges.base import Judge
+    from evalkit.service import ModelService
 
 
 class Task(ABC):
@@ -52,6 +54,10 @@ class Task(ABC):
     params: GenerationParams = GenerationParams(max_tokens=512)
     #: folders the run widened confinement with (``--allow-path``); set by ``resolve_tasks``
     allow_paths: tuple[Path, ...] = ()
+    #: user turns are produced while the run plays (``user_turn``: a user simulator), not read
+    #: from the samples: the turn loop saves each one's audio and records what was said per turn
+    #: (responses.jsonl ``input``), and ``--resume`` reuses it instead of asking again
+    live_user_turns: bool = False
 
     @classmethod
     def from_spec(cls, arg: str, **options: Any) -> Task:
@@ -86,8 +92,13 @@ class Task(ABC):
     def confine_sample(self, sample: Sample) -> Sample:
         """The sample with every audio path resolved inside ``confinement_roots()``, or
         ``PathEscapeError`` naming the task, sample, turn and field. The runner calls it before
-        building any request of the sample, so an escaping file is never read nor sent."""
-        roots = self.confinement_roots()
+        building any request of the sample, so an escaping file is never read nor sent. The roots
+        are resolved once per task and ``--allow-path`` list (a run confines every sample)."""
+        given = (*self.path_roots(), *self.allow_paths)
+        cached = getattr(self, "_confined_roots", None)
+        if cached is None or cached[0] != given:
+            cached = self._confined_roots = (given, self.confinement_roots())
+        roots = cached[1]
         turns = []
         for i, turn in enumerate(sample.conversation):
             if turn.audio is not None and turn.audio.path is not None:
@@ -134,6 +145,16 @@ class Task(ABC):
     def answer_turns(self, sample: Sample) -> list[int]:
         """Indices of the user turns the model must answer (default: every user turn)."""
         return [i for i, turn in enumerate(sample.conversation) if turn.role == "user"]
+
+    async def user_turn(
+        self, sample: Sample, turn_index: int, history: list[ModelOutput], service: ModelService
+    ) -> Turn:
+        """The user turn at ``turn_index`` as the model will hear it. ``sample`` is the conversation
+        as played so far (earlier user turns are what was said), ``history`` the model's replies,
+        ``service`` the run's model-call service (a simulator resolves its roles there). Default:
+        the sample's own pre-written turn. A task with ``live_user_turns`` returns a turn whose
+        audio is bytes; the turn loop saves it in the run directory."""
+        return sample.conversation[turn_index]
 
     def build_request(self, sample: Sample, turn_index: int, history: list[ModelOutput]) -> ChatRequest:
         """The request for the user turn at ``turn_index``: every earlier turn, with the model's own

@@ -67,8 +67,8 @@ def load_local(path: Path, split: str | None = None) -> DataSource:
         raise EvalkitError(
             f"{path}: dataset path not found; fix --data (a folder or a JSON/JSONL/parquet file)"
         )
-    datasets = _datasets()
     if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
+        datasets = _datasets()
         ds = datasets.load_from_disk(str(path))
         if isinstance(ds, datasets.DatasetDict):
             ds = ds[split] if split in ds else ds[next(iter(ds))]
@@ -82,6 +82,7 @@ def load_local(path: Path, split: str | None = None) -> DataSource:
     kinds = {LOCAL_SUFFIXES[f.suffix] for f in files}
     if len(kinds) > 1:
         raise EvalkitError(f"{path}: mixed file kinds {sorted(kinds)}; point --data at one of them")
+    datasets = _datasets()  # seconds to import: only once the files are known to be there
     try:
         ds = datasets.load_dataset(kinds.pop(), data_files=[str(f) for f in files], split="train")
     except Exception as exc:  # pyarrow/json errors: name the file and stop

@@ -61,21 +61,21 @@ def test_overall_table_sorts_on_header_click(driver: Any, site: Path) -> None:
     from selenium.webdriver.common.by import By
 
     open_page(driver, site / "index.html")
-    header = driver.find_elements(By.CSS_SELECTOR, "#t-overall thead th")[1]  # "overall"
-    header.click()
-    values = column(driver, "t-overall", 1)
+    header = driver.find_elements(By.CSS_SELECTOR, "#t-overall thead th")[2]  # "overall" (after rank, model)
+    header.click()  # a higher-is-better column: the first click puts the best row first
+    values = column(driver, "t-overall", 2)
     numbers = [float(v) for v in values if v]
-    assert len(numbers) == 2 and numbers == sorted(numbers), values
+    assert len(numbers) == 2 and numbers == sorted(numbers, reverse=True), values
     assert values[-1] == "", "a model without an overall goes last"
-    assert header.get_attribute("aria-sort") == "ascending"
+    assert header.get_attribute("aria-sort") == "descending"
     header.click()
-    values = column(driver, "t-overall", 1)
-    assert [float(v) for v in values if v] == sorted(numbers, reverse=True)
-    name_header = driver.find_elements(By.CSS_SELECTOR, "#t-overall thead th")[0]
+    values = column(driver, "t-overall", 2)
+    assert [float(v) for v in values if v] == sorted(numbers)
+    name_header = driver.find_elements(By.CSS_SELECTOR, "#t-overall thead th")[1]
     name_header.click()
     names = [
         driver.execute_script("return arguments[0].textContent.trim()", r)
-        for r in driver.find_elements(By.CSS_SELECTOR, "#t-overall tbody tr td:first-child")
+        for r in driver.find_elements(By.CSS_SELECTOR, "#t-overall tbody tr td:nth-child(2)")
     ]
     assert names == sorted(names)
     assert console_errors(driver) == []
@@ -156,10 +156,15 @@ def test_every_link_opens_without_console_errors_and_report_audio_loads(driver: 
                 audio += check_audio(driver)
             assert console_errors(driver) == [], target
     assert len(reports) == 6
-    # 4 runs embed MMAU's 4 clips; the budget-0 report's clips lie outside its run folder (not
-    # carried: notes instead), its clip inside the run folder is a file copied into the site
+    # reports link input clips where they lie (never embedded); the site carries each clip that
+    # lies in a run's recorded data folder once, by content, into inputs/ (the runs share MMAU's
+    # 4 clips), and the budget-0 run's clip inside its run folder next to its report
     files = [src for src in audio if src.startswith("file:")]
-    assert len(audio) >= 17 and len(files) == 1 and files[0].endswith("/audio/inside.flac.wav"), files
+    inputs = {src for src in files if "/inputs/" in src}
+    assert len(inputs) == 4 and all(src.startswith((site / "inputs").as_uri()) for src in inputs), files
+    assert len(list((site / "inputs").iterdir())) == 4
+    assert [src for src in files if src.endswith("/audio/inside.flac.wav")], files
+    assert len(audio) >= 17, audio
 
 
 def test_history_plot_renders(driver: Any, site: Path) -> None:

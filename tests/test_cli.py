@@ -100,7 +100,7 @@ def test_list_bogus_kind() -> None:
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["--tasks", "nope"], ["unknown task 'nope'", "demo-arithmetic"]),
+        (["--model", "cascade", "--tasks", "nope"], ["unknown task 'nope'", "demo-arithmetic"]),
         (["--model", "nope:x", "--tasks", "demo"], ["unknown model 'nope'", "openai", "step-audio-r1.5"]),
         (["--model", "openai:m@notaurl", "--tasks", "demo"], ["bad base URL 'notaurl'", "openai:m@notaurl"]),
     ],

@@ -290,7 +290,18 @@ def test_leaderboard_copies_only_audio_inside_the_run(server: OpenAIServer, tmp_
     assert 'class="kept" src="audio/real.flac.wav"' in html
     samples, rate = sf.read(copy / "audio" / "real.flac.wav")
     assert rate == 16000 and len(samples) == 4800
-    assert set(local_refs(html).values()) == {"audio/real.flac.wav"}  # every other link removed
+    # every other link removed, but the run's one input clip: the report links it in the data
+    # folder the manifest recorded, and the site carries it once, by content, into inputs/
+    refs = set(local_refs(html).values())
+    (carried,) = refs - {"audio/real.flac.wav"}
+    assert (
+        carried.startswith("../../inputs/")
+        and (copy / carried).resolve().parent == (site / "inputs").resolve()
+    )
+    assert sf.read(copy / carried)[1] == 16000
+    assert [p.name for p in (site / "inputs").iterdir()] == [Path(carried).name]
+    # the four planted audio links (a secret, a symlink out, a non-audio file, a clip outside
+    # every recorded root) become notes; the planted <a> loses its href
     assert html.count("audio not copied into the site") == 4
     assert sorted(p.name for p in (copy / "audio").iterdir()) == ["real.flac.wav"]
     assert not (copy / "linked").exists()

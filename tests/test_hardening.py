@@ -152,6 +152,7 @@ def test_resume_of_a_live_run_is_refused_and_sigterm_stops_it_resumably(tmp_path
         _, stderr = live.communicate(timeout=30)
         assert live.returncode == 143, stderr
         assert "terminated" in stderr and "Traceback" not in stderr
+        assert f"continue with: evalkit run --resume {run_dir}" in stderr  # the real command, its path
         manifest = read_json(run_dir / "manifest.json")
         assert manifest["status"] == "interrupted"
         done = len(read_jsonl(run_dir / "responses.jsonl"))

@@ -180,13 +180,22 @@ def js_payload(site: Path, name: str) -> Any:
 
 # -- data files --------------------------------------------------------------------------------------
 def test_runs_data_holds_each_runs_summary_verbatim(runs: Runs, site: Path) -> None:
+    """Verbatim but for the builder's local folders, which a public site never shows."""
+    from evalkit.leaderboard.public import local_folders, scrub_text, scrubber
+
     data = load(site, "runs")
-    by_source = {Path(item["source"]).resolve(): item for item in data}
-    assert set(by_source) == {p.resolve() for p in runs.dirs.values()}
+    by_source = {item["source"]: item for item in data}  # the folder's name, never its path
+    assert set(by_source) == {p.name for p in runs.dirs.values()}
+    manifests = {
+        name: json.loads((p / "manifest.json").read_text(encoding="utf-8")) for name, p in runs.dirs.items()
+    }
+    documents = [d for name in runs.dirs for d in (manifests[name], runs.summary(name))]
+    pattern = scrubber(local_folders(list(runs.dirs.values()), documents))
     for name, path in runs.dirs.items():
-        item = by_source[path.resolve()]
-        assert item["summary"] == runs.summary(name), name
-        assert item["manifest"] == json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        item = by_source[path.name]
+        assert item["summary"] == json.loads(scrub_text(json.dumps(runs.summary(name)), pattern)), name
+        assert item["manifest"] == json.loads(scrub_text(json.dumps(manifests[name]), pattern))
+        assert str(path.parent) not in json.dumps(item)
     # ordered by manifest start time, and the JS twin carries the very same data
     assert [d["started"] for d in data] == sorted(d["started"] for d in data)
     assert js_payload(site, "runs") == data
@@ -299,22 +308,23 @@ def test_every_link_resolves_inside_the_site(runs: Runs, site: Path) -> None:
             assert (report.parent / link).resolve().is_file(), f"{report} links {link}"
 
 
-def test_linked_report_audio_outside_the_run_is_not_copied_into_the_site(runs: Runs, site: Path) -> None:
-    """The budget-0 report links its input audio in the data folders (``../../mmau-a/...``): a site
-    carries only audio inside each run directory, so those links are removed, and said."""
+def test_linked_input_audio_is_carried_once_into_the_site(runs: Runs, site: Path) -> None:
+    """The budget-0 report links its input audio in the data folders (``../../mmau-a/...``): the
+    site carries each clip in a recorded data folder once, by content, into ``inputs/`` and
+    rewrites the links; nothing outside the site is linked and nothing else is copied."""
     source = (runs.dirs["beta-2"] / "report.html").read_text(encoding="utf-8")
     outside = [link for link in local_refs(source).values() if link.startswith("..")]
     assert len(outside) >= 4, "the budget-0 report should link its input audio"
     report = site / "runs" / runs.dirs["beta-2"].name / "report.html"
     html = report.read_text(encoding="utf-8")
-    assert not [link for link in page_links(report) if link.startswith("..")]
-    assert html.count("audio not copied into the site") >= len(outside)
+    carried = [link for link in page_links(report) if link.startswith("..")]
+    assert len(carried) == len(outside) and all(link.startswith("../../inputs/") for link in carried)
+    assert "audio not copied into the site" not in html
     assert not (report.parent / "linked").exists()
     for link in page_links(report):
-        assert (report.parent / link).resolve().is_relative_to(site.resolve()), link
-    runs_data = load(site, "runs")
-    [beta2] = [r for r in runs_data if r["run_id"] == runs.dirs["beta-2"].name]
-    assert any("not copied into the site" in note for note in beta2["notes"])
+        target = (report.parent / link).resolve()
+        assert target.is_relative_to(site.resolve()) and target.is_file(), link
+    assert len(list((site / "inputs").iterdir())) <= len(outside)  # shared clips stored once
 
 
 def test_model_text_is_escaped(tmp_path: Path, runs: Runs) -> None:

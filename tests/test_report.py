@@ -322,7 +322,7 @@ def test_model_text_is_escaped_everywhere(run: BuiltRun, page: str) -> None:
 
     template_part = page.replace(get_plotlyjs(), "")
     assert template_part.count("</script>") == template_part.count("<script")
-    evil = re.search(r'<section class="sample" id="s-jsonl-spoken-evil".*?</section>', page, re.S)
+    evil = re.search(r'<section class="sample" id="sample-jsonl-spoken-evil".*?</section>', page, re.S)
     assert evil and EVIL in text_of(evil.group(0))  # shown to the reader as text
     assert f"thinking </script> {EVIL}" in text_of(evil.group(0))  # reasoning too
 
@@ -372,7 +372,7 @@ def test_per_turn_charts_come_from_by_turn_and_judge_details(run: BuiltRun, page
     by_turn = summary_of(run)["tasks"]["jsonl-conv"]["judges"]["numeric"]["by_turn"]
     assert [v["value"] for v in by_turn.values()] == [1.0, 1.0, 0.5]
     [line] = figures["chart-turn-accuracy"]["data"]
-    assert line["x"] == [int(t) for t in by_turn] and line["y"] == [by_turn[t]["value"] for t in by_turn]
+    assert line["x"] == [int(t) + 1 for t in by_turn] and line["y"] == [by_turn[t]["value"] for t in by_turn]
     [prosody] = [f for key, f in figures.items() if key.startswith("chart-prosody")]
     [arousal] = [f for key, f in figures.items() if key.startswith("chart-arousal")]
     scores = [s for s in run.store.scores() if s.task == "jsonl-conv"]
@@ -386,13 +386,13 @@ def test_per_turn_charts_come_from_by_turn_and_judge_details(run: BuiltRun, page
                 for s in scores
                 if s.score.judge == "prosody"
                 for r in s.score.details["turn_features"]
-                if r["turn"] == turn and r[feature] is not None
+                if r["turn"] + 1 == turn and r[feature] is not None  # the page counts from 1
             ]
             assert y == pytest.approx(np.mean(values))
     model = next(t for t in arousal["data"] if t["name"] == "model arousal")
     rows = [r for s in scores if s.score.judge == "emotion" for r in s.score.details["per_turn"]]
     for turn, y, n in zip(model["x"], model["y"], model["text"], strict=True):
-        values = [r["arousal"] for r in rows if r["turn"] == turn and r["arousal"] is not None]
+        values = [r["arousal"] for r in rows if r["turn"] + 1 == turn and r["arousal"] is not None]
         assert y == pytest.approx(np.mean(values)) and n == f"n={len(values)}"
 
 
@@ -436,11 +436,17 @@ def test_script_safe_json_round_trips() -> None:
 # -- sample browser ---------------------------------------------------------------------------------------
 def test_sample_browser_filters_and_statuses(run: BuiltRun, page: str) -> None:
     sections = re.findall(
-        r'<section class="sample" id="[^"]+" data-status="([^"]+)" data-task="([^"]+)">', page
+        r'<section class="sample" id="[^"]+" data-status="([^"]+)" data-task="([^"]+)"[^>]*>', page
     )
     assert Counter(s for s, _ in sections) == Counter(run.expected_status.values())
     assert {t for _, t in sections} == {"jsonl-spoken", "jsonl-conv", "jsonl-text"}
-    assert re.findall(r'<option value="([^"]*)">', page) == ["", "jsonl-conv", "jsonl-spoken", "jsonl-text"]
+    task_box = re.search(r'<select id="task-filter">(.*?)</select>', page, re.S)
+    assert task_box and re.findall(r'<option value="([^"]*)">', task_box.group(1)) == [
+        "",
+        "jsonl-conv",
+        "jsonl-spoken",
+        "jsonl-text",
+    ]
     boxes = re.findall(r'<input type="checkbox" class="status-filter" value="([^"]+)" checked>', page)
     assert boxes == ["correct", "incorrect", "parse-failure", "error"]
     assert "samples-cap" not in page
@@ -456,17 +462,30 @@ def test_reasoning_is_collapsed_and_judge_explanations_shown(run: BuiltRun, page
             assert " ".join(rec.score.explanation.split()) in explanations
 
 
-def test_every_turn_has_playable_audio_embedded(run: BuiltRun, page: str) -> None:
+def test_every_turn_has_playable_audio_inputs_linked_outputs_embedded(run: BuiltRun, page: str) -> None:
     responses = run.store.responses()
     spoken_turns = [r for r in responses if r.task != "jsonl-text"]
-    sources = audio_sources(page)
-    inputs = re.findall(r'<audio[^>]*class="input-audio"', page)
-    outputs = re.findall(r'<audio[^>]*class="output-audio"', page)
+    inputs = [unescape(s) for s in re.findall(r'<audio[^>]*class="input-audio" src="([^"]*)"', page)]
+    outputs = re.findall(r'<audio[^>]*class="output-audio" src="([^"]*)"', page)
     assert len(inputs) == len(spoken_turns)  # every spoken user turn, the failed one included
     assert len(outputs) == sum(r.output.audio is not None for r in responses) == len(spoken_turns) - 1
-    for src in sources:
+    said = {(run.store.root / r.input.audio_path).resolve() for r in spoken_turns}
+    assert {(run.store.root / src).resolve() for src in inputs} == said  # the dataset's files, linked
+    for src in outputs:
         assert src.startswith("data:audio/wav;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:4] == b"RIFF"
+
+
+def test_input_clips_are_linked_so_the_report_does_not_grow_with_their_bytes(run: BuiltRun) -> None:
+    bare = len(render(run.store, embed_limit=0).encode())  # nothing embedded: links only
+    responses = run.store.responses()
+    inputs = {r.input.audio_path for r in responses if r.input.audio_path}
+    outputs = {r.output.audio.path for r in responses if r.output.audio is not None}
+    input_bytes = sum((run.store.root / p).stat().st_size for p in inputs)
+    output_bytes = sum((run.store.root / p).stat().st_size for p in outputs)
+    embedded = len(render(run.store).encode()) - bare
+    assert input_bytes > 0.1 * output_bytes > 0
+    assert embedded <= 4 / 3 * output_bytes * 1.05  # base64 of the model's audio, none of the inputs
 
 
 def test_audio_beyond_the_budget_is_linked_and_survives_a_copy(run: BuiltRun, tmp_path: Path) -> None:

@@ -72,11 +72,14 @@ def compare(
     except EvalkitError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    text = to_markdown(result)
+    # flipped items link into both reports relative to where the file is written (--md's folder
+    # for the printed text too, so the file and the terminal say the same)
+    text = to_markdown(result, links_from=md.parent if md is not None else None)
     typer.echo(text, nl=False)
     for gate in result.gate_failures:
         typer.echo(gate.message, err=True)
-    for path, content in ((md, text), (html, to_html(result) if html else None)):
+    page = to_html(result, links_from=html.parent) if html is not None else None
+    for path, content in ((md, text), (html, page)):
         if path is not None and content is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content, encoding="utf-8")

@@ -21,6 +21,14 @@ def build(
     out: Annotated[Path, typer.Option(help="Folder that receives the site (new, empty, or a site)")] = Path(
         "site"
     ),
+    study: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--study",
+            help="Results of `evalkit study analyze` or `evalkit study arena` (their --out): human and "
+            "arena ratings with CIs on the index page; repeatable",
+        ),
+    ] = None,
 ) -> None:
     """Build index, per-model and per-benchmark pages, history plots and data files into --out.
     Open OUT/index.html directly or serve the folder from any static host."""
@@ -28,7 +36,7 @@ def build(
     from evalkit.leaderboard.site import build_site
 
     try:
-        index = build_site(runs, out)
+        index = build_site(runs, out, studies=study or [])
     except EvalkitError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

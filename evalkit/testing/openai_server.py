@@ -12,6 +12,8 @@ Endpoints:
 - ``POST /v1/chat/completions``: ``stream=false`` (one JSON completion) or ``stream=true``
   (SSE ``data: {...}`` chunks, then ``data: [DONE]``; ``stream_options.include_usage`` adds a
   final chunk with usage and no choices, as OpenAI does).
+- ``POST /v1/audio/speech``: a WAV "speech" tone (``speech_wav``: length by word count, pitch by
+  the request's ``instructions``), recorded apart (``speech_requests``, not in ``hits``).
 - ``GET /_loopback/stats``: hit counts, for a server running in another process.
 
 Use it in-process (a background thread, OS-chosen port)::
@@ -143,6 +145,15 @@ def pcm16_to_wav(pcm: bytes, rate: int = PCM_RATE) -> bytes:
     return buf.getvalue()
 
 
+def speech_wav(body: dict[str, Any]) -> bytes:
+    """The scripted speech of a ``/v1/audio/speech`` request: 0.15 s per word of ``input``, a tone
+    whose pitch follows the ``instructions`` sentence (so two affects sound different)."""
+    words = max(1, count_tokens(str(body.get("input", ""))))
+    digest = hashlib.sha256(str(body.get("instructions", "")).encode()).digest()
+    freq = 180.0 + digest[0]  # 180-435 Hz
+    return pcm16_to_wav(tone_pcm16(0.15 * words / float(body.get("speed") or 1.0), freq=freq))
+
+
 @dataclass
 class FailureRule:
     """Answer matching requests with an HTTP error instead of a completion, or (``cut_stream``)
@@ -223,6 +234,7 @@ class OpenAIServer:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._received: list[ReceivedRequest] = []
+        self._speech: list[dict[str, Any]] = []
         self._in_flight = 0
         self._max_in_flight = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -314,6 +326,7 @@ class OpenAIServer:
         app = web.Application(client_max_size=256 * 2**20)  # base64 audio makes large bodies
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._counted_chat)
+        app.router.add_post("/v1/audio/speech", self._speech_endpoint)
         app.router.add_get("/_loopback/stats", self._stats)
         return app
 
@@ -326,6 +339,31 @@ class OpenAIServer:
                 "data": [{"id": self.model, "object": "model", "created": 0, "owned_by": "loopback"}],
             }
         )
+
+    @property
+    def speech_requests(self) -> list[dict[str, Any]]:
+        """Every ``/v1/audio/speech`` body received so far, in arrival order."""
+        with self._lock:
+            return list(self._speech)
+
+    async def _speech_endpoint(self, request):
+        """``/v1/audio/speech`` as OpenAI serves it: the body's ``input`` spoken (here a tone) in the
+        requested ``response_format`` (only ``wav``, the format evalkit asks for)."""
+        from aiohttp import web
+
+        try:
+            body = await request.json()
+        except ValueError:
+            return self._error(400, "request body is not JSON", "invalid_request_error")
+        with self._lock:
+            self._speech.append(body)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if not str(body.get("input", "")).strip() or body.get("response_format", "mp3") != "wav":
+            return self._error(
+                400, "input must be non-empty and response_format wav", "invalid_request_error"
+            )
+        return web.Response(body=speech_wav(body), content_type="audio/wav")
 
     async def _stats(self, request):
         from aiohttp import web

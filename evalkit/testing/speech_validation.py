@@ -29,6 +29,8 @@ API (all samples mono float32 at ``RATE`` = 16 kHz):
 * ``conversation(case, seed, n_turns, short)``: the model's replies of one conversation, ``case``
   in ``CASES`` (steady, one cue's jump, all cues, a 3/4 jump, drift, voice switch); returns a
   ``Conversation`` with the per-turn ``Change`` that was applied and the turn where it starts.
+* ``flattening(seed, n_turns, final_range, short)``: replies rendered flatter turn by turn (a
+  planted long-turn decay of pitch movement), the twin of ``conversation("steady", ...)``.
 * ``dialogue(case, seed, n_turns)``: user and model turns for responsiveness, ``case`` in
   ``DIALOGUES`` ("steady", "ignores_user", "follows_user").
 * ``words_case(kind, seed)``: a clip and its reference text, exact or with one word substituted.
@@ -387,6 +389,23 @@ def conversation(case: str, seed: int = 0, n_turns: int = 8, short: bool = False
     changes = tuple(turn_change(i).plus(_jitter(rng)) for i in range(n_turns))
     clips = tuple(render(t, c) for t, c in zip(texts, changes, strict=True))
     return Conversation(case, clips, changes, tuple(texts), change_turn)
+
+
+def flattening(
+    seed: int = 0, n_turns: int = 20, final_range: float = 0.25, short: bool = False
+) -> Conversation:
+    """A long-turn decay by construction: the model's replies grow flatter turn by turn, the F0
+    range scaled by ``final_range ** (i / (n_turns - 1))`` at turn ``i`` (1 at the first reply,
+    ``final_range`` at the last: a geometric ramp, the same ratio every turn), with the usual
+    per-turn jitter. ``conversation("steady", ...)`` with the same seed is its steady twin."""
+    rng = np.random.default_rng(seed)
+    texts = _sentences(rng, n_turns, short)
+    changes = tuple(
+        Change(range_scale=final_range ** (i / max(1, n_turns - 1))).plus(_jitter(rng))
+        for i in range(n_turns)
+    )
+    clips = tuple(render(t, c) for t, c in zip(texts, changes, strict=True))
+    return Conversation("flattening", clips, changes, tuple(texts), 0)
 
 
 def dialogue(case: str, seed: int = 0, n_turns: int = 6) -> Dialogue:

@@ -1,5 +1,6 @@
 /* evalkit leaderboard: a model's history plot (one line per benchmark and dataset version, each
-   point one run in start-time order, error bars = the run's 95% bootstrap CI). Data comes from
+   point one run on its night: the nightly date, else the UTC day it started; error bars = the run's
+   95% CI; a click on a point opens that night's comparison, when there is one). Data comes from
    data/leaderboard.js (window.EVALKIT_DATA), which works from file:// where fetch() would not. */
 (function () {
   "use strict";
@@ -10,7 +11,8 @@
   var traces = series.map(function (s) {
     var values = s.points.map(function (p) { return p.value; });
     return {
-      x: s.points.map(function (p) { return p.started; }),
+      x: s.points.map(function (p) { return p.night; }),
+      customdata: s.points.map(function (p) { return p.comparison; }),
       y: values,
       text: s.points.map(function (p) { return p.run_id; }),
       name: s.task + " (" + s.version.split("--").pop() + ")",
@@ -27,8 +29,12 @@
   });
   Plotly.newPlot(element, traces, {
     margin: {t: 50, r: 20, b: 50, l: 50},
-    xaxis: {title: {text: "run start"}},
+    xaxis: {title: {text: "night"}, type: "date", tickformat: "%Y-%m-%d", dtick: 86400000},
     yaxis: {title: {text: "primary metric"}},
     legend: {orientation: "h", x: 0, y: 1.02, yanchor: "bottom"}
   }, {displaylogo: false, responsive: true});
+  element.on("plotly_click", function (event) {
+    var link = event.points.length && event.points[0].customdata;
+    if (link) { window.location.href = "../" + link; }
+  });
 })();
