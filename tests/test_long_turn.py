@@ -244,7 +244,8 @@ def test_twenty_simulated_turns_end_to_end(tmp_path: Path) -> None:
     # the simulator saw the conversation with the roles swapped, its own earlier words included
     sim_last = sim.requests[-1].body["messages"]
     assert sim_last[2] == {"role": "assistant", "content": "Simulated me, line 0, about Miso."}
-    assert sim_last[3]["content"].startswith("I remember Miso")
+    assert sim_last[3]["content"].startswith("The assistant said: I remember Miso")
+    assert "Now you feel worried. Say this in your own words: This is my line 1." in sim_last[3]["content"]
     summary = json.loads((store.root / "summary.json").read_text())
     checks = summary["tasks"]["long-turn"]["judges"]["long-turn-checks"]
     assert checks["metrics"]["memory_recall"]["value"] == 1.0
@@ -292,3 +293,10 @@ def test_resume_repeats_no_finished_user_or_model_turn(tmp_path: Path) -> None:
     assert [rows[k]["input"]["transcript"] for k in range(N_TURNS)] == [
         f"Simulated me, line {k}, about Miso." for k in range(N_TURNS)
     ]
+
+
+def test_the_simulators_stage_directions_and_labels_are_not_spoken() -> None:
+    from evalkit.tasks.long_turn.simulator import spoken_words
+
+    said = ModelOutput(text='User: "(smiles) I got the job! *laughs* [excited] It starts Monday."')
+    assert spoken_words(said) == "I got the job! It starts Monday."

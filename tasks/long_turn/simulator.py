@@ -13,6 +13,7 @@ actually said. Temperature 0: the same replies give the same user, so runs compa
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from evalkit.errors import UserTurnError
@@ -33,12 +34,12 @@ words, as this person would, reacting naturally to what the assistant just said.
 number and fact of the line exactly. Answer with only the words you say aloud: one to three short
 sentences, no quotation marks, no stage directions, no labels."""
 
-FIRST = "(The conversation begins.)"
+FIRST = "The assistant is listening."
 
 
 def direction(line: dict[str, Any]) -> str:
     """The cue for one turn: its mood and scripted words."""
-    return f'(Your next line, said feeling {line["affect"]}: "{line["text"]}")'
+    return f"Now you feel {line['affect']}. Say this in your own words: {line['text']}"
 
 
 def simulator_request(reference: dict[str, Any], k: int, said: list[str], replies: list[str]) -> ChatRequest:
@@ -49,8 +50,8 @@ def simulator_request(reference: dict[str, Any], k: int, said: list[str], replie
     lines = reference["turns"]
     messages = [Message(role="system", content=[TextPart(text=system)])]
     for i in range(k + 1):
-        heard = FIRST if i == 0 else (replies[i - 1] or "(the assistant said nothing)")
-        messages.append(Message(role="user", content=[TextPart(text=f"{heard}\n\n{direction(lines[i])}")]))
+        heard = FIRST if i == 0 else f"The assistant said: {replies[i - 1] or '(nothing)'}"
+        messages.append(Message(role="user", content=[TextPart(text=f"{heard}\n{direction(lines[i])}")]))
         if i < k:
             messages.append(Message(role="assistant", content=[TextPart(text=said[i])]))
     return ChatRequest(
@@ -58,12 +59,17 @@ def simulator_request(reference: dict[str, Any], k: int, said: list[str], replie
     )
 
 
+#: what a chat model adds around the words it would say: stage directions, labels, quotes
+_DIRECTIONS = re.compile(r"\([^)]*\)|\*[^*]*\*|\[[^\]]*\]")
+_LABEL = re.compile(r"^\s*(?:user|me|person|you|i say)\s*:\s*", re.IGNORECASE)
+
+
 def spoken_words(output: ModelOutput) -> str:
-    """The simulator's reply as words to speak: quotes and labels a chat model likes to add cut."""
-    text = (output.text or "").strip()
-    for label in ("User:", "Me:", "Person:"):
-        text = text.removeprefix(label).strip()
-    return text.strip('"').strip()
+    """The simulator's reply as words to speak: stage directions (``(smiles)``, ``*sighs*``),
+    a leading label and surrounding quotes cut, whitespace folded."""
+    text = _DIRECTIONS.sub(" ", output.text or "")
+    text = _LABEL.sub("", " ".join(text.split()))
+    return text.strip().strip('"').strip()
 
 
 async def simulate_turn(
