@@ -25,7 +25,6 @@ judge error saying so): ``evalkit study arena RUN_A RUN_B ... --judge SPEC`` run
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Literal
 
 from pydantic import Field
@@ -214,20 +213,10 @@ class ArenaJudge(ModelJudge):
             requests = [self.request(sample, first, second) for first, second in orders]
         except ValueError as exc:
             return self._error(str(exc), attempts=0)
-        results = await asyncio.gather(
-            *(self.ask_until_parsed(sample, r, parse_arena_verdict, ArenaParseError, REASK) for r in requests)
+        results, attempts, failed = await self.ask_each_until_parsed(
+            sample, requests, parse_arena_verdict, ArenaParseError, REASK, "order"
         )
-        attempts = max(r.attempts for r in results)
-        for i, result in enumerate(results, start=1):
-            if result.error is not None:
-                return self._error(f"order {i}: {self.call_error(result.error)}", result.attempts)
-            if result.value is None:
-                return self._error(
-                    f"order {i}: judge reply unreadable after {result.attempts} attempts: "
-                    f"{result.problems[-1]}",
-                    result.attempts,
-                )
-        return self._score(results, attempts)
+        return failed or self._score(results, attempts)
 
     def _score(self, results: list[Parsed[dict[str, str]]], attempts: int) -> Score:
         verdicts = [r.value for r in results if r.value is not None]

@@ -38,7 +38,6 @@ not calibrated across judge models, so compare runs judged by the same pinned ju
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -266,20 +265,10 @@ class ListenerJudge(ModelJudge):
         def parse(text: str | None) -> ListenerVerdict:
             return parse_listener_verdict(text, n)
 
-        results = await asyncio.gather(
-            *(self.ask_until_parsed(sample, r, parse, ListenerParseError, REASK) for r in requests)
+        results, attempts, failed = await self.ask_each_until_parsed(
+            sample, requests, parse, ListenerParseError, REASK, "pass"
         )
-        attempts = max(r.attempts for r in results)
-        for i, result in enumerate(results, start=1):
-            if result.error is not None:
-                return self._error(f"pass {i}: {self.call_error(result.error)}", result.attempts)
-            if result.value is None:
-                return self._error(
-                    f"pass {i}: judge reply unreadable after {result.attempts} attempts: "
-                    f"{result.problems[-1]}",
-                    result.attempts,
-                )
-        return self._score(results, attempts)
+        return failed or self._score(results, attempts)
 
     def _score(self, results: list[Parsed[ListenerVerdict]], attempts: int) -> Score:
         verdicts = [r.value for r in results if r.value is not None]

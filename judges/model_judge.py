@@ -213,6 +213,41 @@ class ModelJudge(Judge):
             lambda messages: self.ask(sample, messages), prompt, parse, parse_error, reask, self.retries
         )
 
+    async def ask_each_until_parsed(
+        self,
+        sample: Sample,
+        prompts: list[str | list[ContentPart]],
+        parse: Callable[[str | None], T],
+        parse_error: type[ValueError],
+        reask: str,
+        label: str,
+    ) -> tuple[list[Parsed[T]], int, Score | None]:
+        """Every prompt asked concurrently (the orders or passes of an order-bias control), each
+        until it parses: ``(results, attempts, None)``, or the judge error of the first prompt
+        that failed or stayed unreadable (``label`` names it: "order 2", "pass 1")."""
+        results = await asyncio.gather(
+            *(self.ask_until_parsed(sample, p, parse, parse_error, reask) for p in prompts)
+        )
+        attempts = max((r.attempts for r in results), default=0)
+        for i, result in enumerate(results, start=1):
+            if result.error is not None:
+                return (
+                    results,
+                    attempts,
+                    self._error(f"{label} {i}: {self.call_error(result.error)}", result.attempts),
+                )
+            if result.value is None:
+                return (
+                    results,
+                    attempts,
+                    self._error(
+                        f"{label} {i}: judge reply unreadable after {result.attempts} attempts: "
+                        f"{result.problems[-1]}",
+                        result.attempts,
+                    ),
+                )
+        return results, attempts, None
+
     def call_error(self, error: ErrorInfo) -> str:
         """How a failed judge call reads in the score's error message."""
         return f"judge model {self.model_spec}: [{error.kind}] {error.message}"
