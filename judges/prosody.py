@@ -19,7 +19,7 @@ import numpy as np
 
 from evalkit import audio as audio_io
 from evalkit.judges.base import Judge, MetricSpec
-from evalkit.judges.speech_features import ANALYSIS_RATE_HZ, ProsodyFeatures, extract_features
+from evalkit.judges.speech_features import ANALYSIS_RATE_HZ, ProsodyFeatures, analyse, extract_features
 from evalkit.records import AudioRef, ModelOutput, Sample, Score
 from evalkit.registry import register_judge
 
@@ -92,6 +92,14 @@ def measure(ref: AudioRef) -> ProsodyFeatures:
     return extract_features(samples, rate)
 
 
+def measure_turn(ref: AudioRef) -> dict[str, Any]:
+    """A model turn's features and its F0 contour thumbnail (``ClipAnalysis.contour_st``, which
+    the report draws at the turn), from one load and one analysis."""
+    samples, rate = audio_io.load(ref, sample_rate=ANALYSIS_RATE_HZ)
+    analysis = analyse(samples, rate)
+    return {**analysis.features.as_dict(), "contour_st": analysis.contour_st()}
+
+
 def _mean(values: list[float | int | None]) -> float | None:
     present = [float(v) for v in values if v is not None]
     return float(np.mean(present)) if present else None
@@ -134,7 +142,7 @@ class ProsodyJudge(Judge):
                     f"turn {k}: the model returned no speech; the prosody judge needs the model's audio "
                     "(use a speech-output model, or drop this judge from the task)"
                 )
-            rows.append({"turn": k, **measure(output.audio).as_dict()})
+            rows.append({"turn": k, **measure_turn(output.audio)})
         if not rows:
             raise ValueError("no answered turns to measure")
         user_rows = [

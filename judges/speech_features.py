@@ -494,6 +494,10 @@ def robust_pitch_stats(f0_hz: np.ndarray) -> dict[str, float] | None:
 # -- one analysis per clip -------------------------------------------------------------------------
 
 
+#: bins of a turn's F0 contour thumbnail (``ClipAnalysis.contour_st``)
+CONTOUR_POINTS = 40
+
+
 @dataclass(frozen=True, eq=False)
 class ClipAnalysis:
     """Everything the speech judges measure on one clip, computed once (``analyse``).
@@ -518,6 +522,19 @@ class ClipAnalysis:
     def features(self) -> ProsodyFeatures:
         """Features with the default pause length and no word timestamps (see ``features_of``)."""
         return features_of(self)
+
+    def contour_st(self, points: int = CONTOUR_POINTS) -> list[float | None]:
+        """The F0 contour for a thumbnail: ``points`` bins evenly over the clip, each the median
+        of its voiced frames in semitones re 100 Hz (rounded to 0.1), ``None`` where a bin has
+        no voiced frame. Small enough to keep per turn in scores.jsonl (the report draws it)."""
+        st = np.full(len(self.f0_hz), np.nan)
+        voiced = ~np.isnan(self.f0_hz)
+        st[voiced] = 12.0 * np.log2(self.f0_hz[voiced] / 100.0)
+        out: list[float | None] = []
+        for chunk in np.array_split(st, points):
+            values = chunk[~np.isnan(chunk)]
+            out.append(round(float(np.median(values)), 1) if len(values) else None)
+        return out
 
     @property
     def speech_s(self) -> float:

