@@ -17,7 +17,7 @@ to the report so the run folder still works when moved). Input clips are the dat
 they are linked where they lie (relative to the run directory), never copied into the page, so a
 report's size and memory do not grow with the inputs' bytes (issue 18); a run folder moved away
 from its data keeps everything but those players. Only audio inside the run directory or the
-task's recorded data folders is shown, and embedded audio is decoded and re-encoded as WAV
+task's recorded data folders is shown, and embedded audio is decoded and re-encoded as Ogg Vorbis
 (``AudioLinker``): a record naming ``/etc/passwd`` shows a note, never the file's bytes. All
 model text goes through jinja2's autoescape, and JSON inside ``<script>`` is escaped so
 ``</script>`` in model text cannot end it.
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from evalkit.audio import AudioError, is_audio_header, reencoded_wav
+from evalkit.audio import AudioError, is_audio_header, reencoded_ogg
 from evalkit.confine import PathEscapeError, confine, resolved_roots
 from evalkit.errors import EvalkitError
 from evalkit.feel import CORRECTNESS_RULE, FEEL_RULE
@@ -62,7 +62,7 @@ class AudioLinker:
     A path is shown only when it lies inside the run directory or a folder the manifest recorded
     for the record's task (``path_roots``: its data folder and ``--allow-path``), symlinks
     resolved (``evalkit.confine``), and the file is audio. Shown audio is decoded and re-encoded
-    as WAV into a data URI while the budget lasts (never the file's raw bytes), then linked
+    as Ogg Vorbis into a data URI while the budget lasts (never the file's raw bytes), then linked
     relative to the run directory (where report.html lives; header checked), so audio plays from
     file:// and still plays after the run folder is copied elsewhere."""
 
@@ -93,12 +93,12 @@ class AudioLinker:
             return None, why
         if file.stat().st_size <= self.budget:
             try:
-                wav = reencoded_wav(file)
+                ogg = reencoded_ogg(file)
             except AudioError:
                 return None, f"{path} (does not decode as audio)"
-            if len(wav) <= self.budget:
-                self.budget -= len(wav)
-                return "data:audio/wav;base64," + base64.b64encode(wav).decode("ascii"), None
+            if len(ogg) <= self.budget:
+                self.budget -= len(ogg)
+                return "data:audio/ogg;base64," + base64.b64encode(ogg).decode("ascii"), None
         return self._linked(file, path)
 
     def link(self, path: str | None, task: str | None = None) -> tuple[str | None, str | None]:

@@ -93,7 +93,7 @@ def test_cascade_demo_run_end_to_end(tmp_path: Path) -> None:
     report = (run_dir / "report.html").read_text()
     first = responses[0]["output"]
     assert first["trace"]["asr"].split()[0] in report
-    assert "data:audio/wav;base64," in report
+    assert "data:audio/ogg;base64," in report
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "completed"
     assert manifest["model"]["spec"].startswith("cascade:asr=tiny.en,llm=hf:smollm2-135m-instruct,tts=espeak")

@@ -472,8 +472,8 @@ def test_every_turn_has_playable_audio_inputs_linked_outputs_embedded(run: Built
     said = {(run.store.root / r.input.audio_path).resolve() for r in spoken_turns}
     assert {(run.store.root / src).resolve() for src in inputs} == said  # the dataset's files, linked
     for src in outputs:
-        assert src.startswith("data:audio/wav;base64,")
-        assert base64.b64decode(src.split(",", 1)[1])[:4] == b"RIFF"
+        assert src.startswith("data:audio/ogg;base64,")  # compressed: Ogg Vorbis, re-encoded
+        assert base64.b64decode(src.split(",", 1)[1])[:4] == b"OggS"
 
 
 def test_input_clips_are_linked_so_the_report_does_not_grow_with_their_bytes(run: BuiltRun) -> None:
