@@ -12,8 +12,10 @@ OUT    ?= runs
 demo: setup
 	$(BIN)/evalkit run --model cascade --tasks demo,demo-long-turn --out $(OUT)
 
+# two pytest-xdist workers (CI has 2 cores; each worker peaks at ~6 GiB with the speech models),
+# the 25 slowest tests listed so the suite's time stays visible
 test: setup lint
-	$(BIN)/pytest -m "not vllm" -q
+	$(BIN)/pytest -m "not vllm" -q -n 2 --durations=25
 
 test-fast: setup
 	$(BIN)/pytest -q
