@@ -72,6 +72,45 @@ class TaskResult:
     n_request_errors: int
     #: which way the primary metric is good, as its judge declared it (None: not declared)
     direction: str | None = None
+    #: the speech judges' headline metrics the task has (``SPEECH_COLUMNS`` label -> value, CI,
+    #: declared direction): how the model sounds, beside what it got right
+    speech: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+#: the speech judges' headline metrics the leaderboard shows as columns where a task has them:
+#: (judge, metric, column label); the direction is the one each judge declares in the run
+SPEECH_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("naturalness", "dnsmos_ovrl", "DNSMOS"),
+    ("naturalness", "distillmos", "DistillMOS"),
+    ("prosody", "monotony_index", "monotony"),
+    ("prosody", "pitch_sd_st", "pitch SD st"),
+    ("emotion", "unjustified_jumps", "unjustified jumps"),
+    ("emotion", "ignored_user_changes", "ignored user changes"),
+    ("voice", "timbre_drift", "voice switch"),
+    ("asr", "wer", "WER (spoken vs text)"),
+    ("listener", "listener_turn_mean", "listener 1-5"),
+)
+
+
+def speech_results(
+    name: str, task_summary: dict[str, Any], judges_recorded: dict[str, Any] | None
+) -> dict[str, dict[str, Any]]:
+    """``SPEECH_COLUMNS`` present in the task's summary: label -> value, CI, direction."""
+    out: dict[str, dict[str, Any]] = {}
+    for judge, metric, label in SPEECH_COLUMNS:
+        stats = ((task_summary.get("judges") or {}).get(judge) or {}).get("metrics") or {}
+        value = stats.get(metric)
+        if not isinstance(value, dict) or value.get("value") is None:
+            continue
+        declared = recorded_metric_specs(judges_recorded or {}, name, judge)
+        out[label] = {
+            "value": value.get("value"),
+            "ci_low": value.get("ci_low"),
+            "ci_high": value.get("ci_high"),
+            "direction": next((d.direction for d in declared if d.name == metric), None),
+            "metric": f"{judge}/{metric}",
+        }
+    return out
 
 
 @dataclass
@@ -234,6 +273,7 @@ def task_result(
         n_parse_failures=int(stats.get("n_parse_failures", 0)),
         n_request_errors=int((task_summary.get("requests") or {}).get("n_errors", 0)),
         direction=next((s.direction for s in declared if s.name == metric), None),
+        speech=speech_results(name, task_summary, judges_recorded),
     )
 
 

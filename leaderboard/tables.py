@@ -8,6 +8,10 @@ The rules, also printed on the site (``OVERALL_RULE``, ``VERSION_RULE``):
   every run still appears in the model's history.
 - The task's *reference version* is the group with the most models (ties: the one with the newest
   run). Other groups are shown as separate tables with a warning; they never enter the overall.
+- A table shows, beside the primary metric, the speech judges' headline metrics its runs have
+  (``SPEECH_COLUMNS``: naturalness MOS, monotony, pitch SD, unjustified jumps, ignored user
+  changes, voice switches, spoken-vs-text WER, the listener's score), each with its CI and the
+  direction its judge declares; rank and order follow the primary metric.
 - Within a table the best row comes first by the direction the metric's judge declares
   (``MetricSpec.direction``: a lower-is-better metric such as WER sorts ascending).
 - Overall = unweighted mean of the primary metric over the benchmarks (reference versions only)
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
-from evalkit.leaderboard.runs import RunEntry, TaskResult, VersionKey
+from evalkit.leaderboard.runs import SPEECH_COLUMNS, RunEntry, TaskResult, VersionKey
 
 OVERALL_RULE = (
     "Overall = unweighted mean of each benchmark's primary metric, over the benchmarks whose primary "
@@ -81,7 +85,20 @@ def _row_dict(row: Row) -> dict[str, Any]:
         "display": row.run.display,
         "settings": row.run.settings_text,
         "card_digest": row.run.identity[1] or None,
+        "speech": res.speech,
     }
+
+
+def speech_columns(rows: list[Row]) -> list[dict[str, Any]]:
+    """The ``SPEECH_COLUMNS`` some row of a table has, in their order, with the declared
+    direction (for the arrow and the sort) and the judge/metric they come from."""
+    present: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        for label, cell in row.result.speech.items():
+            present.setdefault(
+                label, {"label": label, "direction": cell["direction"], "metric": cell["metric"]}
+            )
+    return [present[label] for _, _, label in SPEECH_COLUMNS if label in present]
 
 
 def ranked(rows: list[dict[str, Any]], key: str = "value") -> list[dict[str, Any]]:
@@ -131,6 +148,7 @@ def version_groups(runs: list[RunEntry]) -> dict[str, list[dict[str, Any]]]:
                 "direction": direction,
                 "dataset": rows[0].result.dataset,
                 "rows": ranked([_row_dict(r) for r in rows]),
+                "speech_columns": speech_columns(rows),
                 "_rank": (len(rows), newest),
             }
         )

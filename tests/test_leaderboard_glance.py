@@ -252,3 +252,71 @@ def test_history_axis_shows_nights_and_the_comparison_link_opens(built: tuple[Pa
         driver.find_element("css selector", "a.comparison").click()
         wait_until(lambda: "nights/2025-06-02/" in driver.current_url)
         assert "vs cand" in driver.find_element("tag name", "body").text
+
+
+def test_benchmark_tables_show_the_speech_judges_columns_with_declared_directions(tmp_path: Path) -> None:
+    """A spoken task's table shows, beside its primary metric, the speech judges' headline metrics
+    the runs have (here naturalness DNSMOS, higher is better, and prosody monotony, lower), with
+    CIs and arrows from the recorded declarations; a text task's table shows none."""
+    import re
+
+    from evalkit.leaderboard.runs import load_run
+    from evalkit.leaderboard.tables import version_groups
+
+    specs = {
+        "dnsmos_ovrl": {
+            "name": "dnsmos_ovrl",
+            "direction": "higher",
+            "unit": "MOS",
+            "range": [1, 5],
+            "description": "DNSMOS overall",
+        },
+        "monotony_index": {
+            "name": "monotony_index",
+            "direction": "lower",
+            "unit": "",
+            "range": [0, 1],
+            "description": "monotony",
+        },
+    }
+    folders = []
+    for name, mos, mono in (("flat", 2.1, 0.8), ("lively", 3.4, 0.3)):
+        folder = write_run(
+            tmp_path, name, f"openai:{name}@http://h:1/v1", {"qa": 0.6}, 0.2, "2025-06-01T02:00:00+0000"
+        )
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        spoken = task_summary("numeric", "accuracy", 0.5)
+        for judge, metric, value in (
+            ("naturalness", "dnsmos_ovrl", mos),
+            ("prosody", "monotony_index", mono),
+        ):
+            stats = {"value": value, "ci_low": value - 0.1, "ci_high": value + 0.1, "n": 10}
+            spoken["judges"][judge] = {"n": 10, "n_scored": 10, "coverage": 1.0, "metrics": {metric: stats}}
+        summary["tasks"]["spoken"] = spoken
+        manifest["tasks"].append(
+            {**manifest["tasks"][0], "name": "spoken", "judges": ["numeric", "naturalness", "prosody"]}
+        )
+        manifest["judges"]["spoken"] = {
+            "numeric": {"metrics": [ACC_SPEC]},
+            "naturalness": {"metrics": [specs["dnsmos_ovrl"]]},
+            "prosody": {"metrics": [specs["monotony_index"]]},
+        }
+        (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+        (folder / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+        folders.append(folder)
+    groups = version_groups([load_run(f) for f in folders])
+    (spoken_group,) = groups["spoken"]
+    columns = [(c["label"], c["direction"]) for c in spoken_group["speech_columns"]]
+    assert columns == [("DNSMOS", "higher"), ("monotony", "lower")]
+    by_run = {r["run_id"]: r["speech"] for r in spoken_group["rows"]}
+    assert by_run["lively"]["DNSMOS"]["value"] == 3.4 and by_run["flat"]["monotony"]["value"] == 0.8
+    assert groups["qa"][0]["speech_columns"] == []
+    site = tmp_path / "site"
+    build_site(folders, site)
+    page = next((site / "benchmarks").glob("spoken-*.html")).read_text(encoding="utf-8")
+    heads = re.findall(r'<th data-type="num" class="speech-col"[^>]*>([^<]*)</th>', page)
+    assert heads == ["DNSMOS ↑", "monotony ↓"]
+    assert "3.400" in page and "[0.200, 0.400]" in page
+    qa = next((site / "benchmarks").glob("qa-*.html")).read_text(encoding="utf-8")
+    assert "speech-col" not in qa
