@@ -28,30 +28,31 @@ PERCENTILES = (50, 95, 99, 99.5, 100)
 N_TURNS = 8
 
 
-def main(n_conversations: int) -> None:
+def pair_changes(speakers: list[list[dict[str, float | None]]]) -> dict[str, list[float]]:
+    """cue -> |change| over every pair of two turns of one speaker's conversation."""
     changes: dict[str, list[float]] = {c: [] for c in JUMP_THRESHOLDS}
-    for seed in range(100, 100 + n_conversations):
-        conv = sv.conversation("steady", seed=seed, n_turns=N_TURNS)
-        speakers = [
-            [
-                affect_cues(extract_features(x, conv.rate), x, conv.rate, text)
-                for x, text in zip(conv.clips, conv.texts, strict=True)
-            ]
-        ]
-        # the second voice (the dialogues' user) without text: its tempo is not measured
-        dialogue = sv.dialogue("steady", seed=seed, n_turns=N_TURNS)
-        speakers.append(
-            [affect_cues(extract_features(x, dialogue.rate), x, dialogue.rate, None) for x in dialogue.user]
-        )
-        for cues in speakers:
-            for a, b in itertools.combinations(cues, 2):
-                for cue, values in changes.items():
-                    if a[cue] is not None and b[cue] is not None:
-                        values.append(abs(b[cue] - a[cue]))
-    print(f"{sv.BACKEND}: {n_conversations} steady conversations x {N_TURNS} turns, two voices")
+    for cues in speakers:
+        for a, b in itertools.combinations(cues, 2):
+            for cue, values in changes.items():
+                if a[cue] is not None and b[cue] is not None:
+                    values.append(abs(b[cue] - a[cue]))
+    return changes
+
+
+def print_percentiles(title: str, changes: dict[str, list[float]]) -> None:
+    print(title)
     for cue, values in changes.items():
         figures = ", ".join(f"p{p}={np.percentile(values, p):.2f}" for p in PERCENTILES)
         print(f"{cue:12s} pairs={len(values)} {figures}  (threshold now {JUMP_THRESHOLDS[cue]})")
+
+
+def main(n_conversations: int) -> None:
+    speakers = []
+    for seed in range(100, 100 + n_conversations):
+        speakers.append(_cues_of(sv.conversation("steady", seed=seed, n_turns=N_TURNS)))
+        speakers.append(_user_cues(seed))
+    title = f"{sv.BACKEND}: {n_conversations} steady conversations x {N_TURNS} turns, two voices"
+    print_percentiles(title, pair_changes(speakers))
 
 
 #: espeak-ng: 20 sentences (the validation set's and a few questions) in three voices, at espeak's
@@ -75,7 +76,7 @@ def espeak_main() -> None:
     from evalkit import audio as audio_io
     from evalkit.records import AudioRef
 
-    changes: dict[str, list[float]] = {c: [] for c in JUMP_THRESHOLDS}
+    speakers = []
     for voice in ESPEAK_VOICES:
         cues = []
         for text in (*sv.SENTENCES, *ESPEAK_EXTRA):
@@ -84,14 +85,8 @@ def espeak_main() -> None:
             )
             x, rate = audio_io.load(AudioRef(data=wav.stdout), sample_rate=16000)
             cues.append(affect_cues(extract_features(x, rate), x, rate, text))
-        for a, b in itertools.combinations(cues, 2):
-            for cue, values in changes.items():
-                if a[cue] is not None and b[cue] is not None:
-                    values.append(abs(b[cue] - a[cue]))
-    print(f"espeak-ng: {len(ESPEAK_VOICES)} voices")
-    for cue, values in changes.items():
-        figures = ", ".join(f"p{p}={np.percentile(values, p):.2f}" for p in PERCENTILES)
-        print(f"{cue:12s} pairs={len(values)} {figures}  (threshold now {JUMP_THRESHOLDS[cue]})")
+        speakers.append(cues)
+    print_percentiles(f"espeak-ng: {len(ESPEAK_VOICES)} voices", pair_changes(speakers))
 
 
 def _cues_of(conv: sv.Conversation) -> list[dict[str, float | None]]:
@@ -99,6 +94,12 @@ def _cues_of(conv: sv.Conversation) -> list[dict[str, float | None]]:
         affect_cues(extract_features(x, conv.rate), x, conv.rate, text)
         for x, text in zip(conv.clips, conv.texts, strict=True)
     ]
+
+
+def _user_cues(seed: int) -> list[dict[str, float | None]]:
+    """The second voice: the user turns of a steady dialogue, without text (no tempo)."""
+    dialogue = sv.dialogue("steady", seed=seed, n_turns=N_TURNS)
+    return [affect_cues(extract_features(x, dialogue.rate), x, dialogue.rate, None) for x in dialogue.user]
 
 
 def shift_main(n_seeds: int) -> None:
@@ -110,10 +111,7 @@ def shift_main(n_seeds: int) -> None:
 
     speakers = [_cues_of(sv.conversation("steady", seed=s, n_turns=N_TURNS)) for s in range(100, 132)]
     for seed in range(100, 116):
-        dialogue = sv.dialogue("steady", seed=seed, n_turns=N_TURNS)
-        speakers.append(
-            [affect_cues(extract_features(x, dialogue.rate), x, dialogue.rate, None) for x in dialogue.user]
-        )
+        speakers.append(_user_cues(seed))
     for cue in TURN_SD:
         residuals, dof = [], 0
         for turns in speakers:

@@ -95,7 +95,7 @@ from evalkit.errors import EvalkitError
 from evalkit.judges.base import Direction, judge_difference, recorded_metric_specs, recorded_turn_metric_specs
 from evalkit.records import ScoreRecord
 from evalkit.run_files import Manifest
-from evalkit.stats import DEFAULT_RESAMPLES, bootstrap_ci
+from evalkit.stats import DEFAULT_RESAMPLES, bootstrap_ci, is_binary
 from evalkit.store import RunStore
 from evalkit.turn_stats import Track, paired_slope_difference, shared_slopes, slope_summary, tracks_of
 from evalkit.turn_stats import verdict as turn_verdict
@@ -369,7 +369,7 @@ def compare_metric(
     level = 1 - options.alpha
     seed = _seed_for(options.seed, task, judge, metric)
     result.ci_low, result.ci_high = bootstrap_ci(diffs, seed, level=level, resamples=options.resamples)
-    result.binary = bool(np.isin(b, (0.0, 1.0)).all() and np.isin(c, (0.0, 1.0)).all())
+    result.binary = is_binary(b.tolist()) and is_binary(c.tolist())
     if result.binary:
         result.p_value, result.discordant = mcnemar_exact(b, c)
         result.significant = result.p_value < options.alpha

@@ -3,8 +3,9 @@ percentile bootstrap for everything else (the same run and seed always print the
 
 Why two: the percentile bootstrap of a 0/1 metric collapses to a point at 0 or 1 (0 correct out of
 4 gives ``0.000 [0.000, 0.000]``, claiming certainty from four items), and is too narrow near the
-ends for small n. The Wilson interval (``scipy.stats.binomtest(...).proportion_ci("wilson")``)
-keeps its coverage there: 0/4 is [0.000, 0.490]."""
+ends for small n. The Wilson score interval (``wilson_ci``, the closed form, equal to
+``scipy.stats.binomtest(...).proportion_ci(method="wilson")``) keeps its coverage there: 0/4 is
+[0.000, 0.490]."""
 
 from __future__ import annotations
 

@@ -80,14 +80,21 @@ class ChatHttp:
     async def aclose(self) -> None:
         session, self._session = self._session, None
         loop, self._loop = self._loop, None
-        if session is None:
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            await session.close()
+        await close_on_its_loop(session, loop)
+
+
+async def close_on_its_loop(client: Any, loop: asyncio.AbstractEventLoop | None) -> None:
+    """``await client.close()`` when called on the event loop the client was made on; a client
+    of a loop that is gone (or another loop) is dropped instead: closing it there would raise.
+    Used for the aiohttp session here and for the openai client (``models.openai_chat``)."""
+    if client is None:
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        await client.close()
 
 
 class JsonSafe(str):

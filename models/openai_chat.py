@@ -46,7 +46,7 @@ from evalkit.clips import ObjectMemo
 from evalkit.errors import EndpointUnreachable, ModelError, SpecError
 from evalkit.manifest import redact_urls
 from evalkit.models.base import Capabilities, ModelAdapter
-from evalkit.models.chat_http import ChatHttp, JsonSafe, drain, is_unreachable, map_error
+from evalkit.models.chat_http import ChatHttp, JsonSafe, close_on_its_loop, drain, is_unreachable, map_error
 from evalkit.models.reasoning import split_reasoning
 from evalkit.records import (
     AudioPart,
@@ -712,14 +712,7 @@ class OpenAIChatAdapter(ModelAdapter):
             await self._http.aclose()
         client, self._client = self._client, None
         loop, self._client_loop = self._client_loop, None
-        if client is None:
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            await client.close()
+        await close_on_its_loop(client, loop)
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
