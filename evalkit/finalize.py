@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import importlib
 import itertools
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from evalkit.errors import EvalkitError
-from evalkit.records import SCHEMA_VERSION, ScoreRecord
+from evalkit.records import SCHEMA_VERSION, ResponseRecord, ScoreRecord
 from evalkit.run_files import Manifest
 from evalkit.sharding import parse_shard
 from evalkit.store import MANIFEST, RunStore
@@ -66,6 +66,8 @@ def finish_files(store: RunStore, manifest: Manifest, scan: ReportScan | None = 
     deque(samples, maxlen=0)
     if scan is not None:
         responses, scores = _tap(responses, scan.add_response), _tap(scores, scan.add_score)
+    sources = AnswerSources()
+    responses = _tap(responses, sources.add)
     # streamed off the rewrite: summarising keeps compact numbers, never every record (flat memory)
     tasks = [t.model_dump(by_alias=True, exclude_unset=True) for t in manifest.tasks]
     summary = summarise_run(tasks, scores, responses, manifest.seed, manifest.judges)
@@ -79,8 +81,28 @@ def finish_files(store: RunStore, manifest: Manifest, scan: ReportScan | None = 
             "note": f"shard {shard} only: metrics cover this shard's samples; join all shards with "
             "`evalkit merge` for the run's results",
         }
+    store.update_manifest(answer_sources=sources.counts())
     store.write_summary(summary)
     return summary
+
+
+class AnswerSources:
+    """Where the run's answers came from, counted off finalize's sorted responses (the latest
+    record per turn): asked in this run (``fresh``) or served by the cache entry of another run
+    (``cached_from``: run id -> answers). Recorded in the manifest as ``answer_sources``."""
+
+    def __init__(self) -> None:
+        self.fresh = 0
+        self.cached_from: dict[str, int] = defaultdict(int)
+
+    def add(self, record: ResponseRecord) -> None:
+        if record.cached:
+            self.cached_from[record.cached_from or "(unrecorded run)"] += 1
+        else:
+            self.fresh += 1
+
+    def counts(self) -> dict[str, Any]:
+        return {"fresh": self.fresh, "cached_from": dict(self.cached_from)}
 
 
 def _tap(records: Iterator[R], see: Callable[[R], Any]) -> Iterator[R]:

@@ -118,6 +118,8 @@ class RunProgress:
             console=console or Console(file=sys.stderr),
             disable=not enabled,
         )
+        #: False with ``--no-progress``: nothing is shown, so the totals need not be counted
+        self.enabled = enabled
         self._ids: dict[str, int] = {}
         self.counts: dict[str, Counts] = {}
         self._phase_id: int | None = None

@@ -238,8 +238,8 @@ class Runner:
                 await self.process_sample(task, index, sample)
 
         self.progress.phase("generating")
-        for task in self.tasks:
-            self.progress.add_task(task.name, *self._totals(task))
+        for task in self.tasks:  # totals read every sample once more: only when they are shown
+            self.progress.add_task(task.name, *(self._totals(task) if self.progress.enabled else (None, None)))
         workers = [asyncio.ensure_future(worker()) for _ in range(max(1, self.config.concurrency))]
         try:
             await asyncio.gather(*workers)
@@ -457,7 +457,6 @@ def _end_session(
                 **({"replicas": adapter.session_stats()} if isinstance(adapter, ReplicaPool) else {}),
             },
             cache=cache.stats() if cache is not None else None,
-            answer_sources=answer_sources(store),
             model_roles=runner.service.describe(),
         ),
     )
@@ -491,19 +490,6 @@ def disk_full_error(store: RunStore, errors: list[OSError], finished: bool = Fal
         f"as failed, every finished record is kept{manifest}: free space, then "
         f"`evalkit run --resume {store.root}`"
     )
-
-
-def answer_sources(store: RunStore) -> dict[str, Any]:
-    """Where the run's answers came from: asked in this run (``fresh``) or served by the cache
-    entry of another run (``cached_from``: run id -> answers). Latest record per turn."""
-    fresh = 0
-    cached: dict[str, int] = defaultdict(int)
-    for rec in store.iter_latest_responses():
-        if rec.cached:
-            cached[rec.cached_from or "(unrecorded run)"] += 1
-        else:
-            fresh += 1
-    return {"fresh": fresh, "cached_from": dict(cached)}
 
 
 class Interrupted(KeyboardInterrupt):

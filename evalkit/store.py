@@ -510,14 +510,21 @@ class RunStore:
         try:
             with open(path, "rb") as src, open(tmp, "w", encoding="utf-8") as out:
 
-                def kept() -> Iterator[R]:
+                def kept() -> Iterator[tuple[bytes, R]]:
                     for _, start, length in sorted(latest.values(), key=lambda item: item[0]):
                         src.seek(start)
-                        yield parse_line(src.read(length), record_type)
+                        raw = src.read(length)
+                        yield raw, parse_line(raw, record_type)
 
-                for record in transform(kept()) if transform is not None else kept():
-                    out.write(record.model_dump_json(exclude_none=True) + "\n")
-                    yield record
+                if transform is None:  # a line this version wrote is copied as it is (no re-dump)
+                    for raw, record in kept():
+                        current = getattr(record, "schema_version", None) == SCHEMA_VERSION
+                        out.write(raw.decode("utf-8") if current else record.to_json() + "\n")
+                        yield record
+                else:
+                    for record in transform(record for _, record in kept()):
+                        out.write(record.to_json() + "\n")
+                        yield record
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, path)

@@ -158,6 +158,28 @@ def test_confine_resolves_dots_absolute_paths_and_symlinks(tmp_path: Path) -> No
     assert confine(tmp_path / "data-link" / "clips" / "ok.wav", [tmp_path / "data-link"], "x").is_file()
 
 
+
+def test_resolved_path_agrees_with_a_full_resolve(tmp_path: Path, monkeypatch) -> None:
+    """The folder memo of ``resolved_path`` gives what ``Path.resolve`` gives, for dots, links to
+    folders and files, missing files, relative paths (whatever the cwd) and a folder relinked."""
+    from evalkit.confine import resolved_path
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "f.wav").write_bytes(b"x")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "f.wav").write_bytes(b"y")
+    (tmp_path / "ln").symlink_to(tmp_path / "a", target_is_directory=True)
+    (tmp_path / "a" / "b" / "link.wav").symlink_to(tmp_path / "other" / "f.wav")
+    cases = [
+        "a/b/f.wav", "a/./b/f.wav", "a/b/../b/f.wav", "ln/b/f.wav", "ln/b/../../other/f.wav",
+        "a/b/link.wav", "a/b/missing.wav", "missing/dir/x.wav", "a/b/..", "a/b/.", "a//b/f.wav",
+    ]  # fmt: skip
+    for where in (tmp_path, tmp_path / "a"):
+        monkeypatch.chdir(where)
+        for case in cases:
+            for given in (case, str(tmp_path / case)):
+                assert resolved_path(given) == str(Path(given).resolve()), given
+
 def test_fingerprint_never_reads_a_refused_file(tmp_path: Path) -> None:
     layout = make_layout(tmp_path)
     [task] = resolve_tasks(f"jsonl:path={layout.samples},judges=numeric")
