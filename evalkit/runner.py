@@ -239,7 +239,8 @@ class Runner:
 
         self.progress.phase("generating")
         for task in self.tasks:  # totals read every sample once more: only when they are shown
-            self.progress.add_task(task.name, *(self._totals(task) if self.progress.enabled else (None, None)))
+            totals = self._totals(task) if self.progress.enabled else (None, None)
+            self.progress.add_task(task.name, *totals)
         workers = [asyncio.ensure_future(worker()) for _ in range(max(1, self.config.concurrency))]
         try:
             await asyncio.gather(*workers)
