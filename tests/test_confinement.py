@@ -158,7 +158,6 @@ def test_confine_resolves_dots_absolute_paths_and_symlinks(tmp_path: Path) -> No
     assert confine(tmp_path / "data-link" / "clips" / "ok.wav", [tmp_path / "data-link"], "x").is_file()
 
 
-
 def test_resolved_path_agrees_with_a_full_resolve(tmp_path: Path, monkeypatch) -> None:
     """The folder memo of ``resolved_path`` gives what ``Path.resolve`` gives, for dots, links to
     folders and files, missing files, relative paths (whatever the cwd) and a folder relinked."""
@@ -179,6 +178,7 @@ def test_resolved_path_agrees_with_a_full_resolve(tmp_path: Path, monkeypatch) -
         for case in cases:
             for given in (case, str(tmp_path / case)):
                 assert resolved_path(given) == str(Path(given).resolve()), given
+
 
 def test_fingerprint_never_reads_a_refused_file(tmp_path: Path) -> None:
     layout = make_layout(tmp_path)
