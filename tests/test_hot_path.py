@@ -171,3 +171,52 @@ def test_a_body_with_spliced_base64_is_the_json_the_encoder_writes() -> None:
             "messages": [{"role": "user", "content": [part, {"type": "text", "text": text}]}],
         }
         assert json_body(body) == json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def test_the_request_phase_leaves_no_reference_cycles(tmp_path: Path) -> None:
+    """Every request of a run is freed by reference counting, never left for the garbage
+    collector: a cycle per request (json_body's recursive closure was one) kept each ~90 kB body
+    alive until a collection and made the collector run and walk them (issue 18). Measured over a
+    real run's request phase against the loopback server: 40 requests, none of their objects in cycles."""
+    import gc
+    import json
+
+    import evalkit.runner as runner
+    from evalkit.runner import RunConfig, evaluate
+
+    samples = tmp_path / "s.jsonl"
+    with open(samples, "w", encoding="utf-8") as fh:
+        for i in range(40):
+            clip = _wav(tmp_path / f"c{i}.wav")
+            turn = {"role": "user", "text": f"Say {i}", "audio": {"path": str(clip)}}
+            sample = {"id": f"s{i}", "task": "s", "conversation": [turn], "reference": {"answer": i}}
+            fh.write(json.dumps(sample) + "\n")
+    garbage: list[str] = []
+    original = runner.Runner.run
+
+    async def run_saving_garbage(self) -> None:
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            await original(self)
+            gc.collect()
+            garbage.extend(type(o).__name__ for o in gc.garbage)
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+
+    with OpenAIServer() as server, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner.Runner, "run", run_saving_garbage)
+        config = RunConfig(
+            model=f"openai:{server.model}@{server.base_url}",
+            tasks=f"jsonl:path={samples},judges=numeric",
+            concurrency=8,
+            out_dir=str(tmp_path / "runs"),
+            cache_path=str(tmp_path / "cache.sqlite"),
+        )
+        store = evaluate(config, show_progress=False)
+        assert server.hits == 40
+    summary = json.loads((store.root / "summary.json").read_text(encoding="utf-8"))
+    assert summary["tasks"]["jsonl-s"]["judges"]["numeric"]["metrics"]["accuracy"]["value"] == 1.0
+    # what is left is a few classes made once (and their tuples), never a request's objects
+    assert set(garbage) <= {"type", "tuple"} and len(garbage) < 40, garbage
