@@ -77,6 +77,7 @@ class AudioLinker:
         self.roots_by_task = roots_by_task or {}
         self._resolved: dict[str, tuple[Path, ...]] = {}
         self._real_root: Path | None = None
+        self._folder_links: dict[str, str] = {}
 
     @classmethod
     def for_run(cls, run_root: Path, manifest: Manifest, budget: int = EMBED_LIMIT_BYTES) -> AudioLinker:
@@ -131,9 +132,19 @@ class AudioLinker:
         """A relative link to an audio file (its header checked), or why not."""
         if not is_audio_header(file):
             return None, f"{path} (not an audio file)"
-        if self._real_root is None:  # resolved once: a page links up to thousands of clips
-            self._real_root = self.run_root.resolve()
-        return quote(Path(os.path.relpath(file, self._real_root)).as_posix()), None
+        folder, name = os.path.split(file)
+        return self._folder_link(folder) + quote(name), None
+
+    def _folder_link(self, folder: str) -> str:
+        """The quoted link prefix of a folder, relative to the run directory, made once per folder
+        (a page links up to thousands of clips, most of them in a few folders)."""
+        link = self._folder_links.get(folder)
+        if link is None:
+            if self._real_root is None:
+                self._real_root = self.run_root.resolve()
+            relative = Path(os.path.relpath(folder, self._real_root)).as_posix()
+            link = self._folder_links[folder] = "" if relative == "." else quote(relative) + "/"
+        return link
 
 
 def max_samples_setting(explicit: int | None = None) -> int:
@@ -383,7 +394,12 @@ def scan_run(store: RunStore, summary: Summary, cap: int) -> ReportScan:
 def _with_audio(rows: list[dict[str, Any]], linker: AudioLinker) -> list[dict[str, Any]]:
     """Attach display turns (audio resolved) only to the samples that are shown, so the embedding
     budget is spent on what the page holds."""
-    return [{**row, "turns": [_turn_view(r, linker) for r in row["records"]]} for row in rows]
+    out = []
+    for row in rows:
+        turns = [_turn_view(r, linker) for r in row["records"]]
+        playable = any(t["input_audio"] or t["audio"] for t in turns)  # the play-in-order button
+        out.append({**row, "turns": turns, "playable": playable})
+    return out
 
 
 # -- rendering ---------------------------------------------------------------------------------------

@@ -223,6 +223,13 @@ def with_turn_views(row: dict[str, Any], primary: tuple[str, str] | None) -> dic
         **row,
         "strip": strip,
         "strip_columns": strip_columns(strip),
+        # which optional strip rows the page draws, decided here once rather than by a template
+        # filter per row and sample (a 1000-sample page rendered them 4000 times)
+        "strip_rows": {
+            "correct": any(c["correct"] is not None for c in strip),
+            "contour": any(c.get("contour") for c in strip),
+            "events": any(c["events"] for c in strip),
+        },
         "score": sample_score(row["scores"], primary),
     }
     out["trajectory"] = trajectory_svg(strip)
