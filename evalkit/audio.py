@@ -3,6 +3,10 @@
 torchaudio is deliberately not used: its PyPI build is CUDA-only and fails to import next to CPU
 torch. Every failure here raises ``AudioError`` whose message names the file and what is wrong,
 so the runner can record it as an ``input_audio`` error and move on to the next sample.
+
+numpy and soundfile are imported by the functions that decode or encode, not by this module: a run
+whose clips already are the wire format (16-bit WAV, sent as they are) never decodes one, and
+importing the two (with libsndfile) was ~0.1 s of its start (issue 18).
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import soundfile as sf
+from typing import TYPE_CHECKING
 
 from evalkit.errors import EvalkitError
 from evalkit.records import AudioRef
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class AudioError(EvalkitError):
@@ -34,6 +39,9 @@ def load(ref: AudioRef, sample_rate: int | None = None, mono: bool = True) -> tu
 
     Returns ``(samples, rate)``; samples are shape ``(n,)`` when mono else ``(n, channels)``.
     """
+    import numpy as np
+    import soundfile as sf
+
     where = _describe(ref)
     try:
         raw = ref.read_bytes()
@@ -60,6 +68,7 @@ def load(ref: AudioRef, sample_rate: int | None = None, mono: bool = True) -> tu
 
 def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     """High-quality resampling (soxr 'HQ'); works on (n,) and (n, channels) arrays."""
+    import numpy as np
     import soxr
 
     if rate_in == rate_out:
@@ -69,6 +78,8 @@ def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
 
 def duration(ref: AudioRef) -> float:
     """Seconds of audio, read from the header only."""
+    import soundfile as sf
+
     if ref.path is not None:
         return float(sf.info(ref.path).duration)
     return float(sf.info(io.BytesIO(ref.read_bytes())).duration)
@@ -76,6 +87,8 @@ def duration(ref: AudioRef) -> float:
 
 def wav_bytes(samples: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> bytes:
     """Encode samples as a WAV file in memory (16-bit PCM by default: what every API accepts)."""
+    import soundfile as sf
+
     buf = io.BytesIO()
     sf.write(buf, samples, sample_rate, format="WAV", subtype=subtype)
     return buf.getvalue()
@@ -156,6 +169,8 @@ def reencoded_ogg(path: Path) -> bytes:
     """The file decoded and written again as Ogg Vorbis (libsndfile, any sample rate): what a
     report embeds, about a fifth to a tenth of the 16-bit WAV of speech, decoded and re-encoded
     like ``reencoded_wav`` so only sound leaves a file. ``AudioError`` when it does not decode."""
+    import soundfile as sf
+
     samples, rate = load(AudioRef(path=str(path)), mono=False)
     buf = io.BytesIO()
     sf.write(buf, samples, rate, format="OGG", subtype="VORBIS")
@@ -172,6 +187,8 @@ def is_audio_header(path: Path) -> bool:
         return False
     if header is not None:
         return header.frames > 0 and header.channels > 0 and header.samplerate > 0
+    import soundfile as sf
+
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError, OSError):

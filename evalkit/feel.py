@@ -36,8 +36,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from evalkit.judges.base import MetricSpec
 from evalkit.run_files import Summary
 from evalkit.stats import metric_summary
@@ -146,6 +144,8 @@ def feel_summary(
     if all("absent" in p for p in parts):
         return None
     shared = set.intersection(*(set(c) for c in columns)) if columns else set()
+    import numpy as np  # only a run with a feel needs it
+
     per_conversation = [float(np.mean([c[s] for c in columns])) for s in sorted(shared)]
     out: dict[str, Any] = {**metric_summary(per_conversation, _seed_for(seed, "feel")), "parts": parts}
     if not columns:

@@ -13,8 +13,6 @@ import math
 from collections.abc import Sequence
 from statistics import NormalDist
 
-import numpy as np
-
 DEFAULT_RESAMPLES = 2000
 
 
@@ -22,6 +20,8 @@ def bootstrap_ci(
     values: Sequence[float], seed: int, level: float = 0.95, resamples: int = DEFAULT_RESAMPLES
 ) -> tuple[float | None, float | None]:
     """Percentile bootstrap interval of the mean; ``(None, None)`` for fewer than two values."""
+    import numpy as np  # only a bootstrap needs it: a run of 0/1 metrics never imports numpy
+
     data = np.asarray(values, dtype=np.float64)
     if data.size < 2:
         return None, None
@@ -66,13 +66,37 @@ def mean_ci(
     return (*bootstrap_ci(values, seed, level), "bootstrap")
 
 
+def mean(values: Sequence[float]) -> float | None:
+    """The mean (None without values): of 0/1 values their count over n, exactly what numpy
+    gives, without importing it; of anything else numpy's (pairwise summation)."""
+    if not len(values):
+        return None
+    if is_binary(values):
+        return sum(values) / len(values)
+    import numpy as np
+
+    return float(np.mean(values))
+
+
+def quantile(values: Sequence[float], q: float) -> float | None:
+    """numpy's default (linear) quantile, None without values; in pure Python for the few
+    summary numbers (latency) that need one."""
+    if not len(values):
+        return None
+    ordered = sorted(values)
+    h = (len(ordered) - 1) * q
+    low = math.floor(h)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (h - low) * (ordered[high] - ordered[low])
+
+
 def metric_summary(values: Sequence[float], seed: int) -> dict[str, float | int | str | None]:
     """Mean, 95% CI (``mean_ci``: Wilson for 0/1 metrics, else bootstrap) and count of one metric."""
     low, high, method = mean_ci(values, seed)
     if low is None:
         method = None  # no interval from fewer than two values
     return {
-        "value": float(np.mean(values)) if len(values) else None,
+        "value": mean(values),
         "ci_low": low,
         "ci_high": high,
         "n": len(values),

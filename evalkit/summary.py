@@ -29,15 +29,14 @@ import zlib
 from array import array
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from statistics import fmean
 from typing import Any
-
-import numpy as np
 
 from evalkit.feel import feel_metrics, feel_summary
 from evalkit.judges.base import MetricSpec
 from evalkit.records import ResponseRecord, ScoreRecord
 from evalkit.run_files import Summary
-from evalkit.stats import metric_summary
+from evalkit.stats import metric_summary, quantile
 from evalkit.turn_stats import MIN_DECAY_TURNS, Track, bucket_summaries, decay_summary, tracks_of
 
 
@@ -275,12 +274,13 @@ class ResponseAccumulator:
             "n_truncated": self.n_truncated,
             "truncated_share": self.n_truncated / self.n_answered if self.n_answered else None,
             "tokens": dict(self.tokens),
+            # in pure Python: a run whose metrics are all 0/1 never imports numpy (issue 18)
             "latency_s": {
-                "mean": float(np.mean(totals)) if totals else None,
-                "p50": float(np.median(totals)) if totals else None,
-                "p95": float(np.quantile(totals, 0.95)) if totals else None,
+                "mean": fmean(totals) if totals else None,
+                "p50": quantile(totals, 0.5),
+                "p95": quantile(totals, 0.95),
             },
-            "first_token_s": {"mean": float(np.mean(ttft)) if ttft else None},
+            "first_token_s": {"mean": fmean(ttft) if ttft else None},
         }
 
 

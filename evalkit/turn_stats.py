@@ -34,11 +34,12 @@ import math
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from evalkit.stats import DEFAULT_RESAMPLES, metric_summary
+
+if TYPE_CHECKING:  # numpy is imported where a track is made: a run without per-turn metrics never does
+    import numpy as np
 
 #: (first turn, last turn or None, label): turn numbers count from 1
 BUCKETS: tuple[tuple[int, int | None, str], ...] = (
@@ -71,6 +72,8 @@ class Track:
     @classmethod
     def of(cls, rows: Sequence[tuple[int, float]]) -> Track:
         """From ``(0-based turn index, value)`` pairs (the judges' ``turn_metrics`` convention)."""
+        import numpy as np
+
         ordered = sorted(rows)
         return cls(
             np.array([t + 1 for t, _ in ordered], dtype=float), np.array([v for _, v in ordered], dtype=float)
@@ -146,6 +149,8 @@ def two_stage_ci(
     """Percentile CI of the mean over conversations of a statistic whose per-conversation bootstrap
     draws are the rows of ``pools`` (conversations x draws): conversations resampled with
     replacement, each pick drawing its value from its own row. None, None without conversations."""
+    import numpy as np
+
     n, draws = pools.shape
     if n == 0:
         return None, None
@@ -191,6 +196,8 @@ def verdict(ci_low: float | None, ci_high: float | None, direction: str | None) 
 def _mean_with_ci(
     point: list[float], pools: list[np.ndarray], seed: int, level: float = 0.95
 ) -> dict[str, Any]:
+    import numpy as np
+
     low, high = two_stage_ci(np.array(pools) if pools else np.empty((0, 1)), seed, level)
     return {
         "value": float(np.mean(point)) if point else None,
@@ -202,6 +209,8 @@ def _mean_with_ci(
 
 def slope_summary(tracks: Sequence[Track], seed: int, *scope: str, level: float = 0.95) -> dict[str, Any]:
     """Mean per-conversation slope with its two-stage CI (conversations with a slope only)."""
+    import numpy as np
+
     rng = np.random.default_rng(_seed(seed, *scope, "slope-pools"))
     slopes = [(s, t) for t in tracks if (s := slope(t)) is not None]
     draws = pool_size(len(slopes))
@@ -218,6 +227,8 @@ def decay_summary(
 ) -> dict[str, Any]:
     """The decay block of one metric (module docstring): slope and bucket change with CIs, the
     verdict, and what they are measured in."""
+    import numpy as np
+
     rng = np.random.default_rng(_seed(seed, *scope, "pools"))
     changes = [(c, t) for t in tracks if (c := bucket_change(t)) is not None]
     slope_stats = slope_summary(tracks, seed, *scope)
@@ -248,6 +259,8 @@ def paired_slope_difference(
 ) -> dict[str, Any]:
     """Mean over shared conversations of cand slope - base slope (``shared_slopes``), with its
     two-stage CI (each side's slope redrawn from its own residual bootstrap)."""
+    import numpy as np
+
     rng = np.random.default_rng(_seed(seed, "pools"))
     pairs = [(base[k], cand[k]) for k in shared_slopes(base, cand)]
     point = [slope(c) - slope(b) for b, c in pairs]  # type: ignore[operator]

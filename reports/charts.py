@@ -16,8 +16,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from evalkit.records import ResponseRecord, ScoreRecord
 from evalkit.run_files import Manifest, Summary, TaskSummary
 from evalkit.stats import metric_summary
@@ -237,6 +235,8 @@ def quantile_bins(points: list[tuple[int, float]], n_bins: int = REASONING_BINS,
     so with few distinct lengths there are fewer bins."""
     if not points:
         return []
+    import numpy as np  # only a run with reasoning lengths draws this curve
+
     lengths = np.array([p[0] for p in points], dtype=float)
     values = np.array([p[1] for p in points], dtype=float)
     edges = np.unique(np.quantile(lengths, np.linspace(0, 1, n_bins + 1)))
