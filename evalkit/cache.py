@@ -142,13 +142,28 @@ class ResponseCache:
         self._writer: ThreadPoolExecutor | None = None
         self._write_db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._write_db.execute("PRAGMA synchronous=NORMAL")
+        #: scopes that had no entry when this process began using them (``declare_new_scope``), and
+        #: the 16-byte digests of the keys this process has put into them since
+        self._new_scopes: set[str] = set()
+        self._new_scope_keys: set[bytes] = set()
 
     def get(self, key: str) -> ModelOutput | None:
         entry = self.get_entry(key)
         return None if entry is None else entry.output
 
-    def get_entry(self, key: str) -> CacheEntry | None:
-        """The answer stored under ``key`` and the run that made it, or None."""
+    def declare_new_scope(self, scope: str) -> None:
+        """Say that ``scope`` holds no entry yet: it names a run created just now (an unpinned
+        model's ``run=ID``). Lookups in it are then answered from this process's own puts without
+        a query: a miss cost ~60 us of CPU per request in a busy run, every request of a new run
+        being a miss (issue 18)."""
+        with self._lock:
+            self._new_scopes.add(scope)
+
+    def get_entry(self, key: str, scope: str | None = None) -> CacheEntry | None:
+        """The answer stored under ``key`` (made in ``scope``, when the caller knows it) and the run
+        that made it, or None."""
+        if scope in self._new_scopes and _short(key) not in self._new_scope_keys:
+            return None  # nothing of a new scope exists but what this process put (``declare_new_scope``)
         with self._lock:
             pending = self._pending.get(key) or self._writing.get(key)
             if pending is not None:
@@ -179,6 +194,8 @@ class ResponseCache:
         if output.audio is not None and output.audio.data is not None:
             stored.audio = self._store_blob(output.audio)
         with self._lock:
+            if scope in self._new_scopes:
+                self._new_scope_keys.add(_short(key))
             self._pending[key] = (key, model_spec, stored.to_json(), time.time(), run_id, scope)
             due = len(self._pending) >= FLUSH_ROWS or time.monotonic() - self._last_flush >= FLUSH_SECONDS
             busy = self._written is not None and not self._written.done()
@@ -266,6 +283,11 @@ class ResponseCache:
                     self._writer.shutdown()
                 self._write_db.close()
                 self._db.close()
+
+
+def _short(key: str) -> bytes:
+    """A cache key (64 hex digits) as the 16 bytes a new scope's key set keeps (bounded memory)."""
+    return bytes.fromhex(key[:32])
 
 
 def _commit(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:

@@ -93,6 +93,8 @@ class ResumeState:
         self.scored: set[tuple[str, str, str]] = set()
         #: samples already in samples.jsonl (each is written once)
         self.sampled: set[tuple[str, str]] = set()
+        #: the resumed run directory; None for a run this session creates
+        self.store = store
         if store is None:
             return
         self.sampled = {(rec.task, rec.sample.id) for rec in store.iter_samples()}
@@ -135,6 +137,7 @@ class Runner:
             run_id=self.run_id,
             run_dir=store.root,
             secret_env=(config.model_options.get("api_key_env", "OPENAI_API_KEY"),),
+            new_run=resume.store is None,
         )
         self.target = self.service.register("target", adapter, revision=config.model_revision)
         #: the turn loop: requests, answers, responses.jsonl (``evalkit.turn_loop``)

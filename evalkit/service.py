@@ -176,6 +176,8 @@ class ModelService:
     run_dir: Path | None = None
     #: environment variables whose values are scrubbed besides the models' own ``secret_env``
     secret_env: tuple[str, ...] = ("OPENAI_API_KEY",)
+    #: the run was created by this session (not resumed): its own scope holds no cache entry yet
+    new_run: bool = False
 
     def __post_init__(self) -> None:
         if self.run_id is None:
@@ -229,6 +231,8 @@ class ModelService:
         )
         self._models[key] = model
         self._add_secrets(adapter.secret_env)
+        if self.cache is not None and self.new_run and model.scope == cache_scope(None, str(self.run_id)):
+            self.cache.declare_new_scope(model.scope)
         return model
 
     def resolve(self, role: str, spec: str, revision: str | None = None) -> RoleModel:
@@ -264,7 +268,7 @@ class ModelService:
         key = scoped_key(request_hash, model.scope)
         result: CallResult | None = None
         if self.cache is not None:
-            entry = self.cache.get_entry(key)
+            entry = self.cache.get_entry(key, scope=model.scope)
             if entry is not None:
                 usage.cache_hits += 1
                 output = scrub_output(entry.output, self._secrets)

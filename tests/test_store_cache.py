@@ -264,6 +264,32 @@ def test_cache_persists_across_instances(tmp_path: Path) -> None:
         second.close()
 
 
+def test_a_new_scope_is_answered_from_this_process_s_own_puts(tmp_path: Path) -> None:
+    """A declared new scope (a run created now) never queries for a miss, still finds what this
+    process put in it, pending or committed; other scopes are looked up as before."""
+    path = tmp_path / "c.sqlite"
+    key = lambda i: hashlib.sha256(f"req{i}".encode()).hexdigest()  # noqa: E731
+    old = ResponseCache(path)
+    old.put(key(1), "spec", ModelOutput(text="old run's"), run_id="a", scope="run=a")
+    old.put(key(2), "spec", ModelOutput(text="pinned"), run_id="a", scope="revision=v1")
+    old.close()
+    cache = ResponseCache(path)
+    try:
+        cache.declare_new_scope("run=b")
+        queries: list[str] = []
+        cache._db.set_trace_callback(queries.append)
+        assert cache.get_entry(key(1), scope="run=b") is None  # the old run's row is not this scope's
+        assert queries == []
+        cache.put(key(3), "spec", ModelOutput(text="mine"), run_id="b", scope="run=b")
+        assert cache.get_entry(key(3), scope="run=b").output.text == "mine"  # pending
+        cache.flush()
+        assert cache.get_entry(key(3), scope="run=b").output.text == "mine"  # committed: queried
+        assert cache.get_entry(key(2), scope="revision=v1").output.text == "pinned"
+        assert cache.get_entry(key(1), scope="run=a").output.text == "old run's"
+    finally:
+        cache.close()
+
+
 def test_cache_stores_audio_as_blob(cache: ResponseCache) -> None:
     data = b"RIFF-spoken-answer"
     cache.put("k", "spec", ModelOutput(text="hi", audio=AudioRef(data=data, sample_rate=24000)))
