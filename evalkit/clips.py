@@ -14,20 +14,75 @@ the whole history again, so turn k of a conversation hashed and re-encoded all k
   with the sample: memory follows the samples in flight, never the run's size.
 
 Cache keys are unchanged: the digest is the same sha256 of the same bytes, only remembered.
+
+Across runs, ``DigestIndex`` keeps file digests in evalkit's cache folder (``digests.sqlite``) by
+the same (path, size, mtime, inode, device) key, so the next run of a dataset (a nightly job, a
+rerun) stats each clip instead of reading and hashing it again. A file modified less than
+``SETTLED_NS`` before it was hashed is not kept (it may still be being written: the same guard as
+git's "racy" index entries); a file rewritten since has another mtime and is hashed again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from pathlib import Path
 from typing import Any, TypeVar
 
 #: file digests remembered (least recently used out beyond this)
 DIGEST_ENTRIES = 1 << 15
+#: a file must be unmodified this long before its digest is kept across runs
+SETTLED_NS = 2_000_000_000
+#: the index's file name in evalkit's cache folder
+DIGEST_INDEX = "digests.sqlite"
+#: new digests written to the index in one transaction
+INDEX_BATCH = 512
+
+_Key = tuple[str, int, int, int, int]
+
+
+class DigestIndex:
+    """File digests kept across processes (``digests.sqlite``), keyed like ``FileDigests``."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, size INTEGER NOT NULL, "
+            "mtime_ns INTEGER NOT NULL, ino INTEGER NOT NULL, dev INTEGER NOT NULL, sha256 TEXT NOT NULL)"
+        )
+        self._new: list[tuple[str, int, int, int, int, str]] = []
+
+    def get(self, key: _Key) -> str | None:
+        row = self._db.execute(
+            "SELECT sha256 FROM digests WHERE path = ? AND size = ? AND mtime_ns = ? AND ino = ? AND dev = ?",
+            key,
+        ).fetchone()
+        return row[0] if row else None
+
+    def add(self, key: _Key, value: str) -> None:
+        self._new.append((*key, value))
+        if len(self._new) >= INDEX_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        rows, self._new = self._new, []
+        if rows:
+            with self._db:
+                self._db.executemany("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def close(self) -> None:
+        self.flush()
+        self._db.close()
+
 
 T = TypeVar("T")
 
@@ -40,6 +95,31 @@ class FileDigests:
         self.reads = 0
         self._memo: OrderedDict[tuple[Any, ...], str] = OrderedDict()
         self._lock = threading.Lock()
+        self._index: DigestIndex | None = None
+
+    def use_index(self, path: Path) -> None:
+        """Keep digests across runs in ``path`` (``DigestIndex``), from now on in this process. A
+        folder where SQLite cannot write (a read-only home) keeps them in this process only, as
+        the report's compiled templates fall back to compiling."""
+        with self._lock:
+            if self._index is not None and self._index.path == path:
+                return
+            self._close_index_locked()
+            try:
+                self._index = DigestIndex(path)
+            except (OSError, sqlite3.Error):
+                self._index = None
+
+    def flush_index(self) -> None:
+        """Write the digests made since the last flush to the index (a run does at its phases' ends)."""
+        with self._lock:
+            if self._index is not None:
+                self._index.flush()
+
+    def _close_index_locked(self) -> None:
+        if self._index is not None:
+            index, self._index = self._index, None
+            index.close()
 
     def digest(self, path: str | os.PathLike[str]) -> str:
         """The file's sha256 (hex); raises ``OSError`` when it cannot be read."""
@@ -50,19 +130,26 @@ class FileDigests:
             if known is not None:
                 self._memo.move_to_end(key)
                 return known
-        with open(path, "rb") as fh:
-            value = hashlib.file_digest(fh, "sha256").hexdigest()
+            known = self._index.get(key) if self._index is not None else None
+        if known is None:
+            with open(path, "rb") as fh:
+                known = hashlib.file_digest(fh, "sha256").hexdigest()
+            with self._lock:
+                self.reads += 1
+                if self._index is not None and stat.st_mtime_ns <= time.time_ns() - SETTLED_NS:
+                    self._index.add(key, known)
         with self._lock:
-            self.reads += 1
-            self._memo[key] = value
+            self._memo[key] = known
             while len(self._memo) > self.max_entries:
                 self._memo.popitem(last=False)
-        return value
+        return known
 
     def clear(self) -> None:
+        """Forget this process's digests and stop using an index (tests start from nothing)."""
         with self._lock:
             self._memo.clear()
             self.reads = 0
+            self._close_index_locked()
 
 
 #: the process's file digests (a run is one process; its judges' processes have their own)

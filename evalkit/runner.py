@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.cache import ResponseCache
+from evalkit.clips import DIGEST_INDEX, DIGESTS
 from evalkit.confine import PathEscapeError
 from evalkit.errors import EvalkitError
 from evalkit.finalize import check_writable, finalize
@@ -40,7 +41,7 @@ from evalkit.manifest import (
 )
 from evalkit.models.base import ModelAdapter, adapter_class, load_model
 from evalkit.models.replica_pool import ReplicaPool
-from evalkit.paths import response_cache_path
+from evalkit.paths import cache_dir, response_cache_path
 from evalkit.progress import RunProgress
 from evalkit.records import ModelOutput, Sample, TurnInput
 from evalkit.service import ModelService, ServiceSettings
@@ -349,7 +350,9 @@ async def _evaluate_session(
     adapter_class(config.model)
     tasks = resolve_tasks(config.tasks, allow_paths=config.allow_paths)
     progress.phase("reading data", "and rendering audio")
+    DIGESTS.use_index(cache_dir() / DIGEST_INDEX)  # a clip hashed by an earlier run is not read again
     task_info = [t.describe() for t in tasks]  # reads every sample: bad data stops here
+    DIGESTS.flush_index()
     judges = {t.name: t.make_judges() for t in tasks}  # a judge's name or option: before the model
     progress.phase("loading model", config.model)
     adapter = await load_adapter(config)
@@ -451,6 +454,7 @@ def _end_session(
     steps = (
         store.close_streams,
         runner.service.close_logs,
+        DIGESTS.flush_index,
         lambda: store.update_manifest(
             status=status,
             ended=now_iso(),

@@ -10,6 +10,7 @@ import gc
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,43 @@ def test_a_file_is_hashed_once_while_unchanged(tmp_path: Path) -> None:
     _clip(clip, 400)  # same size, new content and mtime
     os.utime(clip, ns=(1, 1))
     assert digests.digest(clip) == hashlib.sha256(clip.read_bytes()).hexdigest() and digests.reads == 2
+
+
+def test_a_settled_file_s_digest_is_kept_across_processes(tmp_path: Path) -> None:
+    """``DigestIndex``: a later process (a fresh ``FileDigests`` on the same index) stats a settled
+    clip instead of reading it; a clip rewritten since (new mtime) and one modified just now (not
+    settled: maybe still being written) are read and hashed."""
+    index = tmp_path / "cache" / clips.DIGEST_INDEX
+    old, new = _clip(tmp_path / "old.wav", 300), _clip(tmp_path / "new.wav", 500)
+    an_hour_ago = time.time_ns() - 3600 * 10**9
+    os.utime(old, ns=(an_hour_ago, an_hour_ago))
+    truth = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (old, new)}
+    first = clips.FileDigests()
+    first.use_index(index)
+    assert [first.digest(p) for p in (old, new)] == [truth[old], truth[new]] and first.reads == 2
+    first.clear()  # closes the index, flushing what it holds
+    second = clips.FileDigests()
+    second.use_index(index)
+    assert [second.digest(p) for p in (old, new)] == [truth[old], truth[new]]
+    assert second.reads == 1  # only the unsettled one was read again
+    _clip(old, 700)  # rewritten: same size, new content and mtime
+    os.utime(old, ns=(an_hour_ago + 10**9, an_hour_ago + 10**9))
+    third = clips.FileDigests()
+    third.use_index(index)
+    assert third.digest(old) == hashlib.sha256(old.read_bytes()).hexdigest() != truth[old]
+    assert third.reads == 1
+    second.clear()
+    third.clear()
+
+
+def test_a_read_only_cache_folder_keeps_digests_in_the_process_only(tmp_path: Path) -> None:
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("x")
+    digests = clips.FileDigests()
+    digests.use_index(blocked / clips.DIGEST_INDEX)  # cannot be made: no index, no error
+    clip = _clip(tmp_path / "a.wav", 300)
+    assert digests.digest(clip) == hashlib.sha256(clip.read_bytes()).hexdigest()
+    digests.flush_index()
 
 
 def test_an_object_memo_lives_as_long_as_its_object() -> None:
