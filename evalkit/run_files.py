@@ -22,6 +22,7 @@ Forward compatibility (a newer writer never breaks an older reader):
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -302,20 +303,21 @@ def sample_record(
     none, and its turn records the error in responses.jsonl as before."""
     turns: list[Turn] = []
     digests: dict[int, str] = {}
+    stored = False
     for i, turn in enumerate(sample.conversation):
         audio = turn.audio
         if audio is not None and audio.data is not None:
             audio = _store_input_audio(run_root, task, sample.id, i, audio, slug)
-            turn = turn.model_copy(update={"audio": audio})
+            turn, stored = turn.model_copy(update={"audio": audio}), True
         if read_audio and audio is not None and audio.path is not None:
-            digest = file_digest(run_root / audio.path)
+            digest = file_digest(os.path.join(run_root, audio.path))  # an absolute path stays itself
             if digest is not None:
                 digests[i] = digest
         turns.append(turn)
     return SampleRecord(
         task=task,
         sample_index=index,
-        sample=sample.model_copy(update={"conversation": turns}),
+        sample=sample.model_copy(update={"conversation": turns}) if stored else sample,
         audio_sha256=digests,
     )
 
@@ -331,7 +333,7 @@ def _store_input_audio(
     return audio.model_copy(update={"path": str(rel), "data": None})
 
 
-def file_digest(path: Path) -> str | None:
+def file_digest(path: str | Path) -> str | None:
     """sha256 of a file's bytes, or None when it cannot be read (the run records that error).
     Remembered per run (``evalkit.clips``): the fingerprint and the requests hashed it already."""
     from evalkit.clips import file_sha256

@@ -100,13 +100,16 @@ class Task(ABC):
             cached = self._confined_roots = (given, self.confinement_roots())
         roots = cached[1]
         turns = []
+        moved = False  # a path already absolute and resolved (the usual case) keeps its objects
         for i, turn in enumerate(sample.conversation):
             if turn.audio is not None and turn.audio.path is not None:
                 what = f"task {self.name!r} sample {sample.id!r} turn {i} field audio.path"
-                real = confine(turn.audio.path, roots, what)
-                turn = turn.model_copy(update={"audio": turn.audio.model_copy(update={"path": str(real)})})
+                real = str(confine(turn.audio.path, roots, what))
+                if real != turn.audio.path:
+                    turn = turn.model_copy(update={"audio": turn.audio.model_copy(update={"path": real})})
+                    moved = True
             turns.append(turn)
-        return sample.model_copy(update={"conversation": turns})
+        return sample.model_copy(update={"conversation": turns}) if moved else sample
 
     # -- identity within a run (resolve_tasks) ----------------------------------------------------
     def identity(self) -> Hashable:

@@ -17,6 +17,7 @@ file of a million samples costs the memory of one (the issue's "memory must stay
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -104,7 +105,7 @@ class SamplesFileTask(Task):
         base = self.path.absolute().parent
         turns = []
         for turn in sample.conversation:
-            if turn.audio is not None and turn.audio.path and not Path(turn.audio.path).is_absolute():
+            if turn.audio is not None and turn.audio.path and not os.path.isabs(turn.audio.path):
                 turn = turn.model_copy(
                     update={"audio": turn.audio.model_copy(update={"path": str(base / turn.audio.path)})}
                 )
