@@ -141,13 +141,17 @@ class JsonlAppender:
     requests in flight and at most the last window's lines, which ``--resume`` asks again. A write
     that fails in the timer (a full disk) is raised by the next ``append`` or by ``close``."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, index_lines: bool = False):
         self.path = path
         self._truncate_torn_tail()
-        self._fh = open(path, "a", encoding="utf-8", buffering=1 << 20)  # noqa: SIM115 - held for the run
+        self._fh = open(path, "ab", buffering=1 << 20)  # noqa: SIM115 - held for the run
         self._last_sync = time.monotonic()
         self._flush_due = False
         self._failed: OSError | None = None
+        self._offset = self._fh.tell()
+        self._started_empty = self._offset == 0
+        #: with ``index_lines``: (the fields the caller gave, byte offset, byte length) per line
+        self._lines: list[tuple[Any, int, int]] | None = [] if index_lines else None
 
     def _truncate_torn_tail(self) -> None:
         if not self.path.exists():
@@ -158,11 +162,16 @@ class JsonlAppender:
             with open(self.path, "r+b") as fh:
                 fh.truncate(cut)
 
-    def append(self, record: BaseModel) -> None:
+    def append(self, record: BaseModel, fields: Any = None) -> None:
+        """Append one line; ``fields`` (with ``index_lines``) is what ``known_lines`` returns for it."""
         if self._failed is not None:
             failed, self._failed = self._failed, None
             raise failed
-        self._fh.write(record.model_dump_json(exclude_none=True) + "\n")
+        line = (record.model_dump_json(exclude_none=True) + "\n").encode("utf-8")
+        self._fh.write(line)
+        if self._lines is not None:
+            self._lines.append((fields, self._offset, len(line)))
+        self._offset += len(line)
         if self._flush_due:
             return
         try:
@@ -189,6 +198,18 @@ class JsonlAppender:
         if now - self._last_sync >= FSYNC_INTERVAL_S:
             os.fsync(self._fh.fileno())
             self._last_sync = now
+
+    def known_lines(self) -> list[tuple[Any, int, int]] | None:
+        """Every line of the file as ``(fields, offset, length)``, when this appender wrote all of
+        them: it began with an empty file and the file ends where its last line did (nothing lost
+        to a failed write, nothing added by anyone else). None otherwise: read the file instead."""
+        if self._lines is None or not self._started_empty:
+            return None
+        try:
+            size = os.path.getsize(self.path)
+        except OSError:
+            return None
+        return self._lines if size == self._offset else None
 
     def close(self) -> None:
         """Flush, sync and close; the file is closed even when the flush fails (a full disk), and a
@@ -342,23 +363,26 @@ class RunStore:
 
     # -- streams ----------------------------------------------------------------------------------
     def open_streams(self) -> None:
-        self._responses = JsonlAppender(self.root / RESPONSES)
-        self._scores = JsonlAppender(self.root / SCORES)
-        self._samples = JsonlAppender(self.root / SAMPLES)
+        """The three streams, each remembering its lines' sort fields and places, so that
+        finalizing a run this session wrote from empty files needs no index pass over them."""
+        self._responses = JsonlAppender(self.root / RESPONSES, index_lines=True)
+        self._scores = JsonlAppender(self.root / SCORES, index_lines=True)
+        self._samples = JsonlAppender(self.root / SAMPLES, index_lines=True)
 
     def append_response(self, record: ResponseRecord) -> None:
         assert self._responses is not None, "open_streams() first"
-        self._responses.append(record)
+        self._responses.append(record, _response_fields(record))
 
     def append_score(self, record: ScoreRecord) -> None:
         assert self._scores is not None, "open_streams() first"
-        self._scores.append(record)
+        self._scores.append(record, _score_fields(record))
 
     def append_sample(self, task: str, index: int, sample: Sample, read_audio: bool = True) -> None:
         """samples.jsonl: the sample as it starts (``evalkit.run_files.sample_record``; without
         ``read_audio`` its files are not hashed: a path that escaped its root)."""
         assert self._samples is not None, "open_streams() first"
-        self._samples.append(sample_record(self.root, task, index, sample, _slug, read_audio))
+        record = sample_record(self.root, task, index, sample, _slug, read_audio)
+        self._samples.append(record, _sample_fields(record))
 
     def close_streams(self) -> None:
         """Close every stream; one that fails to close (a full disk) leaves none open, and its
@@ -453,32 +477,60 @@ class RunStore:
         judge order), keeping only the latest record per key, so a resumed run ends with the same
         lines as a clean one. Each is an iterator over the records as they are written: a file is
         replaced (atomic rename) when its iterator is exhausted, so whoever consumes them (the
-        summary) rides on the rewrite and each file is read exactly twice (an index pass, then the
-        copy). ``score_pass`` transforms the sorted scores on their way out (``Task
-        .finalize_scores``)."""
+        summary) rides on the rewrite and each file is read at most twice (an index pass, then the
+        copy); a file this session wrote from empty is indexed by its writer and read once.
+        ``score_pass`` transforms the sorted scores on their way out (``Task.finalize_scores``)."""
         self.close_streams()
+        known = {
+            name: stream.known_lines() if stream is not None else None
+            for name, stream in (
+                (RESPONSES, self._responses),
+                (SCORES, self._scores),
+                (SAMPLES, self._samples),
+            )
+        }
+        # the indexes describe the files as written: once rewritten, their offsets are stale
+        self._responses = self._scores = self._samples = None
         task_rank = {t: i for i, t in enumerate(task_order)}
         judge_rank = {j: i for i, j in enumerate(judge_order)}
 
         def rank(task: str) -> int:
             return task_rank.get(task, len(task_rank))
 
-        def response_key(r: ResponseRecord) -> tuple[Hashable, tuple]:
-            return (r.task, r.sample_id, r.turn), (rank(r.task), r.task, r.sample_index, r.turn)
+        def response_key(fields: tuple) -> tuple[Hashable, tuple]:
+            task, sample_id, turn, index = fields
+            return (task, sample_id, turn), (rank(task), task, index, turn)
 
-        def score_key(r: ScoreRecord) -> tuple[Hashable, tuple]:
-            judge = judge_rank.get(r.score.judge, len(judge_rank))
-            order = (rank(r.task), r.task, r.sample_index, judge, r.score.judge)
-            return (r.task, r.sample_id, r.score.judge), order
+        def score_key(fields: tuple) -> tuple[Hashable, tuple]:
+            task, sample_id, judge, index = fields
+            return (task, sample_id, judge), (
+                rank(task),
+                task,
+                index,
+                judge_rank.get(judge, len(judge_rank)),
+                judge,
+            )
 
-        def sample_key(r: SampleRecord) -> tuple[Hashable, tuple]:
-            return (r.task, r.sample.id), (rank(r.task), r.task, r.sample_index)
+        def sample_key(fields: tuple) -> tuple[Hashable, tuple]:
+            task, sample_id, index = fields
+            return (task, sample_id), (rank(task), task, index)
 
         return (
-            self._rewrite_sorted(self.root / RESPONSES, ResponseRecord, response_key),
-            self._rewrite_sorted(self.root / SCORES, ScoreRecord, score_key, score_pass),
+            self._rewrite_sorted(
+                self.root / RESPONSES, ResponseRecord, _response_fields, response_key, known=known[RESPONSES]
+            ),
+            self._rewrite_sorted(
+                self.root / SCORES, ScoreRecord, _score_fields, score_key, score_pass, known=known[SCORES]
+            ),
             # a run made before samples.jsonl existed does not get an empty one
-            self._rewrite_sorted(self.root / SAMPLES, SampleRecord, sample_key, create=False),
+            self._rewrite_sorted(
+                self.root / SAMPLES,
+                SampleRecord,
+                _sample_fields,
+                sample_key,
+                create=False,
+                known=known[SAMPLES],
+            ),
         )
 
     def finalize_order(self, task_order: list[str], judge_order: list[str]) -> None:
@@ -490,17 +542,26 @@ class RunStore:
     def _rewrite_sorted(
         path: Path,
         record_type: type[R],
-        key: Callable[[R], tuple[Hashable, tuple]],
+        fields_of: Callable[[R], tuple],
+        key: Callable[[tuple], tuple[Hashable, tuple]],
         transform: RecordPass | None = None,
         create: bool = True,
+        known: list[tuple[Any, int, int]] | None = None,
     ) -> Iterator[R]:
         """Keep the latest line per identity, sorted, through an atomic rename, yielding each record
         written. Only (sort key, offset, length) stay in memory; each kept line is read back and
         written one at a time, so finishing a 10k-sample run costs no more memory than a 1k one
-        beyond those small tuples. An iterator abandoned half way leaves the file as it was."""
+        beyond those small tuples. An iterator abandoned half way leaves the file as it was.
+        ``known``: the file's lines as its writer indexed them (``JsonlAppender.known_lines``:
+        ``fields_of`` each record, offset, length), instead of an index pass reading the file."""
         latest: dict[Hashable, tuple[tuple, int, int]] = {}
-        for start, length, record in iter_jsonl(path, record_type):
-            identity, order = key(record)
+        lines = known
+        if lines is None:
+            lines = (
+                (fields_of(record), start, length) for start, length, record in iter_jsonl(path, record_type)
+            )
+        for fields, start, length in lines:
+            identity, order = key(fields)
             latest[identity] = (order, start, length)
         if not path.exists():
             if create:
@@ -530,3 +591,16 @@ class RunStore:
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+# -- the sort fields of each stream's lines (``RunStore.sorted_streams``) ---------------------------
+def _response_fields(record: ResponseRecord) -> tuple:
+    return record.task, record.sample_id, record.turn, record.sample_index
+
+
+def _score_fields(record: ScoreRecord) -> tuple:
+    return record.task, record.sample_id, record.score.judge, record.sample_index
+
+
+def _sample_fields(record: SampleRecord) -> tuple:
+    return record.task, record.sample.id, record.sample_index

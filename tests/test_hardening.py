@@ -243,11 +243,11 @@ def test_a_full_disk_fails_the_run_in_one_line_and_resume_finishes_it(tmp_path, 
     real_append = JsonlAppender.append
     calls = {"n": 0}
 
-    def append_until_full(self, record):
+    def append_until_full(self, record, fields=None):
         calls["n"] += 1
         if calls["n"] > 4:
             raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
-        real_append(self, record)
+        real_append(self, record, fields)
 
     with OpenAIServer() as server:
         args = [

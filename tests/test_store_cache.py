@@ -185,6 +185,38 @@ def test_finalize_order_sorts_and_keeps_latest(tmp_path: Path) -> None:
     assert (store.root / SCORES).read_text().count("\n") == 5
 
 
+def test_the_writers_index_sorts_exactly_as_an_index_pass(tmp_path: Path) -> None:
+    """A session that wrote its streams from empty files hands finalize their lines' places
+    (no index pass); the files come out byte for byte as a reopened store's index pass sorts
+    them. A line someone else appended makes the writer's index void: the file is read instead."""
+
+    def write(root: Path) -> RunStore:
+        store = RunStore.create(root, "m", ["b", "a"])
+        store.open_streams()
+        for task, sample, index, text in [("a", "a1", 1, "x"), ("b", "b0", 0, "y"), ("a", "a0", 0, "z"),
+                                          ("b", "b0", 0, "retried")]:  # fmt: skip
+            store.append_response(_resp(task, sample, index, 0, text=text))
+            store.append_score(_score(task, sample, index, "numeric"))
+        store.close_streams()
+        return store
+
+    indexed = write(tmp_path / "indexed")
+    assert indexed._responses is not None and indexed._responses.known_lines() is not None
+    indexed.finalize_order(["b", "a"], ["numeric"])
+    passed = write(tmp_path / "passed")
+    RunStore(passed.root).finalize_order(["b", "a"], ["numeric"])  # no writer: an index pass
+    for name in (RESPONSES, SCORES):
+        assert (indexed.root / name).read_bytes() == (passed.root / name).read_bytes()
+    assert [r.output.text for r in indexed.responses()] == ["retried", "z", "x"]
+
+    other = write(tmp_path / "other")
+    with open(other.root / RESPONSES, "a", encoding="utf-8") as fh:
+        fh.write(_resp("a", "a2", 2, 0, text="appended elsewhere").to_json() + "\n")
+    assert other._responses is not None and other._responses.known_lines() is None
+    other.finalize_order(["b", "a"], ["numeric"])
+    assert [r.sample_id for r in other.responses()] == ["b0", "a0", "a1", "a2"]
+
+
 def test_finalize_order_is_idempotent(tmp_path: Path) -> None:
     store = RunStore.create(tmp_path, "m", ["t"])
     store.open_streams()
