@@ -44,10 +44,15 @@ class PathEscapeError(EvalkitError):
 
 class ResolvedRoots(tuple):
     """Roots ``resolved_roots`` made: ``confine`` takes them as they are instead of resolving
-    each root again per path (a run confines every clip of every sample)."""
+    each root again per path (a run confines every clip of every sample), and compares paths
+    against ``prefixes``, their string forms ending in a separator, made once."""
+
+    @functools.cached_property
+    def prefixes(self) -> tuple[str, ...]:
+        return tuple(str(root).rstrip(os.sep) + os.sep for root in self)
 
 
-def resolved_roots(roots: Iterable[str | Path | None]) -> tuple[Path, ...]:
+def resolved_roots(roots: Iterable[str | Path | None]) -> ResolvedRoots:
     """Roots as absolute, symlink-resolved folders (``None`` entries dropped, order kept, no
     duplicates), so that a root given through a symlink still contains its own files."""
     if isinstance(roots, ResolvedRoots):
@@ -84,7 +89,7 @@ def confine(
         raise PathEscapeError(
             f"{what}: path {str(path)!r} cannot be resolved ({exc}); it was not read; fix: name a real file"
         ) from None
-    if any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in map(str, allowed)):
+    if any(real.startswith(prefix) or real + os.sep == prefix for prefix in allowed.prefixes):
         return Path(real)
     where = ", ".join(str(r) for r in allowed) or "(no folder)"
     fix = fix or (

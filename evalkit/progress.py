@@ -153,6 +153,8 @@ class RunProgress:
         self._ids[name] = self._progress.add_task(name, total=counts.bar_total(), counts=counts)
 
     def _sync(self, name: str) -> None:
+        if not self.enabled:  # nothing is drawn: rich's bookkeeping per turn would be spent for nothing
+            return
         counts = self.counts[name]
         self._progress.update(self._ids[name], total=counts.bar_total(), completed=counts.bar_done())
 

@@ -128,10 +128,14 @@ def _stand_in(value: Any, spliced: list[str]) -> Any:
         spliced.append(value)
         return f"\ue000{len(spliced) - 1}\ue001"
     if isinstance(value, dict):
-        return {k: _stand_in(v, spliced) for k, v in value.items()}
+        return {k: _stand_in(v, spliced) if isinstance(v, _NESTED) else v for k, v in value.items()}
     if isinstance(value, list):
-        return [_stand_in(v, spliced) for v in value]
+        return [_stand_in(v, spliced) if isinstance(v, _NESTED) else v for v in value]
     return value
+
+
+#: what ``_stand_in`` looks into (any other value is copied as it is, without a call)
+_NESTED = (JsonSafe, dict, list)
 
 
 async def drain(response, timeout: float) -> bool:
