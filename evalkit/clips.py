@@ -166,7 +166,8 @@ class ObjectMemo:
     """Values computed from an object, each made once and dropped when the object is collected.
 
     ``key`` must name everything the value depends on that may change on a mutable object
-    (e.g. an ``AudioRef``'s path and the identity of its bytes). ``made`` counts values computed."""
+    (e.g. an ``AudioRef``'s path and the identity of its bytes). ``made`` counts values computed.
+    A value must not refer to its object: the memo would keep both alive for good."""
 
     def __init__(self) -> None:
         self.made = 0
@@ -179,6 +180,8 @@ class ObjectMemo:
             if slot is not None and key in slot:
                 return slot[key]
         value = make()
+        if value is obj:  # it would keep its own object alive: neither would ever be dropped
+            raise ValueError(f"an ObjectMemo value must not be its own object ({type(obj).__name__})")
         with self._lock:
             slot = self._values.get(id(obj))
             if slot is None:

@@ -140,8 +140,16 @@ class TurnLoop:
 
     def confined(self, task: Task, sample: Sample) -> Sample:
         """The sample with its audio confined (``Task.confine_sample``; raises ``PathEscapeError``),
-        made once per sample object for samples.jsonl and every turn, and dropped with it."""
-        return self._confined.get(sample, task.name, lambda: task.confine_sample(sample))
+        made once per sample object for samples.jsonl and every turn, and dropped with it. A sample
+        that needs no change is its own confined form: the memo then keeps None, never the sample
+        itself (a memo holding its own key would keep every sample, and its clips' encodings, alive)."""
+
+        def made() -> Sample | None:
+            confined = task.confine_sample(sample)
+            return None if confined is sample else confined
+
+        kept = self._confined.get(sample, task.name, made)
+        return sample if kept is None else kept
 
     async def answer_turn(
         self, task: Task, sample: Sample, turn_index: int, history: list[ModelOutput]
