@@ -5,10 +5,11 @@ One pass does the data work: ``RunStore.sorted_streams`` rewrites responses.json
 and samples.jsonl in canonical order and yields every record as it writes it; the score passes
 (``Task.finalize_scores``) ride on the scores' rewrite and the summary is computed from the
 records on their way to disk, and so is report.html's scan (``evalkit.reports.html.ReportScan``:
-statuses, errors, chart numbers and the shown samples' records). So finalize reads each file
-twice in all (an index pass and the copy), whatever the run's size, holding only small sort keys
-and the report's bounded share. ``evalkit report`` renders from one pass of its own, never
-rewriting the files.
+statuses, errors, chart numbers and the shown samples' records), and so is the manifest's
+``answer_sources`` (``AnswerSources``). So finalize reads each file twice at most (an index pass and
+the copy; once when this session wrote it from empty: its writer indexed the lines), whatever the
+run's size, holding only small sort keys and the report's bounded share. ``evalkit report`` renders
+from one pass of its own, never rewriting the files.
 
 Called at the end of ``evalkit run``, by ``evalkit merge`` and by ``evalkit score``; safe to call
 again (every step is idempotent). ``evalkit report`` does not call it: it only renders.
