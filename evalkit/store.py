@@ -539,37 +539,35 @@ class RunStore:
         def rank(task: str) -> int:
             return task_rank.get(task, len(task_rank))
 
-        def response_key(fields: tuple) -> tuple[Hashable, tuple]:
-            task, sample_id, turn, index = fields
-            return (task, sample_id, turn), (rank(task), task, index, turn)
+        # a line's identity is (task, sample id, turn or judge or None): the latest line of each is kept
+        def response_order(identity: tuple, index: int) -> tuple:
+            task, _, turn = identity
+            return rank(task), task, index, turn
 
-        def score_key(fields: tuple) -> tuple[Hashable, tuple]:
-            task, sample_id, judge, index = fields
-            return (task, sample_id, judge), (
-                rank(task),
-                task,
-                index,
-                judge_rank.get(judge, len(judge_rank)),
-                judge,
-            )
+        def score_order(identity: tuple, index: int) -> tuple:
+            task, _, judge = identity
+            return rank(task), task, index, judge_rank.get(judge, len(judge_rank)), judge
 
-        def sample_key(fields: tuple) -> tuple[Hashable, tuple]:
-            task, sample_id, _, index = fields
-            return (task, sample_id), (rank(task), task, index)
+        def sample_order(identity: tuple, index: int) -> tuple:
+            return rank(identity[0]), identity[0], index
 
         return (
             self._rewrite_sorted(
-                self.root / RESPONSES, ResponseRecord, _response_fields, response_key, known=known[RESPONSES]
+                self.root / RESPONSES,
+                ResponseRecord,
+                _response_fields,
+                response_order,
+                known=known[RESPONSES],
             ),
             self._rewrite_sorted(
-                self.root / SCORES, ScoreRecord, _score_fields, score_key, score_pass, known=known[SCORES]
+                self.root / SCORES, ScoreRecord, _score_fields, score_order, score_pass, known=known[SCORES]
             ),
             # a run made before samples.jsonl existed does not get an empty one
             self._rewrite_sorted(
                 self.root / SAMPLES,
                 SampleRecord,
                 _sample_fields,
-                sample_key,
+                sample_order,
                 create=False,
                 known=known[SAMPLES],
             ),
@@ -585,26 +583,28 @@ class RunStore:
         path: Path,
         record_type: type[R],
         fields_of: Callable[[R], tuple],
-        key: Callable[[tuple], tuple[Hashable, tuple]],
+        order_of: Callable[[tuple, int], tuple],
         transform: RecordPass | None = None,
         create: bool = True,
         known: Iterable[tuple[tuple, int, int]] | None = None,
     ) -> Iterator[R]:
-        """Keep the latest line per identity, sorted, through an atomic rename, yielding each record
-        written. Only (sort key, offset, length) stay in memory; each kept line is read back and
+        """Keep the latest line per identity (task, sample, turn or judge), sorted by ``order_of``
+        (identity, sample index), through an atomic rename, yielding each record written. Only
+        (identity, sample index, offset, length) stay in memory; each kept line is read back and
         written one at a time, so finishing a 10k-sample run costs no more memory than a 1k one
         beyond those small tuples. An iterator abandoned half way leaves the file as it was.
         ``known``: the file's lines as its writer indexed them (``JsonlAppender.known_lines``:
         ``fields_of`` each record, offset, length), instead of an index pass reading the file."""
-        latest: dict[Hashable, tuple[tuple, int, int]] = {}
+        # identity -> (sample index, offset, length): the sort order is made from these only when
+        # sorting, so that a 10k-sample run's three dicts hold no order tuples besides
+        latest: dict[Hashable, tuple[int, int, int]] = {}
         lines = known
         if lines is None:
             lines = (
                 (fields_of(record), start, length) for start, length, record in iter_jsonl(path, record_type)
             )
-        for fields, start, length in lines:
-            identity, order = key(fields)
-            latest[identity] = (order, start, length)
+        for (task, sample, sub, index), start, length in lines:
+            latest[(task, sample, sub)] = (index, start, length)
         if not path.exists():
             if create:
                 path.write_text("", encoding="utf-8")  # as before: a run with no records has empty files
@@ -614,7 +614,9 @@ class RunStore:
             with open(path, "rb") as src, open(tmp, "w", encoding="utf-8") as out:
 
                 def kept() -> Iterator[tuple[bytes, R]]:
-                    for _, start, length in sorted(latest.values(), key=lambda item: item[0]):
+                    ordered = sorted(latest.items(), key=lambda item: order_of(item[0], item[1][0]))
+                    latest.clear()
+                    for _, (_, start, length) in ordered:
                         src.seek(start)
                         raw = src.read(length)
                         yield raw, parse_line(raw, record_type)
