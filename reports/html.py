@@ -317,19 +317,19 @@ class ReportScan:
 
     charts: ChartData
     cap: int
-    samples: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
+    #: sample key -> its index * 8 | its status flags (one int a sample: a 10k-sample report's
+    #: statuses are not 10k lists)
+    samples: dict[tuple[str, str], int] = field(default_factory=dict)
     errors: list[ResponseRecord] = field(default_factory=list)
     judge_errors: list[ScoreRecord] = field(default_factory=list)
     #: sample key -> (its responses, its scores), for the samples among the first ``cap``
     kept: dict[tuple[str, str], tuple[list[ResponseRecord], list[ScoreRecord]]] = field(default_factory=dict)
     _ranked: list[tuple[str, int, tuple[str, str]]] = field(default_factory=list)
 
-    def sample(self, rec: ResponseRecord | ScoreRecord) -> list[Any]:
+    def _flag(self, rec: ResponseRecord | ScoreRecord, flags: int) -> None:
+        """Count the record's sample, with ``flags`` (``_ERROR``, ``_PARSE``, ``_WRONG``) added."""
         key = (rec.task, rec.sample_id)
-        entry = self.samples.get(key)
-        if entry is None:
-            entry = self.samples[key] = [rec.task, rec.sample_index, 0]
-        return entry
+        self.samples[key] = self.samples.get(key, rec.sample_index << 3) | flags
 
     def _kept(self, rec: ResponseRecord | ScoreRecord) -> tuple[list, list] | None:
         """The record lists of the record's sample if it is (still) among the first ``cap``."""
@@ -346,9 +346,8 @@ class ReportScan:
         return self.kept.get(key)
 
     def add_response(self, rec: ResponseRecord) -> None:
-        entry = self.sample(rec)
+        self._flag(rec, _ERROR if rec.output.error is not None else 0)
         if rec.output.error is not None:
-            entry[2] |= _ERROR
             self.errors.append(rec)
         self.charts.add_response(rec)
         kept = self._kept(rec)
@@ -356,13 +355,11 @@ class ReportScan:
             kept[0].append(rec)
 
     def add_score(self, rec: ScoreRecord) -> None:
-        entry = self.sample(rec)
         s = rec.score
-        if s.error is not None:
-            entry[2] |= _ERROR
-            if s.error.kind != "model_error":
-                self.judge_errors.append(rec)
-        entry[2] |= (_PARSE if s.parse_failed else 0) | (_WRONG if s.passed is False else 0)
+        if s.error is not None and s.error.kind != "model_error":
+            self.judge_errors.append(rec)
+        error = _ERROR if s.error is not None else 0
+        self._flag(rec, error | (_PARSE if s.parse_failed else 0) | (_WRONG if s.passed is False else 0))
         self.charts.add_score(rec)
         kept = self._kept(rec)
         if kept is not None:
@@ -370,8 +367,8 @@ class ReportScan:
 
     def rows(self) -> list[tuple[tuple[str, str], str, str]]:
         """(key, task, status) per sample in ``sample_rows`` order (task, index; stable)."""
-        ordered = sorted(self.samples.items(), key=lambda kv: (kv[1][0], kv[1][1]))
-        return [(key, entry[0], _status_of(entry[2])) for key, entry in ordered]
+        ordered = sorted(self.samples.items(), key=lambda kv: (kv[0][0], kv[1] >> 3))
+        return [(key, key[0], _status_of(code & 7)) for key, code in ordered]
 
     def shown_rows(self) -> list[dict[str, Any]]:
         """``sample_rows`` of the samples the browser shows."""
