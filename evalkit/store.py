@@ -144,9 +144,8 @@ class LineIndex:
     def __init__(self) -> None:
         self._codes: dict[Hashable, int] = {}
         self._values: list[Hashable] = []
-        self._task, self._sub = array("l"), array("l")
-        self._id, self._index, self._offset = array("q"), array("q"), array("q")
-        self._length = array("l")
+        self._task, self._sub, self._index, self._length = array("i"), array("i"), array("i"), array("i")
+        self._id, self._offset = array("q"), array("q")
 
     def _code(self, value: Hashable) -> int:
         code = self._codes.get(value)
