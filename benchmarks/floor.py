@@ -12,7 +12,8 @@ server (``evalkit.testing.openai_server``, in its own process, answering every r
   whole history with each clip read from disk and base64-encoded, streamed answers read to
   ``[DONE]``. Nothing else: no cache, no records, no scoring, no report. This is the floor.
 - **evalkit**: the whole ``evalkit run`` process (CLI -> run directory with summary and report),
-  same concurrency, a fresh response cache.
+  same concurrency, a fresh response cache, evalkit's cache folder kept across trials (as a
+  user's is: the first trial hashes the clips, the later ones find their digests there).
 
 The two alternate for ``--trials`` rounds (interleaved, so a drifting machine load hits both). For
 each process: wall seconds from start to exit, the request phase's share of ideal (requests /
@@ -306,8 +307,9 @@ def measure_evalkit(
         "--cache-path", str(out / "cache" / "responses.sqlite"),
         "--no-progress",
     ]  # fmt: skip
-    # evalkit's own cache folder is kept across trials, as a user's is (compiled report template);
-    # the response cache is fresh per run (--cache-path), so every request is asked
+    # evalkit's own cache folder is kept across trials, as a user's is (compiled report template,
+    # digests.sqlite: the first trial hashes the clips, later ones find their digests); the
+    # response cache is fresh per run (--cache-path), so every request is asked
     env = {**child_env(), "EVALKIT_CACHE_DIR": str(tmp / "evalkit-cache")}
     phase, wall, usage = run_child([sys.executable, __file__, "--evalkit-child", "--", *argv], env)
     (run_dir,) = (out / "runs").iterdir()
