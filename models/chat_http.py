@@ -178,13 +178,18 @@ async def status_error(response) -> ModelError:
     if isinstance(payload, dict):
         error = payload.get("error", payload)
         detail = str(error.get("message", error) if isinstance(error, dict) else error)[:ERROR_BODY_CHARS]
-    status = response.status
+    return http_status_error(response.status, detail, response.headers.get("Retry-After"))
+
+
+def http_status_error(status: int, detail: str, retry_after_header: str | None) -> ModelError:
+    """The ``ModelError`` of an HTTP error status, whichever client saw it: ``http_STATUS``,
+    transient for 408, 429 and 5xx, with ``Retry-After`` in seconds (an HTTP date is ignored: the
+    policy's own backoff applies)."""
     retry_after = None
-    header = response.headers.get("Retry-After")
-    if header:
+    if retry_after_header:
         try:
-            retry_after = max(0.0, float(header))
-        except ValueError:  # an HTTP date: fall back to the policy's own backoff
+            retry_after = max(0.0, float(retry_after_header))
+        except ValueError:
             retry_after = None
     transient = status in (408, 429) or status >= 500
     return ModelError(f"http_{status}", f"HTTP {status}: {detail}", transient, retry_after)

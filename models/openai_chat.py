@@ -46,7 +46,15 @@ from evalkit.clips import ObjectMemo
 from evalkit.errors import EndpointUnreachable, ModelError, SpecError
 from evalkit.manifest import redact_urls
 from evalkit.models.base import Capabilities, ModelAdapter
-from evalkit.models.chat_http import ChatHttp, JsonSafe, close_on_its_loop, drain, is_unreachable, map_error
+from evalkit.models.chat_http import (
+    ChatHttp,
+    JsonSafe,
+    close_on_its_loop,
+    drain,
+    http_status_error,
+    is_unreachable,
+    map_error,
+)
 from evalkit.models.reasoning import split_reasoning
 from evalkit.records import (
     AudioPart,
@@ -284,16 +292,8 @@ def _map_error(exc: Exception) -> ModelError | None:
     if isinstance(exc, openai.APIConnectionError):
         return ModelError("connection", f"connection failed: {exc.__cause__ or exc}", transient=True)
     if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        retry_after = None
         header = exc.response.headers.get("retry-after") if exc.response is not None else None
-        if header:
-            try:
-                retry_after = max(0.0, float(header))
-            except ValueError:  # an HTTP date: fall back to the policy's own backoff
-                retry_after = None
-        transient = status in (408, 429) or status >= 500
-        return ModelError(f"http_{status}", f"HTTP {status}: {exc.message}", transient, retry_after)
+        return http_status_error(exc.status_code, exc.message, header)
     if isinstance(exc, openai.APIError):
         return ModelError("api_error", f"server error: {exc.message}", transient=False)
     http = _http_module()  # failures while reading a raw streamed body arrive unwrapped
