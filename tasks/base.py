@@ -225,6 +225,24 @@ class InMemoryTask(Task):
     def samples(self, limit: int | None = None) -> Iterator[Sample]:
         yield from self._load()[:limit]
 
+    def generated_dataset_info(
+        self, revision: str, synthesiser: str, location: str | Path, **extra: Any
+    ) -> dict[str, Any]:
+        """``dataset_info`` of a dataset evalkit renders itself (the demo tasks, demo-speech,
+        long-turn): its id ``evalkit/NAME``, version, the synthesiser that spoke it and where the
+        rendered files lie, plus ``extra`` facts of the task."""
+        samples = self._load()
+        return {
+            "id": f"evalkit/{self.name}",
+            "revision": revision,
+            "split": "test",
+            "count": len(samples),
+            "fingerprint": fingerprint(samples, self.confinement_roots()),
+            "synthesiser": synthesiser,
+            "location": str(location),
+            **extra,
+        }
+
     def count(self, limit: int | None = None) -> int:
         n = len(self._load())
         return n if limit is None else min(n, limit)

@@ -39,7 +39,7 @@ from evalkit.models.tts import espeak_binary, espeak_version
 from evalkit.paths import cache_dir, publish_folder
 from evalkit.records import AudioRef, GenerationParams, Sample, Turn
 from evalkit.registry import register_task
-from evalkit.tasks.base import InMemoryTask, fingerprint
+from evalkit.tasks.base import InMemoryTask
 
 VERSION = "v1"
 RATE_HZ = 16000
@@ -251,13 +251,4 @@ class DemoSpeech(InMemoryTask):
         publish_folder(self.root, build)
 
     def dataset_info(self) -> dict[str, Any]:
-        samples = self._load()
-        return {
-            "id": f"evalkit/{self.name}",
-            "revision": VERSION,
-            "split": "test",
-            "count": len(samples),
-            "fingerprint": fingerprint(samples),
-            "synthesiser": espeak_version(),
-            "location": str(self.root),
-        }
+        return self.generated_dataset_info(VERSION, espeak_version(), self.root)

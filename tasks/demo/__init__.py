@@ -12,7 +12,7 @@ from typing import Any
 
 from evalkit.records import GenerationParams, Sample, Turn
 from evalkit.registry import register_task
-from evalkit.tasks.base import InMemoryTask, TaskFamily, fingerprint
+from evalkit.tasks.base import InMemoryTask, TaskFamily
 from evalkit.tasks.demo import items
 from evalkit.tasks.demo.synth import DemoDataset
 
@@ -36,16 +36,9 @@ class DemoTask(InMemoryTask):
         return self._dataset.materialise(self.name, self.build_samples())
 
     def dataset_info(self) -> dict[str, Any]:
-        samples = self._load()
-        return {
-            "id": f"evalkit/{self.name}",
-            "revision": self.version,
-            "split": "test",
-            "count": len(samples),
-            "fingerprint": fingerprint(samples),
-            "synthesiser": self._dataset.synthesiser_version(),
-            "location": str(self._dataset.root),
-        }
+        return self.generated_dataset_info(
+            self.version, self._dataset.synthesiser_version(), self._dataset.root
+        )
 
 
 @register_task("demo-arithmetic")

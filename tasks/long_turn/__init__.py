@@ -57,7 +57,7 @@ from evalkit.records import (
 )
 from evalkit.registry import register_task
 from evalkit.specs import Options, parse_into
-from evalkit.tasks.base import InMemoryTask, fingerprint
+from evalkit.tasks.base import InMemoryTask
 from evalkit.tasks.long_turn.scenarios import Scenario, load_scenarios
 
 if TYPE_CHECKING:
@@ -248,18 +248,8 @@ class LongTurn(InMemoryTask):
         return Turn(role="user", transcript=words, audio=audio)
 
     def dataset_info(self) -> dict[str, Any]:
-        samples = self._load()
-        return {
-            "id": f"evalkit/{self.name}",
-            "revision": VERSION,
-            "split": "test",
-            "count": len(samples),
-            "fingerprint": fingerprint(samples, self.confinement_roots()),
-            "synthesiser": espeak_version(),
-            "location": str(self.scenario_dir),
-            "user": self.user or "scripted",
-            **({"tts": self.tts} if self.user else {}),
-        }
+        extra = {"user": self.user or "scripted", **({"tts": self.tts} if self.user else {})}
+        return self.generated_dataset_info(VERSION, espeak_version(), self.scenario_dir, **extra)
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
