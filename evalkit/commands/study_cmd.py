@@ -136,7 +136,6 @@ def analyze(
 ) -> None:
     """Bradley-Terry ratings with bootstrap CIs, win rates and Krippendorff's alpha per criterion;
     raters failing the attention checks are excluded and counted."""
-    from evalkit.study.analyze import RESULTS_HTML
     from evalkit.study.analyze import analyze as run_analysis
 
     results = _guarded(
@@ -144,10 +143,7 @@ def analyze(
     )
     raters = results["raters"]
     typer.echo(f"raters: {raters['n']} ({raters['n_excluded']} excluded by the attention checks)")
-    for criterion, result in results["criteria"].items():
-        ranked = ", ".join(f"{m} {result['models'][m]['rating']:.0f}" for m in result["ranking"])
-        typer.echo(f"{criterion}: {ranked}")
-    typer.echo(f"results: {out / RESULTS_HTML}")
+    _echo_rankings(results, out)
 
 
 @study_app.command()
@@ -193,10 +189,7 @@ def arena(
     results = _guarded(go)
     info = results["judge"]
     typer.echo(f"judged {info['n_comparisons']} comparisons ({info['n_errors']} judge errors)")
-    for criterion, result in results["criteria"].items():
-        ranked = ", ".join(f"{m} {result['models'][m]['rating']:.0f}" for m in result["ranking"])
-        typer.echo(f"{criterion}: {ranked}")
-    typer.echo(f"results: {out / 'results.html'}")
+    _echo_rankings(results, out)
 
 
 @study_app.command("export-preferences")
@@ -234,3 +227,14 @@ def export_preferences(
     typer.echo(
         f"{counts['n_pairs']} preference pairs ({counts['n_even']} even items left out): {counts['path']}"
     )
+
+
+def _echo_rankings(results: dict, out: Path) -> None:
+    """Each criterion's models, best first with their ratings, then where the results page is
+    (``study analyze`` and ``study arena`` print the same)."""
+    from evalkit.study.analyze import RESULTS_HTML
+
+    for criterion, result in results["criteria"].items():
+        ranked = ", ".join(f"{m} {result['models'][m]['rating']:.0f}" for m in result["ranking"])
+        typer.echo(f"{criterion}: {ranked}")
+    typer.echo(f"results: {out / RESULTS_HTML}")
