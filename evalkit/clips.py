@@ -80,8 +80,9 @@ class DigestIndex:
             with self._db:
                 self._db.executemany("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?)", rows)
 
-    def close(self) -> None:
-        self.flush()
+    def drop(self) -> None:
+        """Close the connection without writing what is not yet flushed."""
+        self._new = []
         self._db.close()
 
 
@@ -114,13 +115,27 @@ class FileDigests:
     def flush_index(self) -> None:
         """Write the digests made since the last flush to the index (a run does at its phases' ends)."""
         with self._lock:
-            if self._index is not None:
-                self._index.flush()
+            self._on_index_locked(lambda index: index.flush())
+
+    def _on_index_locked(self, operation: Callable[[DigestIndex], T]) -> T | None:
+        """``operation`` on the index, if there is one. An index that fails (a full disk, a damaged
+        file) is dropped for the rest of the process, its unwritten digests with it: it only saves
+        rereading clips, so it must never fail a run (the run's own disk-full path reports what
+        does)."""
+        if self._index is None:
+            return None
+        try:
+            return operation(self._index)
+        except sqlite3.Error:
+            index, self._index = self._index, None
+            index.drop()
+            return None
 
     def _close_index_locked(self) -> None:
+        self._on_index_locked(lambda index: index.flush())
         if self._index is not None:
             index, self._index = self._index, None
-            index.close()
+            index.drop()
 
     def digest(self, path: str | os.PathLike[str]) -> str:
         """The file's sha256 (hex); raises ``OSError`` when it cannot be read."""
@@ -131,14 +146,14 @@ class FileDigests:
             if known is not None:
                 self._memo.move_to_end(key)
                 return known
-            known = self._index.get(key) if self._index is not None else None
+            known = self._on_index_locked(lambda index: index.get(key))
         if known is None:
             with open(path, "rb") as fh:
                 known = hashlib.file_digest(fh, "sha256").hexdigest()
             with self._lock:
                 self.reads += 1
-                if self._index is not None and stat.st_mtime_ns <= time.time_ns() - SETTLED_NS:
-                    self._index.add(key, known)
+                if stat.st_mtime_ns <= time.time_ns() - SETTLED_NS:
+                    self._on_index_locked(lambda index: index.add(key, known))
         with self._lock:
             self._memo[key] = known
             while len(self._memo) > self.max_entries:

@@ -92,6 +92,28 @@ def test_a_read_only_cache_folder_keeps_digests_in_the_process_only(tmp_path: Pa
     digests.flush_index()
 
 
+def test_a_failing_index_is_dropped_never_failing_the_digest(tmp_path: Path, monkeypatch) -> None:
+    """A full disk (any SQLite error) while the index writes drops the index for the process: the
+    digest is still given, and the flush at a run's end raises nothing (the run's own disk-full
+    path reports what matters)."""
+    import sqlite3
+
+    def full(self) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(clips.DigestIndex, "flush", full)
+    monkeypatch.setattr(clips, "INDEX_BATCH", 1)
+    clip = _clip(tmp_path / "a.wav", 300)
+    an_hour_ago = time.time_ns() - 3600 * 10**9
+    os.utime(clip, ns=(an_hour_ago, an_hour_ago))
+    digests = clips.FileDigests()
+    digests.use_index(tmp_path / clips.DIGEST_INDEX)
+    assert digests.digest(clip) == hashlib.sha256(clip.read_bytes()).hexdigest()
+    digests.flush_index()
+    assert digests._index is None
+    digests.clear()
+
+
 def test_an_object_memo_lives_as_long_as_its_object() -> None:
     memo = clips.ObjectMemo()
 
