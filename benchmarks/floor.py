@@ -4,8 +4,8 @@ The workload (generated offline into a temporary folder): ``--items`` multiple-c
 a conversation of ``--turns`` user turns (1: single-turn; ``--turns 20``: the long-conversation
 variant), every turn a 2 s 16 kHz clip (distinct per item and turn, so no request repeats) with
 its question text, as a ``jsonl:`` samples file scored by the ``choice`` judge. One loopback
-server (``evalkit.testing.openai_server``, in its own process, answering every request after
-``--delay`` seconds with the right letter) serves both clients, in turn:
+server (``evalkit.testing.lean_server``, in its own process, answering every request exactly
+``--delay`` seconds after it arrived, with the right letter) serves both clients, in turn:
 
 - **bare**: a minimal asyncio client (aiohttp, the transport evalkit's adapter uses) in its own
   process: ``--concurrency`` workers, each conversation's turns in order, every turn sending the
@@ -98,60 +98,24 @@ def write_workload(folder: Path, items: int, turns: int) -> Path:
 
 
 # -- the server ------------------------------------------------------------------------------------
+QUESTION = re.compile(rb"Question (\d+)\.(\d+)")
+
+
+def floor_answer(body: bytes) -> str:
+    """The right reply to a request, from its raw body: the last question's number (a space never
+    occurs in base64, so no clip can fake one) gives the letter."""
+    found = QUESTION.findall(body)
+    item, turn = (int(x) for x in found[-1]) if found else (0, 0)
+    return f"The answer is ({answer_letter(item, turn)})."
+
+
 def serve(delay: float) -> None:
-    """The loopback server answering each question with its letter, as cheaply as it can: the
-    benchmark measures the clients, so the server must not be what they wait for. It finds the
-    question number in the raw body (no JSON parse of ~90 kB of base64 per request: a space never
-    occurs in base64), keeps a count of requests, not their bodies (a 20-turn run sends gigabytes),
-    and answers from pre-encoded server-sent events in one write. Prints its URL, serves until
-    killed."""
-    from aiohttp import web
+    """The loopback server (``evalkit.testing.lean_server``: each answer exactly ``delay`` after its
+    request arrived, microseconds of CPU per request, so the server is not what the clients wait
+    for). Prints its URL, serves until killed."""
+    from evalkit.testing.lean_server import serve_forever
 
-    from evalkit.testing.openai_server import OpenAIServer, ReceivedRequest
-
-    number = re.compile(rb"Question (\d+)\.(\d+)")
-    answers = {letter: streamed_answer(f"The answer is ({letter}).") for letter in LETTERS}
-
-    class FloorServer(OpenAIServer):
-        async def _chat(self, request):
-            found = number.findall(await request.read())
-            item, turn = (int(x) for x in found[-1]) if found else (0, 0)
-            with self._lock:
-                self._received.append(ReceivedRequest(len(self._received) + 1, {}, "", 200, time.monotonic()))
-            await asyncio.sleep(self.delay)
-            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-            await response.prepare(request)
-            await response.write(answers[answer_letter(item, turn)])
-            await response.write_eof()
-            return response
-
-    server = FloorServer(delay=delay)
-
-    async def main() -> None:
-        print(await server.start_async(), flush=True)
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
-
-
-def streamed_answer(text: str) -> bytes:
-    """A whole streamed chat completion of ``text`` as a vLLM-style server sends it: a role chunk,
-    one chunk per word, a finish chunk, a usage chunk and ``[DONE]``."""
-
-    def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        chunk = {"id": "chatcmpl-floor", "object": "chat.completion.chunk", "created": 0,
-                 "model": "loopback", "choices": choices, **extra}  # fmt: skip
-        return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
-
-    def delta(content: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {"index": 0, "delta": content, "finish_reason": finish, "logprobs": None}
-
-    words = re.findall(r"\S+\s*", text)
-    usage = {"prompt_tokens": 64, "completion_tokens": len(words), "total_tokens": 64 + len(words)}
-    events = [event([delta({"role": "assistant", "content": ""})])]
-    events += [event([delta({"content": word})]) for word in words]
-    events += [event([delta({}, "stop")]), event([], usage=usage), b"data: [DONE]\n\n"]
-    return b"".join(events)
+    serve_forever(floor_answer, delay)
 
 
 def server_hits(base_url: str) -> int:

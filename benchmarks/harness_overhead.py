@@ -1,14 +1,15 @@
 """How much throughput does the harness itself cost?
 
 A model server that takes exactly D seconds per request and has room for C requests at once can
-serve at most C / D requests per second. This benchmark puts the loopback OpenAI-compatible server
-(``evalkit.testing.openai_server``, in its own process so it does not share the harness's
-interpreter) behind exactly that delay, pushes N requests through evalkit's real pipeline (CLI
-config -> ``evaluate`` -> tasks -> openai adapter with streaming -> response cache -> run store ->
-judge -> summary and report) with concurrency C, and reports achieved / ideal. A ratio near 1
-means the harness keeps the endpoint saturated; below 0.9 the harness is the bottleneck. (When N is
-not a multiple of C the last round is partly empty, so even a free harness stays below 1: for
-1,000 requests at C=64 the ceiling is 1000 / (16 * 64) = 0.977.)
+serve at most C / D requests per second. This benchmark puts a loopback chat endpoint
+(``evalkit.testing.lean_server``, in its own process so it does not share the harness's
+interpreter; it answers exactly D after each request arrived, for microseconds of CPU, so its own
+queue does not count against the harness) behind exactly that delay, pushes N requests through
+evalkit's real pipeline (CLI config -> ``evaluate`` -> tasks -> openai adapter with streaming ->
+response cache -> run store -> judge -> summary and report) with concurrency C, and reports
+achieved / ideal. A ratio near 1 means the harness keeps the endpoint saturated; below 0.9 the
+harness is the bottleneck. (When N is not a multiple of C the last round is partly empty, so even
+a free harness stays below 1: for 1,000 requests at C=64 the ceiling is 1000 / (16 * 64) = 0.977.)
 
 ``seconds`` is the request phase (the runner from first request to last score, as recorded in the
 manifest's ``last_session``); ``wall`` adds the one-off setup and finalisation (manifest, dataset
@@ -28,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -50,6 +52,23 @@ def write_samples(path: Path, n: int) -> None:
             fh.write(json.dumps(sample) + "\n")
 
 
+#: the number each question asks for (``write_samples``), found in the raw request body
+ASKED = re.compile(rb"please reply (\d+)\.")
+
+
+def echo_answer(body: bytes) -> str:
+    """The reply the numeric judge marks right: the last question's number."""
+    found = ASKED.findall(body)
+    return found[-1].decode() if found else "no question found"
+
+
+def start_server(delay: float):
+    """This script in ``--serve`` mode, in its own process; returns it and its base URL."""
+    from evalkit.testing.openai_server import spawn_url_process
+
+    return spawn_url_process([sys.executable, __file__, "--serve", "--delay", str(delay)])
+
+
 def server_hits(base_url: str) -> int:
     direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
     with direct.open(base_url.removesuffix("/v1") + "/_loopback/stats", timeout=10) as response:
@@ -58,9 +77,8 @@ def server_hits(base_url: str) -> int:
 
 def measure(concurrency: int, delay: float, requests: int) -> dict:
     from evalkit.runner import RunConfig, evaluate
-    from evalkit.testing.openai_server import start_subprocess
 
-    server, base_url = start_subprocess(delay=delay)
+    server, base_url = start_server(delay)
     try:
         with tempfile.TemporaryDirectory(prefix="evalkit-bench-") as tmp:
             root = Path(tmp)
@@ -119,7 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=1000, help="requests to send")
     parser.add_argument("--repeats", type=int, default=3, help="measurements; the median is reported")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve:
+        from evalkit.testing.lean_server import serve_forever
+
+        serve_forever(echo_answer, args.delay)
+        return 0
 
     results = []
     for run in range(1, args.repeats + 1):

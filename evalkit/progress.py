@@ -1,17 +1,20 @@
 """Rich progress display of a run: a phase row (reading data, loading model, loading judges,
 generating, judging, finalizing) and one row per task with what is done, a cumulative rate, a live
 ETA and the errors. Multi-turn tasks count and time turns (a sample of 20 turns is one slow step
-otherwise); resumed work counts as done but never into the rate."""
+otherwise); resumed work counts as done but never into the rate.
+
+The rows' numbers are plain Python here; the rich display (``progress_view``) is imported only
+when it is shown: ``--no-progress`` runs (benchmarks, CI, nightly jobs) never load rich's ~60 ms
+of modules before their first request."""
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.console import Console
 
 #: the phases in the order a run goes through them (``RunProgress.phase`` takes one of these)
 PHASES = (
@@ -95,29 +98,16 @@ def stats_text(counts: Counts, now: float) -> str:
     return f"{done}  {pace}  {left}{errors}"
 
 
-class StatsColumn(ProgressColumn):
-    """The row's numbers, computed at every refresh (rich's own speed and ETA columns use a 30 s
-    window of completions: 0.00/s after a run served from the cache, and a frozen ETA between
-    slow completions). The phase row shows its detail and how long the phase has taken."""
-
-    def render(self, task: Task) -> Text:
-        counts = task.fields.get("counts")
-        if counts is None:  # the phase row
-            return Text(f"{clock(task.elapsed or 0.0)}  {task.fields.get('detail', '')}", style="dim")
-        return Text(stats_text(counts, time.monotonic()), style="red" if counts.errors else "")
-
-
 class RunProgress:
     """Thin wrapper so the runner does not depend on rich's API (and tests can turn it off)."""
 
     def __init__(self, enabled: bool = True, console: Console | None = None):
-        self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(bar_width=8),
-            StatsColumn(),
-            console=console or Console(file=sys.stderr),
-            disable=not enabled,
-        )
+        #: rich's display; None with ``--no-progress``, where nothing is shown
+        self._progress: Any = None
+        if enabled:
+            from evalkit.progress_view import rich_progress
+
+            self._progress = rich_progress(console)
         #: False with ``--no-progress``: nothing is shown, so the totals need not be counted
         self.enabled = enabled
         self._ids: dict[str, int] = {}
@@ -126,12 +116,15 @@ class RunProgress:
         self.current_phase: str | None = None
 
     def __enter__(self) -> RunProgress:
-        self._progress.start()
+        if self._progress is not None:
+            self._progress.start()
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
         """On an error the rows vanish (``transient``): the ``error:`` line stands alone, also where
         stderr is no terminal and rich would otherwise print the last frame before it."""
+        if self._progress is None:
+            return
         if exc_type is not None:
             self._progress.live.transient = True
         self._progress.stop()
@@ -141,6 +134,8 @@ class RunProgress:
         if name not in PHASES:
             raise ValueError(f"unknown phase {name!r}; one of {PHASES}")
         self.current_phase = name
+        if self._progress is None:
+            return
         if self._phase_id is None:
             self._phase_id = self._progress.add_task(name, total=None, detail=detail)
         else:
@@ -150,10 +145,11 @@ class RunProgress:
         """A task row; ``turns``: the turns its samples answer in all (multi-turn tasks)."""
         counts = Counts(samples_total=total, turns_total=turns, started=time.monotonic())
         self.counts[name] = counts
-        self._ids[name] = self._progress.add_task(name, total=counts.bar_total(), counts=counts)
+        if self._progress is not None:
+            self._ids[name] = self._progress.add_task(name, total=counts.bar_total(), counts=counts)
 
     def _sync(self, name: str) -> None:
-        if not self.enabled:  # nothing is drawn: rich's bookkeeping per turn would be spent for nothing
+        if self._progress is None:  # nothing is drawn: no bookkeeping per turn
             return
         counts = self.counts[name]
         self._progress.update(self._ids[name], total=counts.bar_total(), completed=counts.bar_done())

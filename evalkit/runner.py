@@ -18,6 +18,7 @@ import asyncio
 import errno
 import signal
 import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Coroutine, Iterator
@@ -29,7 +30,6 @@ from evalkit.cache import ResponseCache
 from evalkit.clips import DIGEST_INDEX, DIGESTS
 from evalkit.confine import PathEscapeError
 from evalkit.errors import EvalkitError
-from evalkit.finalize import check_writable, finalize
 from evalkit.judges.base import Judge, check_judges_unchanged, judges_manifest
 from evalkit.judging import JudgeExecutor
 from evalkit.manifest import (
@@ -49,6 +49,7 @@ from evalkit.sharding import parse_shard
 from evalkit.store import RunStore
 from evalkit.tasks.base import Task, resolve_tasks
 from evalkit.turn_loop import CliGeneration, TurnLoop
+from evalkit.warmup import finish_warm, warm_finish
 
 
 @dataclass
@@ -158,6 +159,8 @@ class Runner:
         self.turns.on_turn = self.progress.turn
         #: failed samples and finished samples; the model calls' counts are the service's
         self.counters = {"errors": 0, "samples": 0}
+        #: the end's imports, loading while requests are in flight (``evalkit.warmup``)
+        self.warmup: threading.Thread | None = None
 
     # -- requests ---------------------------------------------------------------------------------
     def generation_manifest(self) -> dict[str, dict[str, dict[str, Any]]]:
@@ -225,6 +228,9 @@ class Runner:
                 if (task.name, sample.id) not in self.resume.sampled:
                     self._record_sample(task, index, sample)
                 yield task, index, sample
+        # every sample is in flight: the loop mostly waits for the last answers from here on, so
+        # the end's imports load now (``evalkit.warmup``)
+        self.warmup = warm_finish()
 
     def _record_sample(self, task: Task, index: int, sample: Sample) -> None:
         """samples.jsonl gets the sample as it starts, its audio confined to the data root (a path
@@ -342,6 +348,8 @@ async def _evaluate_session(
         store = RunStore.open_existing(resume_dir)
         store.acquire_lock()
         held.append(store)
+        from evalkit.finalize import check_writable
+
         check_writable(store, store.manifest())  # a newer evalkit's run is never resumed by this one
         manifest = store.read_manifest()
         config = RunConfig.from_manifest({**manifest["config"], "concurrency": config.concurrency})
@@ -426,6 +434,9 @@ async def _evaluate_session(
     if disk_errors:
         raise disk_full_error(store, disk_errors)
     progress.phase("finalizing", "summary and report")
+    finish_warm(runner.warmup)
+    from evalkit.finalize import finalize  # here: ``evalkit.warmup`` loaded it during the requests
+
     try:
         finalize(store)
     except OSError as exc:

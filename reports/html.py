@@ -34,6 +34,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -405,15 +406,13 @@ DIRECTION_MARKS = {"higher": "↑", "lower": "↓", "descriptive": "·"}
 DIRECTION_TITLES = {"higher": "higher is better", "lower": "lower is better", "descriptive": "descriptive"}
 
 
-def _environment():
+def _environment(cache_folder: Path):
     """The templates' environment; compiled templates are kept in evalkit's cache folder (jinja2's
     bytecode cache, checked against each template's source): compiling the report template cost
     every run ~0.3 s of CPU at its end (issue 18)."""
     from jinja2 import Environment, FileSystemBytecodeCache, PackageLoader, select_autoescape
 
-    from evalkit.paths import cache_dir
-
-    compiled = cache_dir() / "templates"
+    compiled = cache_folder / "templates"
     try:
         compiled.mkdir(parents=True, exist_ok=True)
         bytecode = FileSystemBytecodeCache(str(compiled))
@@ -429,6 +428,19 @@ def _environment():
     env.filters.update(fmt=fmt_value, fmt_int=_fmt_int, fmt_seconds=_fmt_seconds)
     env.globals.update(DIRECTION_MARKS=DIRECTION_MARKS, DIRECTION_TITLES=DIRECTION_TITLES)
     return env
+
+
+@lru_cache(maxsize=4)
+def _report_template(cache_folder: Path):
+    """report.html.j2, loaded once per process and cache folder (``_environment``)."""
+    return _environment(cache_folder).get_template("report.html.j2")
+
+
+def report_template():
+    """The report page's template: ``warmup`` loads it while a run's requests are in flight."""
+    from evalkit.paths import cache_dir
+
+    return _report_template(cache_dir())
 
 
 def render(store: RunStore, max_samples: int | None = None, embed_limit: int = EMBED_LIMIT_BYTES) -> str:
@@ -462,8 +474,7 @@ def render_scan(
     has_figures = any(c.figure_json for c in charts)
     exported = {f"sample-{r['task']}-{r['id']}": r["export"] for r in shown}
     return (
-        _environment()
-        .get_template("report.html.j2")
+        report_template()
         .render(
             manifest=manifest,
             summary=summary,
