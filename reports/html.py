@@ -473,29 +473,26 @@ def render_scan(
     charts = build_charts_from(summary, scan.charts) + long_turn_charts(summary, manifest)
     has_figures = any(c.figure_json for c in charts)
     exported = {f"sample-{r['task']}-{r['id']}": r["export"] for r in shown}
-    return (
-        report_template()
-        .render(
-            manifest=manifest,
-            summary=summary,
-            header=run_header(manifest, summary),
-            charts=charts,
-            plotly_js=Markup(plotly_js().replace("</script", "<\\/script")) if has_figures else None,
-            samples=shown,
-            n_samples=len(rows),
-            tasks=sorted({task for _, task, _ in rows}),
-            statuses=STATUSES,
-            status_counts=Counter(status for _, _, status in rows),
-            shown_counts=Counter(r["status"] for r in shown),
-            errors=scan.errors,
-            judge_errors=scan.judge_errors,
-            feel_rule=FEEL_RULE,
-            correctness_rule=CORRECTNESS_RULE,
-            # the scoreboard first, the run's name as people say it, the browser's export data
-            scoreboard=scoreboard(summary, manifest),
-            display_name=display_name(manifest),
-            samples_json=Markup(script_safe_json(json.dumps(exported, default=str))),
-        )
+    return report_template().render(
+        manifest=manifest,
+        summary=summary,
+        header=run_header(manifest, summary),
+        charts=charts,
+        plotly_js=Markup(plotly_js().replace("</script", "<\\/script")) if has_figures else None,
+        samples=shown,
+        n_samples=len(rows),
+        tasks=sorted({task for _, task, _ in rows}),
+        statuses=STATUSES,
+        status_counts=Counter(status for _, _, status in rows),
+        shown_counts=Counter(r["status"] for r in shown),
+        errors=scan.errors,
+        judge_errors=scan.judge_errors,
+        feel_rule=FEEL_RULE,
+        correctness_rule=CORRECTNESS_RULE,
+        # the scoreboard first, the run's name as people say it, the browser's export data
+        scoreboard=scoreboard(summary, manifest),
+        display_name=display_name(manifest),
+        samples_json=Markup(script_safe_json(json.dumps(exported, default=str))),
     )
 
 
