@@ -191,32 +191,26 @@ def bare_child(samples: Path, base_url: str, concurrency: int) -> None:
 # -- evalkit's whole process -----------------------------------------------------------------------
 def evalkit_child(argv: list[str]) -> None:
     """``evalkit run ARGV`` as the CLI runs it, with the runner's request phase timed in CPU too
-    (the one number the run directory does not record): printed as JSON after the run."""
+    (the one number the run directory does not record): printed as a JSON line when it ends."""
     import evalkit.runner as runner
     from evalkit.cli import main
 
-    phase: dict[str, float] = {}
     run = runner.Runner.run
 
     async def timed_run(self) -> None:
-        phase["cpu0"] = time.process_time()
+        cpu = time.process_time()
         try:
             await run(self)
-        finally:
-            phase["phase_cpu_s"] = time.process_time() - phase.pop("cpu0")
+        finally:  # printed as the phase ends: ``main`` leaves the process without returning
+            print(json.dumps({"phase_cpu_s": time.process_time() - cpu}), flush=True)
 
     runner.Runner.run = timed_run
     sys.argv = ["evalkit", "run", *argv]
-    try:
-        main()
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            raise
-    print(json.dumps(phase))
+    main()
 
 
 def run_child(cmd: list[str], env: dict[str, str]) -> tuple[dict[str, Any], float, Any]:
-    """Run one measured process: its last stdout line (JSON), wall seconds, and its rusage."""
+    """Run one measured process: its last JSON line on stdout, wall seconds, and its rusage."""
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, text=True)
     assert proc.stdout is not None
@@ -226,7 +220,8 @@ def run_child(cmd: list[str], env: dict[str, str]) -> tuple[dict[str, Any], floa
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise SystemExit(f"{cmd[2:4]} failed (exit {code}): {output[-2000:]}")
-    return json.loads(output.strip().splitlines()[-1]), wall, usage
+    result = next(line for line in reversed(output.splitlines()) if line.startswith("{"))
+    return json.loads(result), wall, usage
 
 
 def figures(kind: str, requests: int, seconds: float, phase_cpu: float, wall: float, usage, ideal: float):

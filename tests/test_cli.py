@@ -156,3 +156,52 @@ def test_demo_arithmetic_samples_and_fingerprint() -> None:
     changed = [samples[0].model_copy(update={"reference": {"answer": "13"}}), *samples[1:]]
     assert fingerprint(changed) != info["fingerprint"]
     assert fingerprint(samples) == info["fingerprint"]
+
+
+def test_the_invoked_command_alone_parses_helps_and_fails_as_in_the_whole_app() -> None:
+    """``cli.invoked_app`` builds only the command a process names; each top-level command's help
+    and a bad option must read exactly as they do from the whole app, and anything that is not a
+    top-level command (a group, a typo, nothing) gets the whole app."""
+    from typer.main import get_command_name
+    from typer.testing import CliRunner
+
+    from evalkit.cli import app, invoked_app
+
+    runner = CliRunner()
+    names = [info.name or get_command_name(info.callback.__name__) for info in app.registered_commands]
+    assert {"run", "list", "report", "score", "compare"} <= set(names)
+    for name in names:
+        for args in ([name, "--help"], [name, "--no-such-option"]):
+            alone, whole = runner.invoke(invoked_app(args), args), runner.invoke(app, args)
+            assert invoked_app(args) is not app
+            assert (alone.exit_code, alone.output) == (whole.exit_code, whole.output), args
+    for args in (["cache", "--help"], ["rnu"], [], ["--help"]):
+        assert invoked_app(args) is app
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "said"), [(3, 3, ""), (None, 0, ""), ("went wrong", 1, "went wrong")]
+)
+def test_leaving_skips_only_the_teardown(tmp_path: Path, code: object, status: int, said: str) -> None:
+    """``cli._leave`` ends the process without the interpreter's teardown, but as it would have:
+    a non-daemon thread finishes, atexit handlers run, buffered stdout is written, the status is
+    the SystemExit's."""
+    script = textwrap.dedent(
+        f"""
+        import atexit, sys, threading, time
+        from pathlib import Path
+        from evalkit.cli import _leave
+        atexit.register(lambda: Path({str(tmp_path / "atexit")!r}).write_text("ran"))
+        def late():
+            time.sleep(0.2)
+            Path({str(tmp_path / "thread")!r}).write_text("done")
+        threading.Thread(target=late).start()
+        sys.stdout.write("buffered, never flushed by hand")
+        _leave({code!r})
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == status, proc.stderr
+    assert proc.stdout == "buffered, never flushed by hand"
+    assert proc.stderr.strip() == said
+    assert (tmp_path / "atexit").read_text() == "ran" and (tmp_path / "thread").read_text() == "done"
