@@ -325,7 +325,7 @@ def _fake_entry_points(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, modules: dict[str, str], points: dict[str, str]
 ) -> None:
     """``modules`` (name -> source) importable from ``tmp_path``; ``points`` (entry-point name ->
-    value) what ``importlib.metadata.entry_points`` reports for the test group."""
+    value) what ``registry.plugin_entry_points`` reports for the test group."""
     from importlib.metadata import EntryPoint
 
     for name, source in modules.items():
@@ -333,7 +333,8 @@ def _fake_entry_points(
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.syspath_prepend(str(tmp_path))
     eps = [EntryPoint(name=n, value=v, group="evalkit.test-judges") for n, v in points.items()]
-    monkeypatch.setattr(registry, "entry_points", lambda group: [ep for ep in eps if ep.group == group])
+    listed = lambda group: [ep for ep in eps if ep.group == group]  # noqa: E731
+    monkeypatch.setattr(registry, "plugin_entry_points", listed)
 
 
 @pytest.fixture
@@ -393,7 +394,7 @@ def test_two_plugins_of_one_name_are_an_error_naming_both(monkeypatch: pytest.Mo
         EntryPoint(name="good", value="pkg_a:Good", group="evalkit.test-judges"),
         EntryPoint(name="good", value="pkg_b:Good", group="evalkit.test-judges"),
     ]
-    monkeypatch.setattr(registry, "entry_points", lambda group: eps)
+    monkeypatch.setattr(registry, "plugin_entry_points", lambda group: eps)
     reg = Registry("judge", "evalkit.test-judges", {})
     with pytest.raises(NameCollisionError, match=r"'good = pkg_a:Good'.* and by .*'good = pkg_b:Good'"):
         reg.get("good")
