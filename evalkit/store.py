@@ -513,14 +513,16 @@ class RunStore:
     # -- finishing ----------------------------------------------------------------------------------
     def sorted_streams(
         self, task_order: list[str], judge_order: list[str], score_pass: RecordPass | None = None
-    ) -> tuple[Iterator[ResponseRecord], Iterator[ScoreRecord], Iterator[SampleRecord]]:
+    ) -> tuple[Iterator[ResponseRecord], Iterator[ScoreRecord], Iterator[bytes]]:
         """The run's three streams rewritten sorted (task order as requested, sample index, turn /
         judge order), keeping only the latest record per key, so a resumed run ends with the same
         lines as a clean one. Each is an iterator over the records as they are written: a file is
         replaced (atomic rename) when its iterator is exhausted, so whoever consumes them (the
         summary) rides on the rewrite and each file is read at most twice (an index pass, then the
         copy); a file this session wrote from empty is indexed by its writer and read once.
-        ``score_pass`` transforms the sorted scores on their way out (``Task.finalize_scores``)."""
+        ``score_pass`` transforms the sorted scores on their way out (``Task.finalize_scores``).
+        Nobody rides on samples.jsonl: its iterator yields the lines as written, and a file its
+        writer indexed (every line this version's) is copied without parsing a line."""
         self.close_streams()
         known = {
             name: stream.known_lines() if stream is not None else None
@@ -569,6 +571,7 @@ class RunStore:
                 sample_order,
                 create=False,
                 known=known[SAMPLES],
+                records=False,
             ),
         )
 
@@ -586,14 +589,17 @@ class RunStore:
         transform: RecordPass | None = None,
         create: bool = True,
         known: Iterable[tuple[tuple, int, int]] | None = None,
-    ) -> Iterator[R]:
+        records: bool = True,
+    ) -> Iterator[Any]:
         """Keep the latest line per identity (task, sample, turn or judge), sorted by ``order_of``
         (identity, sample index), through an atomic rename, yielding each record written. Only
         (identity, sample index, offset, length) stay in memory; each kept line is read back and
         written one at a time, so finishing a 10k-sample run costs no more memory than a 1k one
         beyond those small tuples. An iterator abandoned half way leaves the file as it was.
         ``known``: the file's lines as its writer indexed them (``JsonlAppender.known_lines``:
-        ``fields_of`` each record, offset, length), instead of an index pass reading the file."""
+        ``fields_of`` each record, offset, length), instead of an index pass reading the file.
+        ``records=False`` (no ``transform``): yield each line written instead of its record, and
+        parse a line only where its version is unknown (no writer's index) to upgrade it."""
         # identity -> (sample index, offset, length): the sort order is made from these only when
         # sorting, so that a 10k-sample run's three dicts hold no order tuples besides
         latest: dict[Hashable, tuple[int, int, int]] = {}
@@ -612,19 +618,24 @@ class RunStore:
         try:
             with open(path, "rb") as src, open(tmp, "w", encoding="utf-8") as out:
 
-                def kept() -> Iterator[tuple[bytes, R]]:
+                def kept(parse: bool = True) -> Iterator[tuple[bytes, Any]]:
                     ordered = sorted(latest.items(), key=lambda item: order_of(item[0], item[1][0]))
                     latest.clear()
                     for _, (_, start, length) in ordered:
                         src.seek(start)
                         raw = src.read(length)
-                        yield raw, parse_line(raw, record_type)
+                        yield raw, parse_line(raw, record_type) if parse else None
 
-                if transform is None:  # a line this version wrote is copied as it is (no re-dump)
+                if transform is None and not records and known is not None:  # this version's lines
+                    for raw, _ in kept(parse=False):
+                        out.write(raw.decode("utf-8"))
+                        yield raw
+                elif transform is None:  # a line this version wrote is copied as it is (no re-dump)
                     for raw, record in kept():
                         current = getattr(record, "schema_version", None) == SCHEMA_VERSION
-                        out.write(raw.decode("utf-8") if current else record.to_json() + "\n")
-                        yield record
+                        line = raw.decode("utf-8") if current else record.to_json() + "\n"
+                        out.write(line)
+                        yield record if records else line.encode("utf-8")
                 else:
                     for record in transform(record for _, record in kept()):
                         out.write(record.to_json() + "\n")

@@ -20,12 +20,14 @@ from evalkit.records import (
     Message,
     ModelOutput,
     ResponseRecord,
+    Sample,
     Score,
     ScoreRecord,
     TextPart,
+    Turn,
     Usage,
 )
-from evalkit.store import RESPONSES, SCORES, RunStore, read_jsonl
+from evalkit.store import RESPONSES, SAMPLES, SCORES, RunStore, read_jsonl
 
 # -- RunStore -------------------------------------------------------------------------------------
 
@@ -197,6 +199,8 @@ def test_the_writers_index_sorts_exactly_as_an_index_pass(tmp_path: Path) -> Non
                                           ("b", "b0", 0, "retried")]:  # fmt: skip
             store.append_response(_resp(task, sample, index, 0, text=text))
             store.append_score(_score(task, sample, index, "numeric"))
+            said = Sample(id=sample, task=task, conversation=[Turn(role="user", text=text)])
+            store.append_sample(task, index, said)
         store.close_streams()
         return store
 
@@ -205,9 +209,11 @@ def test_the_writers_index_sorts_exactly_as_an_index_pass(tmp_path: Path) -> Non
     indexed.finalize_order(["b", "a"], ["numeric"])
     passed = write(tmp_path / "passed")
     RunStore(passed.root).finalize_order(["b", "a"], ["numeric"])  # no writer: an index pass
-    for name in (RESPONSES, SCORES):
+    for name in (RESPONSES, SCORES, SAMPLES):  # samples.jsonl: copied by the index, never parsed
         assert (indexed.root / name).read_bytes() == (passed.root / name).read_bytes()
     assert [r.output.text for r in indexed.responses()] == ["retried", "z", "x"]
+    samples = [json.loads(line) for line in (indexed.root / SAMPLES).read_text().splitlines()]
+    assert [(r["task"], r["sample"]["id"]) for r in samples] == [("b", "b0"), ("a", "a0"), ("a", "a1")]
 
     other = write(tmp_path / "other")
     with open(other.root / RESPONSES, "a", encoding="utf-8") as fh:
