@@ -155,9 +155,10 @@ def run(
     Needs --model and --tasks (or --resume RUN_DIR); names, data paths and options are checked
     before the model loads."""
     from evalkit.errors import EvalkitError
+    from evalkit.own_process import freeze_live_objects
     from evalkit.runner import RunConfig, Terminated, evaluate
 
-    freeze_startup_objects()
+    freeze_live_objects()  # the startup objects: never garbage, walked by every full collection
     if resume is not None:
         try:
             check_resume_options(ctx)
@@ -414,15 +415,11 @@ def _register_subcommands() -> None:
 _register_subcommands()
 
 
-#: True when this process is the ``evalkit`` command itself (``main``), not a caller's Python
-#: session driving the app (a test's CliRunner): only then may a command tune the process's GC
-_OWN_PROCESS = False
-
-
 def main() -> None:
     """The ``evalkit`` command: the app, then ``_leave`` with its exit status."""
-    global _OWN_PROCESS
-    _OWN_PROCESS = True
+    from evalkit.own_process import claim
+
+    claim()  # this process is the command: it may tune the collector (``evalkit.own_process``)
     try:
         invoked_app(sys.argv[1:])()
     except SystemExit as exc:
@@ -478,18 +475,6 @@ def _leave(code: object) -> NoReturn:
         except OSError:  # a closed pipe (evalkit list | head): the status Python itself gives
             status = status or 120
     os._exit(status)
-
-
-def freeze_startup_objects() -> None:
-    """Move every object alive now (imported modules, pydantic schemas: ~60k) out of the garbage
-    collector's view for the rest of the process (``gc.freeze``). Why: a run allocates millions
-    of short-lived objects, and each full collection walked the startup objects again, ~0.15 s of
-    a 1000-request run (issue 18). Only in evalkit's own process: frozen objects are never
-    collected, which a long-lived caller should not have imposed on it."""
-    if _OWN_PROCESS:
-        import gc
-
-        gc.freeze()
 
 
 if __name__ == "__main__":

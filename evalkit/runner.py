@@ -41,6 +41,7 @@ from evalkit.manifest import (
 )
 from evalkit.models.base import ModelAdapter, adapter_class, load_model
 from evalkit.models.replica_pool import ReplicaPool
+from evalkit.own_process import freeze_live_objects
 from evalkit.paths import cache_dir, response_cache_path
 from evalkit.progress import RunProgress
 from evalkit.records import ModelOutput, Sample, TurnInput
@@ -436,6 +437,8 @@ async def _evaluate_session(
     progress.phase("finalizing", "summary and report")
     finish_warm(runner.warmup)
     from evalkit.finalize import finalize  # here: ``evalkit.warmup`` loaded it during the requests
+
+    freeze_live_objects()  # what the requests left lives to the end: finalize's collections skip it
 
     try:
         finalize(store)

@@ -205,3 +205,23 @@ def test_leaving_skips_only_the_teardown(tmp_path: Path, code: object, status: i
     assert proc.stdout == "buffered, never flushed by hand"
     assert proc.stderr.strip() == said
     assert (tmp_path / "atexit").read_text() == "ran" and (tmp_path / "thread").read_text() == "done"
+
+
+def test_only_the_evalkit_process_itself_freezes_objects() -> None:
+    """``own_process.freeze_live_objects`` is a no-op in a caller's Python session and freezes
+    what is alive once ``cli.main`` has claimed the process (a fresh interpreter, so this test
+    session's collector is left alone)."""
+    script = textwrap.dedent(
+        """
+        import gc
+        from evalkit.own_process import claim, freeze_live_objects
+        before = gc.get_freeze_count()
+        freeze_live_objects()
+        assert gc.get_freeze_count() == before, "froze objects of a process evalkit does not own"
+        claim()
+        freeze_live_objects()
+        assert gc.get_freeze_count() > before + 1000, gc.get_freeze_count()
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
