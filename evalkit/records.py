@@ -56,7 +56,10 @@ class Record(BaseModel):
     on a line a newer evalkit wrote (validation context ``IGNORE_UNKNOWN``): there a field this
     version does not know is one the newer version added, and is dropped."""
 
-    model_config = ConfigDict(extra="forbid")
+    # a record's validator is built when first used, not at import: models met only inside
+    # another (AudioRef, ErrorInfo) never need their own, and every process that imports the
+    # records (the CLI's commands, judge workers) started ~25 ms later (issue 18)
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     @model_validator(mode="before")
     @classmethod

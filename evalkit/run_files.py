@@ -39,7 +39,8 @@ F = TypeVar("F", bound="RunFile")
 class Open(BaseModel):
     """A part of manifest.json / summary.json: typed where evalkit reads it, open to the rest."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    # built when first used: a run reads its summary models only when something opens summary.json
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
 
 # -- manifest.json ---------------------------------------------------------------------------------
