@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from evalkit.errors import EvalkitError
-from evalkit.records import IGNORE_UNKNOWN, SCHEMA_VERSION, AudioRef, Sample, SampleRecord, Turn
+from evalkit.records import SCHEMA_VERSION, AudioRef, Sample, SampleRecord, Turn
 
 R = TypeVar("R", bound=BaseModel)
 F = TypeVar("F", bound="RunFile")
@@ -272,7 +272,7 @@ def parse_line(raw: bytes, record_type: type[R]) -> R:
     except ValidationError:
         if line_version(raw) <= SCHEMA_VERSION:
             raise
-    return record_type.model_validate_json(raw, context={IGNORE_UNKNOWN: True})
+    return record_type.model_validate_json(raw, extra="ignore")  # every nested record too
 
 
 def line_version(raw: bytes | str) -> int:
