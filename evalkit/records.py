@@ -46,7 +46,6 @@ Base64Bytes = Annotated[
 SCHEMA_VERSION = 1
 
 
-
 class Record(BaseModel):
     """Base of all records: forbid unknown fields so typos in hand-written data fail loudly, except
     on a line a newer evalkit wrote (``run_files.parse_line`` validates it with ``extra="ignore"``,
