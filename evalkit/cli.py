@@ -155,10 +155,11 @@ def run(
     Needs --model and --tasks (or --resume RUN_DIR); names, data paths and options are checked
     before the model loads."""
     from evalkit.errors import EvalkitError
-    from evalkit.own_process import freeze_live_objects
+    from evalkit.own_process import collect_less, freeze_live_objects
     from evalkit.runner import RunConfig, Terminated, evaluate
 
     freeze_live_objects()  # the startup objects: never garbage, walked by every full collection
+    collect_less()
     if resume is not None:
         try:
             check_resume_options(ctx)

@@ -207,20 +207,24 @@ def test_leaving_skips_only_the_teardown(tmp_path: Path, code: object, status: i
     assert (tmp_path / "atexit").read_text() == "ran" and (tmp_path / "thread").read_text() == "done"
 
 
-def test_only_the_evalkit_process_itself_freezes_objects() -> None:
-    """``own_process.freeze_live_objects`` is a no-op in a caller's Python session and freezes
-    what is alive once ``cli.main`` has claimed the process (a fresh interpreter, so this test
-    session's collector is left alone)."""
+def test_only_the_evalkit_process_itself_tunes_the_collector() -> None:
+    """``own_process.freeze_live_objects`` and ``collect_less`` are no-ops in a caller's Python
+    session, and freeze what is alive / raise the young generation's threshold once ``cli.main``
+    has claimed the process (a fresh interpreter, so this test session's collector is left alone)."""
     script = textwrap.dedent(
         """
         import gc
-        from evalkit.own_process import claim, freeze_live_objects
-        before = gc.get_freeze_count()
+        from evalkit.own_process import claim, collect_less, freeze_live_objects
+        before, threshold = gc.get_freeze_count(), gc.get_threshold()
         freeze_live_objects()
+        collect_less()
         assert gc.get_freeze_count() == before, "froze objects of a process evalkit does not own"
+        assert gc.get_threshold() == threshold, "tuned the collector of a process evalkit does not own"
         claim()
         freeze_live_objects()
+        collect_less()
         assert gc.get_freeze_count() > before + 1000, gc.get_freeze_count()
+        assert gc.get_threshold() == (20_000, *threshold[1:]), gc.get_threshold()
         """
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
