@@ -15,6 +15,10 @@ a free harness stays below 1: for 1,000 requests at C=64 the ceiling is 1000 / (
 manifest's ``last_session``); ``wall`` adds the one-off setup and finalisation (manifest, dataset
 fingerprint, summary with bootstrap CIs, report.html) and is printed beside it.
 
+Beside each run, ``floor.py``'s bare aiohttp client (nothing but the requests, in its own
+process) sends the same samples through the same server: its ratio is the ceiling this machine's
+loopback round trip allows any client.
+
 On a shared 2-core machine one measurement moves by several hundredths from run to run, so the
 benchmark repeats it (``--repeats``, default 3), prints every run side by side, and reports the
 median last.
@@ -31,6 +35,7 @@ import os
 import platform
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,9 +62,10 @@ ASKED = re.compile(rb"please reply (\d+)\.")
 
 
 def echo_answer(body: bytes) -> str:
-    """The reply the numeric judge marks right: the last question's number."""
+    """The reply the numeric judge marks right: the last question's number (in the parentheses
+    that the bare client of ``floor.py`` checks for)."""
     found = ASKED.findall(body)
-    return found[-1].decode() if found else "no question found"
+    return f"The answer is ({found[-1].decode()})." if found else "no question found"
 
 
 def start_server(delay: float):
@@ -67,6 +73,21 @@ def start_server(delay: float):
     from evalkit.testing.openai_server import spawn_url_process
 
     return spawn_url_process([sys.executable, __file__, "--serve", "--delay", str(delay)])
+
+
+def bare_ratio(samples: Path, base_url: str, concurrency: int, ideal: float, requests: int) -> float:
+    """The floor beside the harness: ``floor.py``'s bare aiohttp client (its own process, nothing
+    but the requests) sending the same samples through the same server, as achieved / ideal.
+    Where even it stays below a target, the machine's loopback round trip is the limit."""
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("floor.py")), "--bare-child", str(samples),
+         "--url", base_url, "--concurrency", str(concurrency)],
+        capture_output=True, text=True, check=True, timeout=600,
+    )  # fmt: skip
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if result["requests"] != requests or result["correct"] != requests:
+        raise SystemExit(f"bare client run invalid: {result}")
+    return requests / result["seconds"] / ideal
 
 
 def server_hits(base_url: str) -> int:
@@ -98,8 +119,9 @@ def measure(concurrency: int, delay: float, requests: int) -> dict:
             wall = time.perf_counter() - started
             manifest = store.read_manifest()
             summary = store.read_summary()["tasks"]["jsonl-bench"]
+            hits = server_hits(base_url)
+            bare = bare_ratio(samples, base_url, concurrency, concurrency / delay, requests)
     finally:
-        hits = server_hits(base_url)
         server.terminate()
         server.wait(10)
 
@@ -124,6 +146,7 @@ def measure(concurrency: int, delay: float, requests: int) -> dict:
         "achieved_rps": round(achieved, 2),
         "ideal_rps": round(ideal, 2),
         "ratio": round(achieved / ideal, 4),
+        "bare_ratio": round(bare, 4),
         "latency_p50_s": summary["requests"]["latency_s"]["p50"],
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
@@ -153,14 +176,16 @@ def main(argv: list[str] | None = None) -> int:
             f"run {run}: C={result['concurrency']}  D={result['delay_s']}s  requests={result['requests']}  "
             f"seconds={result['seconds']:.3f} (wall {result['wall_s']:.3f})  "
             f"achieved={result['achieved_rps']:.1f} req/s  ideal C/D={result['ideal_rps']:.1f} req/s  "
-            f"ratio={result['ratio']:.3f}",
+            f"ratio={result['ratio']:.3f}  (bare client: {result['bare_ratio']:.3f})",
             flush=True,
         )
     median = statistics.median(r["ratio"] for r in results)
+    bare = statistics.median(r["bare_ratio"] for r in results)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"median_ratio": median, "runs": results}
+        payload = {"median_ratio": median, "median_bare_ratio": bare, "runs": results}
         args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    print(f"bare client ratio: {bare:.3f}")
     print(f"ratio: {median:.3f}")
     return 0
 

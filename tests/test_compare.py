@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 from evalkit.cli import app
 from evalkit.compare import CompareOptions, compare_runs, md_escape, to_html, to_markdown, verdict
 from evalkit.errors import EvalkitError
+from evalkit.finalize import finalize
 from evalkit.records import ErrorInfo, Score, ScoreRecord
-from evalkit.runner import finalize
 from evalkit.store import RunStore
 
 DATASET = {"id": "synthetic/items", "revision": "v1", "split": "test", "fingerprint": "f" * 64}

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 from evalkit.cli import app
 from evalkit.compare import compare_runs, to_html, to_markdown
+from evalkit.finalize import finalize
 from evalkit.records import ModelOutput, ResponseRecord, Score, ScoreRecord
-from evalkit.runner import finalize
 from evalkit.store import RunStore
 from evalkit.testing.browser import browser_available, headless_chromium, wait_until
 
