@@ -441,7 +441,10 @@ def invoked_app(args: list[str]) -> typer.Typer:
         if (info.name or get_command_name(info.callback.__name__)) == name:
             alone = typer.Typer(**APP_SETTINGS)
             alone.registered_commands = [info]
-            alone.callback()(_group)  # a group, as the whole app is: ``run`` is a command name
+            # a group, as the whole app is (``run`` is a command name), with the app's own callback
+            alone.registered_callback = app.registered_callback
+            if alone.registered_callback is None:
+                alone.callback()(_group)
             return alone
     return app
 

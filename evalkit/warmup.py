@@ -2,12 +2,14 @@
 
 Why: the end of every run (``finalize``: summary.json and report.html; the CLI's summary table)
 imports ~0.15 s of modules (jinja2, the report's, rich's table) and loads the compiled report
-template. Done there, that time is added after the last answer, to every run's wall clock. During
-the request phase the event loop spends a third of its time in ``select()``, waiting on the
-network with the GIL released: a thread started with the phase does that work in time the run
-waits anyway (``benchmarks/floor.py`` measures it). Imports are idempotent and serialised by the
-import system's per-module locks, so the end simply finds the modules loaded, or waits for the
-one the thread is loading. Nothing here changes what the run computes.
+template. Done there, that time is added after the last answer, to every run's wall clock. Once
+every sample is in flight (the runner's sample iterator is exhausted), the event loop mostly
+waits in ``select()`` for the last answers, with the GIL released: a thread started then does
+that work in time the run waits anyway. Started with the request phase instead, it competed with
+the first wave of requests for the GIL and lengthened the phase by more than it saved
+(``benchmarks/floor.py`` measured both). Imports are idempotent and serialised by the import
+system's per-module locks, so the end simply finds the modules loaded, or waits for the one the
+thread is loading. Nothing here changes what the run computes.
 """
 
 from __future__ import annotations

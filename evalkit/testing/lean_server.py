@@ -127,6 +127,8 @@ class _Connection(asyncio.Protocol):
             if method == b"POST" and b"content-length" not in fields:
                 self._write(http_response("411 Length Required", "text/plain", b"Content-Length required"))
                 self.buffer.clear()
+                if self.transport is not None:  # the rest of the stream cannot be framed
+                    self.transport.close()
                 return False
             self.head = (method, path)
             self.body_at = end + len(_HEAD_END)
