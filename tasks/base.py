@@ -15,6 +15,7 @@ from collections.abc import Hashable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evalkit.clips import file_sha256
 from evalkit.confine import PathEscapeError, confine, resolved_roots
 from evalkit.errors import EvalkitError
 from evalkit.paths import cache_dir
@@ -294,8 +295,9 @@ def _audio_digest(audio: Any, roots: Sequence[Path] | None) -> bytes:
     """One clip's part of the fingerprint: its content digest, or a marker for a clip that is
     refused (outside ``roots``) or unreadable (both reported per sample by the runner)."""
     try:
-        if roots is not None and audio.path is not None:
-            audio = audio.model_copy(update={"path": str(confine(audio.path, roots, "audio"))})
+        if audio.data is None and audio.path is not None:  # a file: its digest by its confined path
+            path = audio.path if roots is None else str(confine(audio.path, roots, "audio"))
+            return file_sha256(path).encode()
         return audio.digest().encode()
     except PathEscapeError:
         return b"refused:" + str(audio.path).encode()
