@@ -30,8 +30,9 @@ FINISH_MODULES = (
 
 
 def warm_finish(modules: tuple[str, ...] = FINISH_MODULES) -> threading.Thread:
-    """Start importing ``modules`` (then loading the report template) in a daemon thread; join it
-    before the end needs them (``finish_warm``)."""
+    """Start importing ``modules`` (then loading the report template and building the manifest's
+    and summary's validators) in a daemon thread; join it before the end needs them
+    (``finish_warm``)."""
     thread = threading.Thread(target=_load, args=(modules,), name="evalkit-warmup", daemon=True)
     thread.start()
     return thread
@@ -48,7 +49,10 @@ def _load(modules: tuple[str, ...]) -> None:
         for name in modules:
             importlib.import_module(name)
         from evalkit.reports.html import report_template
+        from evalkit.run_files import Manifest, Summary
 
         report_template()
+        for model in (Manifest, Summary):  # their validators are built on first use (defer_build)
+            model.model_rebuild()
     except Exception:  # noqa: BLE001 - the end imports and loads the same again, and raises there
         return
