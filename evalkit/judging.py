@@ -18,15 +18,16 @@ A judge failure is data: whatever a judge raises becomes that sample's ``judge_e
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalkit.batching import MicroBatcher
 from evalkit.judges.base import Execution, Judge, JudgeItem, judge_error, not_applicable_score
 from evalkit.records import ErrorInfo, ModelOutput, Sample, Score, ScoreRecord
 from evalkit.store import RunStore
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 Mode = Callable[[Judge, Sample, list[ModelOutput]], Awaitable[Score]]
 
@@ -115,6 +116,10 @@ class JudgeExecutor:
 
     async def _in_pool(self, judge: Judge, sample: Sample, outputs: list[ModelOutput]) -> Score:
         if self._pool is None:
+            # imported here: a run whose judges all run inline never loads multiprocessing
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
             # spawn, not fork: a forked child inherits torch/OpenMP thread pools the parent
             # already started (an hf: model, the cascade) and deadlocks in its first op
             self._pool = ProcessPoolExecutor(
