@@ -177,11 +177,11 @@ def reencoded_ogg(path: Path) -> bytes:
     return buf.getvalue()
 
 
-def is_audio_header(path: Path) -> bool:
+def is_audio_header(path: str | Path) -> bool:
     """Whether the file opens as audio (header only; no samples decoded): the cheap check before
     a report links a file too large to embed (a WAV file's own header is read without libsndfile)."""
     try:
-        with open(path, "rb") as fh:
+        with open(path, "rb", buffering=0) as fh:  # one read of the head: no 8 KiB buffer to fill
             header = wav_header(fh.read(4096))
     except OSError:
         return False

@@ -80,6 +80,19 @@ def confine(
 
     Resolving follows every symlink, so a link inside a root that points out is outside; ``..``
     is folded only after links are followed, as the operating system does when opening."""
+    return Path(confined(path, roots, what, base, fix))
+
+
+def confined(
+    path: str | Path,
+    roots: Iterable[str | Path | None],
+    what: str,
+    base: Path | None = None,
+    fix: str | None = None,
+) -> str:
+    """``confine`` as a string: the per-clip callers (the fingerprint, each sample's turns, the
+    report's links) confine every clip of a run and want its path as text; building a ``Path``
+    they would turn back into one cost a third of each call."""
     given = os.fspath(path)
     candidate = given if base is None or os.path.isabs(given) else os.path.join(base, given)
     allowed = resolved_roots(roots)
@@ -90,7 +103,7 @@ def confine(
             f"{what}: path {str(path)!r} cannot be resolved ({exc}); it was not read; fix: name a real file"
         ) from None
     if any(real.startswith(prefix) or real + os.sep == prefix for prefix in allowed.prefixes):
-        return Path(real)
+        return real
     where = ", ".join(str(r) for r in allowed) or "(no folder)"
     fix = fix or (
         f"move the file inside the data folder, or pass --allow-path {Path(real).parent} to `evalkit run` "

@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import quote
 
 from evalkit.audio import AudioError, is_audio_header, reencoded_ogg
-from evalkit.confine import PathEscapeError, confine, resolved_roots
+from evalkit.confine import PathEscapeError, confined, resolved_roots
 from evalkit.errors import EvalkitError
 from evalkit.feel import CORRECTNESS_RULE, FEEL_RULE
 from evalkit.records import ResponseRecord, ScoreRecord
@@ -107,13 +107,14 @@ class AudioLinker:
         """``src``, never embedding: input clips are the dataset's own files, linked where they
         are (relative to the run directory) rather than copied into every report of every run
         (a 1000-item run's clips were 82 MiB of each report.html and ~300 MiB of its RSS)."""
-        file, why = self._shown_file(path, task)
-        if file is None:
+        real, why = self._confined(path, task)
+        if real is None:
             return None, why
-        return self._linked(file, path or "")
+        return self._linked(real, path or "")
 
-    def _shown_file(self, path: str | None, task: str | None) -> tuple[Path | None, str | None]:
-        """The confined, existing file a record's path names, or why it is not shown."""
+    def _confined(self, path: str | None, task: str | None) -> tuple[str | None, str | None]:
+        """The confined path a record's path names (not yet known to exist), or why it is not
+        shown."""
         if not path:
             return None, None
         roots = self._resolved.get(task or "")
@@ -122,15 +123,25 @@ class AudioLinker:
                 (self.run_root, *self.roots_by_task.get(task or "", ()))
             )
         try:
-            file = confine(path, roots, "audio", base=self.run_root)
+            return confined(path, roots, "audio", base=self.run_root), None
         except PathEscapeError:
             return None, f"{path} (outside the run directory and the task's data folders)"
+
+    def _shown_file(self, path: str | None, task: str | None) -> tuple[Path | None, str | None]:
+        """The confined, existing file a record's path names, or why it is not shown."""
+        real, why = self._confined(path, task)
+        if real is None:
+            return None, why
+        file = Path(real)
         if not file.is_file():
             return None, f"{path} (file missing)"
         return file, None
 
-    def _linked(self, file: Path, path: str) -> tuple[str | None, str | None]:
-        """A relative link to an audio file (its header checked), or why not."""
+    def _linked(self, file: str | Path, path: str) -> tuple[str | None, str | None]:
+        """A relative link to an audio file (its header checked), or why not. ``file`` may be
+        the confined path as text (``link``: a page links thousands of clips, no ``Path`` each)."""
+        if not os.path.isfile(file):
+            return None, f"{path} (file missing)"
         if not is_audio_header(file):
             return None, f"{path} (not an audio file)"
         folder, name = os.path.split(file)

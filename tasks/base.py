@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evalkit.clips import file_sha256
-from evalkit.confine import PathEscapeError, confine, resolved_roots
+from evalkit.confine import PathEscapeError, confined, resolved_roots
 from evalkit.errors import EvalkitError
 from evalkit.paths import cache_dir
 from evalkit.records import (
@@ -105,7 +105,7 @@ class Task(ABC):
         for i, turn in enumerate(sample.conversation):
             if turn.audio is not None and turn.audio.path is not None:
                 what = f"task {self.name!r} sample {sample.id!r} turn {i} field audio.path"
-                real = str(confine(turn.audio.path, roots, what))
+                real = confined(turn.audio.path, roots, what)
                 if real != turn.audio.path:
                     turn = turn.model_copy(update={"audio": turn.audio.model_copy(update={"path": real})})
                     moved = True
@@ -296,7 +296,7 @@ def _audio_digest(audio: Any, roots: Sequence[Path] | None) -> bytes:
     refused (outside ``roots``) or unreadable (both reported per sample by the runner)."""
     try:
         if audio.data is None and audio.path is not None:  # a file: its digest by its confined path
-            path = audio.path if roots is None else str(confine(audio.path, roots, "audio"))
+            path = audio.path if roots is None else confined(audio.path, roots, "audio")
             return file_sha256(path).encode()
         return audio.digest().encode()
     except PathEscapeError:
