@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Coroutine, Iterator
 from dataclasses import asdict, dataclass, field
@@ -131,13 +132,15 @@ class Runner:
         self.store = store
         self.tasks = tasks
         self.resume = resume
-        self.run_id = str(store.read_manifest().get("run_id", store.run_id))
+        manifest = store.read_manifest()
+        self.run_id = str(manifest.get("run_id", store.run_id))
         #: every model call of the run, any role (``evalkit.service``): cache scope, endpoint
         #: bounds, retries and deadlines, usage, secrets scrubbed, calls/<role>.jsonl
         self.service = ModelService(
             settings=ServiceSettings.of(config),
             cache=cache,
             run_id=self.run_id,
+            run_scope=str(manifest.get("run_uid") or self.run_id),  # a run older than run_uid: its name
             run_dir=store.root,
             secret_env=(config.model_options.get("api_key_env", "OPENAI_API_KEY"),),
             new_run=resume.store is None,
@@ -379,6 +382,9 @@ async def _evaluate_session(
         held.append(store)
         manifest = {
             "run_id": store.run_id,
+            # the run's own, whatever its name: two runs of one config started in the same second
+            # in two folders get the same name (``RunStore.create``), never the same cache scope
+            "run_uid": uuid.uuid4().hex,
             "name": config.name,
             "command": redact_command(argv or sys.argv),
             "config": asdict(config),

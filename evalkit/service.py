@@ -172,6 +172,10 @@ class ModelService:
     cache: ResponseCache | None = None
     #: the run whose cache scope unpinned models use; None: a one-off id (``standalone``)
     run_id: str | None = None
+    #: what makes that scope the run's own (the manifest's ``run_uid``); None: ``run_id``. A run's
+    #: name is unique only in its folder: two runs of one config started in the same second in
+    #: two folders share it, and must not share answers an unpinned model gave
+    run_scope: str | None = None
     #: the run directory the call logs go to; None: calls are not written (outside a run)
     run_dir: Path | None = None
     #: environment variables whose values are scrubbed besides the models' own ``secret_env``
@@ -182,6 +186,8 @@ class ModelService:
     def __post_init__(self) -> None:
         if self.run_id is None:
             self.run_id = f"standalone-{uuid.uuid4().hex[:12]}"
+        if self.run_scope is None:
+            self.run_scope = self.run_id
         self._models: dict[tuple[str, str, str | None], RoleModel] = {}
         #: (role, spec as named, revision) -> the model ``resolve`` built for it
         self._resolved: dict[tuple[str, str, str | None], RoleModel] = {}
@@ -219,7 +225,7 @@ class ModelService:
         model = RoleModel(
             role=role,
             adapter=adapter,
-            scope=cache_scope(revision or adapter.pinned_revision, str(self.run_id)),
+            scope=cache_scope(revision or adapter.pinned_revision, str(self.run_scope)),
             retry=RetryPolicy(
                 max_attempts=self.settings.max_attempts,
                 attempt_timeout=timeout,
@@ -231,7 +237,7 @@ class ModelService:
         )
         self._models[key] = model
         self._add_secrets(adapter.secret_env)
-        if self.cache is not None and self.new_run and model.scope == cache_scope(None, str(self.run_id)):
+        if self.cache is not None and self.new_run and model.scope == cache_scope(None, str(self.run_scope)):
             self.cache.declare_new_scope(model.scope)
         return model
 

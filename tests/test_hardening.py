@@ -112,6 +112,32 @@ def test_another_model_behind_the_same_url_and_name_is_asked_again(tmp_path):
     assert sqlite3.connect(cache).execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 0
 
 
+def test_two_runs_named_alike_in_two_folders_never_share_a_cache_scope(tmp_path, monkeypatch):
+    """A run's name is its start second, model and tasks: two runs of one config started in the
+    same second in two ``--out`` folders get the same name. Their unpinned model's answers must
+    still be their own (the manifest's ``run_uid`` makes the scope): the second run asks every
+    request of a server answering differently, and the cache keeps both runs' answers."""
+    import evalkit.store as store_module
+    from evalkit.runner import RunConfig, evaluate
+
+    monkeypatch.setattr(store_module.time, "strftime", lambda fmt: "20261201-120000")  # one second
+    task, cache = write_task(tmp_path / "s.jsonl", 6), str(tmp_path / "cache.sqlite")
+    stores = []
+    with OpenAIServer() as first:
+        port, model = first.port, spec(first)
+        config = RunConfig(model=model, tasks=task, out_dir=str(tmp_path / "a"), cache_path=cache)
+        stores.append(evaluate(config, argv=["test"], show_progress=False))
+    with OpenAIServer(port=port, answer=wrong) as second:
+        config = RunConfig(model=model, tasks=task, out_dir=str(tmp_path / "b"), cache_path=cache)
+        stores.append(evaluate(config, argv=["test"], show_progress=False))
+        assert second.hits == 6  # asked, never served the first run's answers
+    a, b = (s.read_manifest() for s in stores)
+    assert a["run_id"] == b["run_id"] and a["run_uid"] != b["run_uid"]
+    assert accuracy(stores[0].root) == 1.0 and accuracy(stores[1].root) == 0.0
+    assert b["answer_sources"] == {"fresh": 6, "cached_from": {}}
+    assert sqlite3.connect(cache).execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 12
+
+
 # -- one writer per run directory; SIGTERM -----------------------------------------------------------
 def wait_for(predicate, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
