@@ -450,7 +450,7 @@ def invoked_app(args: list[str]) -> typer.Typer:
 
 
 def _group() -> None:
-    """Evaluate audio language models on multi-turn spoken dialogue."""
+    """The callback that makes a one-command app a group; its help is ``APP_SETTINGS``'s."""
 
 
 def _leave(code: object) -> NoReturn:

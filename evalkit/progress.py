@@ -108,12 +108,15 @@ class RunProgress:
             from evalkit.progress_view import rich_progress
 
             self._progress = rich_progress(console)
-        #: False with ``--no-progress``: nothing is shown, so the totals need not be counted
-        self.enabled = enabled
         self._ids: dict[str, int] = {}
         self.counts: dict[str, Counts] = {}
         self._phase_id: int | None = None
         self.current_phase: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """False with ``--no-progress``: nothing is shown, so the totals need not be counted."""
+        return self._progress is not None
 
     def __enter__(self) -> RunProgress:
         if self._progress is not None:

@@ -93,28 +93,28 @@ class AudioLinker:
         file, why = self._shown_file(path, task)
         if file is None:
             return None, why
-        if file.stat().st_size <= self.budget:
+        if os.path.getsize(file) <= self.budget:
             try:
-                ogg = reencoded_ogg(file)
+                ogg = reencoded_ogg(Path(file))
             except AudioError:
                 return None, f"{path} (does not decode as audio)"
             if len(ogg) <= self.budget:
                 self.budget -= len(ogg)
                 return "data:audio/ogg;base64," + base64.b64encode(ogg).decode("ascii"), None
-        return self._linked(file, path)
+        return self._linked(file, path or "")
 
     def link(self, path: str | None, task: str | None = None) -> tuple[str | None, str | None]:
         """``src``, never embedding: input clips are the dataset's own files, linked where they
         are (relative to the run directory) rather than copied into every report of every run
         (a 1000-item run's clips were 82 MiB of each report.html and ~300 MiB of its RSS)."""
-        real, why = self._confined(path, task)
-        if real is None:
+        file, why = self._shown_file(path, task)
+        if file is None:
             return None, why
-        return self._linked(real, path or "")
+        return self._linked(file, path or "")
 
-    def _confined(self, path: str | None, task: str | None) -> tuple[str | None, str | None]:
-        """The confined path a record's path names (not yet known to exist), or why it is not
-        shown."""
+    def _shown_file(self, path: str | None, task: str | None) -> tuple[str | None, str | None]:
+        """The confined, existing file a record's path names, as text (a page links thousands of
+        clips: no ``Path`` each), or why it is not shown."""
         if not path:
             return None, None
         roots = self._resolved.get(task or "")
@@ -123,25 +123,15 @@ class AudioLinker:
                 (self.run_root, *self.roots_by_task.get(task or "", ()))
             )
         try:
-            return confined(path, roots, "audio", base=self.run_root), None
+            file = confined(path, roots, "audio", base=self.run_root)
         except PathEscapeError:
             return None, f"{path} (outside the run directory and the task's data folders)"
-
-    def _shown_file(self, path: str | None, task: str | None) -> tuple[Path | None, str | None]:
-        """The confined, existing file a record's path names, or why it is not shown."""
-        real, why = self._confined(path, task)
-        if real is None:
-            return None, why
-        file = Path(real)
-        if not file.is_file():
+        if not os.path.isfile(file):
             return None, f"{path} (file missing)"
         return file, None
 
-    def _linked(self, file: str | Path, path: str) -> tuple[str | None, str | None]:
-        """A relative link to an audio file (its header checked), or why not. ``file`` may be
-        the confined path as text (``link``: a page links thousands of clips, no ``Path`` each)."""
-        if not os.path.isfile(file):
-            return None, f"{path} (file missing)"
+    def _linked(self, file: str, path: str) -> tuple[str | None, str | None]:
+        """A relative link to an audio file (its header checked), or why not."""
         if not is_audio_header(file):
             return None, f"{path} (not an audio file)"
         folder, name = os.path.split(file)

@@ -295,9 +295,8 @@ def _audio_digest(audio: Any, roots: Sequence[Path] | None) -> bytes:
     """One clip's part of the fingerprint: its content digest, or a marker for a clip that is
     refused (outside ``roots``) or unreadable (both reported per sample by the runner)."""
     try:
-        if audio.data is None and audio.path is not None:  # a file: its digest by its confined path
-            path = audio.path if roots is None else confined(audio.path, roots, "audio")
-            return file_sha256(path).encode()
+        if roots is not None and audio.data is None and audio.path is not None:
+            return file_sha256(confined(audio.path, roots, "audio")).encode()  # by its confined path
         return audio.digest().encode()
     except PathEscapeError:
         return b"refused:" + str(audio.path).encode()

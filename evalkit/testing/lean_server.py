@@ -59,6 +59,12 @@ def http_response(status: str, content_type: str, body: bytes) -> bytes:
     return head.encode("ascii") + body
 
 
+@lru_cache(maxsize=4096)
+def chat_response(text: str) -> bytes:
+    """The whole HTTP response streaming ``text``, encoded once per answer text."""
+    return http_response("200 OK", "text/event-stream", streamed_answer(text))
+
+
 def json_response(payload: Any, status: str = "200 OK") -> bytes:
     return http_response(status, "application/json", json.dumps(payload).encode())
 
@@ -70,14 +76,13 @@ class LeanServer:
         self.answer = answer
         self.delay = delay
         self.hits = 0
-        self._encoded = lru_cache(maxsize=4096)(lambda text: http_response("200 OK", "text/event-stream",
-                                                                          streamed_answer(text)))  # fmt: skip
+        self._server: asyncio.Server | None = None  # held: the listening socket lives with it
 
     def respond(self, method: bytes, path: bytes, body: bytes) -> tuple[bytes, bool]:
         """The response to one request, and whether it waits ``delay`` (chat answers do)."""
         if method == b"POST" and path == b"/v1/chat/completions":
             self.hits += 1
-            return self._encoded(self.answer(body)), True
+            return chat_response(self.answer(body)), True
         if method == b"GET" and path == b"/v1/models":
             return json_response({"object": "list", "data": [{"id": MODEL, "object": "model"}]}), False
         if method == b"GET" and path == b"/_loopback/stats":
